@@ -1,0 +1,302 @@
+//! Configuration: the TOML file is read in two stages, raw serde structs (`raw`) then a
+//! validator (`validate`) that reports every problem with its key path and builds the typed
+//! [`Config`] below. The rest of the gateway only ever sees a validated `Config`.
+
+mod interpolate;
+pub mod raw;
+mod validate;
+
+use crate::authz::ClaimRule;
+use crate::secret::Secret;
+use ipnet::IpNet;
+use regex::Regex;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use url::Url;
+
+pub use validate::parse_duration;
+
+/// A fully validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub admin: Option<AdminConfig>,
+    pub provider: ProviderConfig,
+    pub session: SessionConfig,
+    pub headers: HeadersConfig,
+    pub oauth: OAuthConfig,
+    pub hooks: HooksConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    /// When set, scheme and host of every request are taken from here.
+    pub public_url: Option<Url>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub upstream_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenEndpointAuth {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pkce {
+    S256,
+    Plain,
+    None,
+}
+
+/// The redirect URI: a path resolved against each request's scheme and host, or fixed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectUri {
+    Path(String),
+    Absolute(Url),
+}
+
+impl RedirectUri {
+    /// The path part, which is what requests are matched against.
+    pub fn path(&self) -> &str {
+        match self {
+            RedirectUri::Path(p) => p,
+            RedirectUri::Absolute(u) => u.path(),
+        }
+    }
+
+    /// The full URL for a request that arrived as `scheme://host`.
+    pub fn resolve(&self, scheme: &str, host: &str) -> String {
+        match self {
+            RedirectUri::Path(p) => format!("{scheme}://{host}{p}"),
+            RedirectUri::Absolute(u) => u.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub issuer: Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub token_endpoint_auth: TokenEndpointAuth,
+    pub redirect_uri: RedirectUri,
+    pub scopes: Vec<String>,
+    pub pkce: Pkce,
+    pub auth_params: Vec<(String, String)>,
+    pub userinfo: bool,
+    pub allow_http: bool,
+    pub http_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Cookie,
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Lax,
+    Strict,
+    None,
+}
+
+impl SameSite {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSite::Lax => "Lax",
+            SameSite::Strict => "Strict",
+            SameSite::None => "None",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// First is used to seal; all are tried to open.
+    pub passphrases: Vec<Secret>,
+    pub store: StoreKind,
+    pub memory_capacity: u64,
+    pub cookie_name: String,
+    pub cookie_domain: Option<String>,
+    pub state_cookie_prefix: String,
+    pub same_site: SameSite,
+    pub inactivity_timeout: Duration,
+    pub max_duration: Duration,
+    pub refresh_before_expiry: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    None,
+    Latin1,
+    Base64Url,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeadersConfig {
+    pub claim_prefix: String,
+    pub claim_delimiter: String,
+    pub pass_access_token: bool,
+    pub id_token_claims: bool,
+    pub id_token_payload: bool,
+    pub id_token_serialized: bool,
+    pub userinfo_claims: bool,
+    pub userinfo_json: bool,
+    pub pass_refresh_token: bool,
+    pub encoding: Encoding,
+    pub remote_user_claim: String,
+    pub remote_user_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntrospectionCache {
+    /// Cache active results until the token's `exp`.
+    UntilExpiry,
+    Off,
+    /// Re-validate after this long (and never past `exp`).
+    For(Duration),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Header,
+    Query,
+    Post,
+    Cookie(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub introspection_endpoint: Option<Url>,
+    pub introspection_cache: IntrospectionCache,
+    pub accept_token_as: Vec<TokenSource>,
+    pub jwt: bool,
+    pub audience: Option<String>,
+    pub cache_capacity: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InfoMember {
+    Iat,
+    AccessToken,
+    AccessTokenExpires,
+    IdToken,
+    Userinfo,
+    Exp,
+    Timeout,
+    RemoteUser,
+    RefreshToken,
+}
+
+#[derive(Debug, Clone)]
+pub struct HooksConfig {
+    pub info: Vec<InfoMember>,
+    pub redirect_urls_allowed: Vec<Regex>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    OpenIdConnect,
+    OAuth20,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnauthAction {
+    Auth,
+    Unauthorized,
+    Pass,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Normalised: starts with `/`, no trailing `/` except for the root.
+    pub path: String,
+    pub upstream: Url,
+    pub auth: AuthKind,
+    pub unauth_action: UnauthAction,
+    pub require_claims: Vec<ClaimRule>,
+    pub preserve_host: bool,
+}
+
+/// One problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Every problem found in a configuration file, with the file's name.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub source: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{}: {n} configuration problem{}:",
+            self.source,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            if p.key.is_empty() {
+                writeln!(f, "  {}", p.reason)?;
+            } else {
+                writeln!(f, "  {}: {}", p.key, p.reason)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, interpolates and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source: source.clone(),
+            problems: vec![ConfigProblem {
+                key: String::new(),
+                reason: format!("cannot read file: {e}"),
+            }],
+        })?;
+        Self::from_toml(&text, &source, path.parent())
+    }
+
+    /// Parses configuration text; `source` names it in errors and `base_dir` resolves
+    /// relative `_file` paths.
+    pub fn from_toml(
+        text: &str,
+        source: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<Config, ConfigError> {
+        validate::from_toml(text, base_dir).map_err(|problems| ConfigError {
+            source: source.to_string(),
+            problems,
+        })
+    }
+
+    /// The path that every redirect-URI hook request arrives on.
+    pub fn redirect_path(&self) -> &str {
+        self.provider.redirect_uri.path()
+    }
+}

@@ -1,0 +1,136 @@
+//! The configuration file as written: serde structs that mirror the TOML, unknown keys
+//! rejected. Nothing here is validated; see `validate.rs`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    pub provider: Option<RawProvider>,
+    #[serde(default)]
+    pub session: RawSession,
+    #[serde(default)]
+    pub headers: RawHeaders,
+    #[serde(default)]
+    pub oauth: RawOAuth,
+    #[serde(default)]
+    pub hooks: RawHooks,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+}
+
+/// A value that may be written as one string or as a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<OneOrMany>,
+    pub public_url: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub upstream_timeout: Option<String>,
+    pub upstream_connect_timeout: Option<String>,
+    pub shutdown_grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<OneOrMany>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub token_endpoint_auth: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub pkce: Option<String>,
+    pub auth_params: Option<BTreeMap<String, String>>,
+    pub userinfo: Option<bool>,
+    pub allow_http: Option<bool>,
+    pub http_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub passphrase: Option<String>,
+    pub passphrase_file: Option<String>,
+    pub passphrases: Option<Vec<String>>,
+    pub store: Option<String>,
+    pub memory_capacity: Option<u64>,
+    pub cookie_name: Option<String>,
+    pub cookie_domain: Option<String>,
+    pub state_cookie_prefix: Option<String>,
+    pub same_site: Option<String>,
+    pub inactivity_timeout: Option<String>,
+    pub max_duration: Option<String>,
+    pub refresh_before_expiry: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeaders {
+    pub claim_prefix: Option<String>,
+    pub claim_delimiter: Option<String>,
+    pub pass_access_token: Option<bool>,
+    pub pass_id_token: Option<Vec<String>>,
+    pub pass_userinfo: Option<Vec<String>>,
+    pub pass_refresh_token: Option<bool>,
+    pub encoding: Option<String>,
+    pub remote_user_claim: Option<String>,
+    pub remote_user_header: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    pub introspection_endpoint: Option<String>,
+    pub introspection_cache: Option<String>,
+    pub accept_token_as: Option<Vec<String>>,
+    pub jwt: Option<bool>,
+    pub audience: Option<String>,
+    pub cache_capacity: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHooks {
+    pub info: Option<Vec<String>>,
+    pub redirect_urls_allowed: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path: Option<String>,
+    pub upstream: Option<String>,
+    pub auth: Option<String>,
+    pub unauth_action: Option<String>,
+    pub require_claims: Option<Vec<String>>,
+    pub preserve_host: Option<bool>,
+}

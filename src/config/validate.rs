@@ -1,0 +1,789 @@
+//! Second stage of config loading: raw structs -> typed [`Config`], collecting every
+//! problem with its key path instead of stopping at the first.
+
+use super::interpolate::interpolate;
+use super::raw::*;
+use super::*;
+use std::path::Path;
+
+/// Parses `"90s"`, `"5m"`, `"8h"`, `"1d"`, `"250ms"` (a bare number means seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like \"90s\", \"5m\" or \"8h\""))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => return Ok(Duration::from_millis(n)),
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m, h or d)"
+            ))
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Collects problems; each check records its key path.
+struct Checker<'a> {
+    problems: Vec<ConfigProblem>,
+    base_dir: Option<&'a Path>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        match value.map(parse_duration) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.problem(key, e);
+                default
+            }
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        default: T,
+        options: &[(&str, T)],
+    ) -> T {
+        let Some(v) = value else { return default };
+        if let Some((_, t)) = options
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(v))
+        {
+            return *t;
+        }
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        self.problem(key, format!("{v:?} is not one of {}", names.join(" | ")));
+        default
+    }
+
+    fn addresses(&mut self, key: &str, value: Option<OneOrMany>, default: &str) -> Vec<SocketAddr> {
+        let list = value
+            .map(OneOrMany::into_vec)
+            .unwrap_or_else(|| vec![default.to_string()]);
+        if list.is_empty() {
+            self.problem(key, "at least one address is required");
+        }
+        let mut out = Vec::new();
+        for (i, a) in list.iter().enumerate() {
+            match a.parse::<SocketAddr>() {
+                Ok(addr) => out.push(addr),
+                Err(_) => self.problem(
+                    format!("{key}[{i}]"),
+                    format!("{a:?} is not an IP:port address"),
+                ),
+            }
+        }
+        out
+    }
+
+    /// Reads a secret given inline or via its `_file` key; `None` when neither is set.
+    fn secret(
+        &mut self,
+        key: &str,
+        inline: Option<String>,
+        file: Option<String>,
+    ) -> Option<Secret> {
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(key, format!("set either {key} or {key}_file, not both"));
+                None
+            }
+            (Some(v), None) => Some(Secret::new(v)),
+            (None, Some(f)) => {
+                let path = match self.base_dir {
+                    Some(dir) if Path::new(&f).is_relative() => dir.join(&f),
+                    _ => Path::new(&f).to_path_buf(),
+                };
+                match std::fs::read_to_string(&path) {
+                    Ok(s) => Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
+                    Err(e) => {
+                        self.problem(
+                            format!("{key}_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn http_url(&mut self, key: &str, value: &str) -> Option<Url> {
+        match Url::parse(value) {
+            Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+                Some(u)
+            }
+            _ => {
+                self.problem(key, format!("{value:?} is not an http(s) URL"));
+                None
+            }
+        }
+    }
+}
+
+/// Whether `url` points at a loopback host, where plain http is always allowed.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+pub(super) fn from_toml(text: &str, base_dir: Option<&Path>) -> Result<Config, Vec<ConfigProblem>> {
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| {
+        vec![ConfigProblem {
+            key: String::new(),
+            reason: format!("not valid TOML: {}", e.to_string().trim_end()),
+        }]
+    })?;
+    let mut problems = Vec::new();
+    interpolate(&mut value, "", &mut problems);
+    let raw: RawConfig = match serde_path_to_error::deserialize(value) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let key = e.path().to_string();
+            problems.push(ConfigProblem {
+                key: if key == "." { String::new() } else { key },
+                reason: e.into_inner().to_string(),
+            });
+            return Err(problems);
+        }
+    };
+    let mut c = Checker { problems, base_dir };
+    let config = build(&mut c, raw);
+    if c.problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(c.problems)
+    }
+}
+
+fn build(c: &mut Checker, raw: RawConfig) -> Config {
+    let server = build_server(c, raw.server);
+    let admin = raw.admin.map(|a| AdminConfig {
+        listen: c.addresses("admin.listen", a.listen, "127.0.0.1:9090"),
+    });
+    let provider = build_provider(c, raw.provider);
+    let session = build_session(c, raw.session);
+    let headers = build_headers(c, raw.headers);
+    let oauth = build_oauth(c, raw.oauth, provider.allow_http);
+    let hooks = build_hooks(c, raw.hooks);
+    let routes = build_routes(c, raw.route);
+    if let (Some(admin), listen) = (&admin, &server.listen) {
+        for a in &admin.listen {
+            if listen.contains(a) && a.port() != 0 {
+                c.problem(
+                    "admin.listen",
+                    format!("{a} is also a proxied listen address"),
+                );
+            }
+        }
+    }
+    if let RedirectUri::Path(p) = &provider.redirect_uri {
+        if routes.iter().all(|r| r.auth != AuthKind::OpenIdConnect) && p.is_empty() {
+            c.problem("provider.redirect_uri", "must not be empty");
+        }
+    }
+    Config {
+        server,
+        admin,
+        provider,
+        session,
+        headers,
+        oauth,
+        hooks,
+        routes,
+    }
+}
+
+fn build_server(c: &mut Checker, raw: RawServer) -> ServerConfig {
+    let listen = c.addresses("server.listen", raw.listen, "127.0.0.1:8080");
+    let public_url = raw.public_url.and_then(|u| {
+        let url = c.http_url("server.public_url", &u)?;
+        if url.path() != "/" || url.query().is_some() {
+            c.problem(
+                "server.public_url",
+                "must be scheme://host[:port] without a path",
+            );
+        }
+        Some(url)
+    });
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.trusted_proxies.unwrap_or_default().iter().enumerate() {
+        let parsed = p
+            .parse::<IpNet>()
+            .or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) => trusted_proxies.push(net),
+            Err(_) => c.problem(
+                format!("server.trusted_proxies[{i}]"),
+                format!("{p:?} is not a CIDR or IP address"),
+            ),
+        }
+    }
+    ServerConfig {
+        listen,
+        public_url,
+        trusted_proxies,
+        upstream_timeout: c.duration(
+            "server.upstream_timeout",
+            raw.upstream_timeout.as_deref(),
+            Duration::from_secs(60),
+        ),
+        upstream_connect_timeout: c.duration(
+            "server.upstream_connect_timeout",
+            raw.upstream_connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        ),
+        shutdown_grace: c.duration(
+            "server.shutdown_grace",
+            raw.shutdown_grace.as_deref(),
+            Duration::from_secs(30),
+        ),
+    }
+}
+
+fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
+    let raw = raw.unwrap_or_else(|| {
+        c.problem("provider", "the [provider] section is required");
+        RawProvider::default()
+    });
+    let allow_http = raw.allow_http.unwrap_or(false);
+    let issuer = match raw.issuer.as_deref() {
+        None => {
+            c.problem("provider.issuer", "is required");
+            None
+        }
+        Some(i) => c.http_url("provider.issuer", i).inspect(|u| {
+            if u.scheme() == "http" && !allow_http && !is_loopback(u) {
+                c.problem(
+                    "provider.issuer",
+                    "plain http is only allowed on loopback hosts (set provider.allow_http = true for development setups)",
+                );
+            }
+        }),
+    };
+    let client_id = raw.client_id.unwrap_or_default();
+    if client_id.is_empty() {
+        c.problem("provider.client_id", "is required");
+    }
+    let client_secret = c
+        .secret(
+            "provider.client_secret",
+            raw.client_secret,
+            raw.client_secret_file,
+        )
+        .unwrap_or_default();
+    let token_endpoint_auth = c.choice(
+        "provider.token_endpoint_auth",
+        raw.token_endpoint_auth.as_deref(),
+        TokenEndpointAuth::ClientSecretBasic,
+        &[
+            ("client_secret_basic", TokenEndpointAuth::ClientSecretBasic),
+            ("client_secret_post", TokenEndpointAuth::ClientSecretPost),
+        ],
+    );
+    let redirect_raw = raw
+        .redirect_uri
+        .unwrap_or_else(|| "/oauth2/callback".into());
+    let redirect_uri = if redirect_raw.starts_with('/') {
+        if redirect_raw.starts_with("//") || redirect_raw.contains(['?', '#']) {
+            c.problem(
+                "provider.redirect_uri",
+                "must be a plain path or an absolute URL",
+            );
+        }
+        RedirectUri::Path(redirect_raw)
+    } else {
+        match c.http_url("provider.redirect_uri", &redirect_raw) {
+            Some(u) if u.query().is_none() && u.fragment().is_none() => RedirectUri::Absolute(u),
+            Some(_) => {
+                c.problem("provider.redirect_uri", "must not have a query or fragment");
+                RedirectUri::Path("/oauth2/callback".into())
+            }
+            None => RedirectUri::Path("/oauth2/callback".into()),
+        }
+    };
+    if let RedirectUri::Path(p) = &redirect_uri {
+        if p == "/" {
+            c.problem(
+                "provider.redirect_uri",
+                "must not be \"/\": it would shadow every route",
+            );
+        }
+    }
+    let scopes = raw.scopes.unwrap_or_else(|| {
+        ["openid", "profile", "email"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    if !scopes.iter().any(|s| s == "openid") {
+        c.problem("provider.scopes", "must include \"openid\"");
+    }
+    for (i, s) in scopes.iter().enumerate() {
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            c.problem(
+                format!("provider.scopes[{i}]"),
+                "a scope is one non-empty word",
+            );
+        }
+    }
+    let pkce = c.choice(
+        "provider.pkce",
+        raw.pkce.as_deref(),
+        Pkce::S256,
+        &[
+            ("S256", Pkce::S256),
+            ("plain", Pkce::Plain),
+            ("none", Pkce::None),
+        ],
+    );
+    let reserved = [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    ];
+    let mut auth_params = Vec::new();
+    for (k, v) in raw.auth_params.unwrap_or_default() {
+        if reserved.contains(&k.as_str()) {
+            c.problem(
+                format!("provider.auth_params.{k}"),
+                "is set by the gateway and cannot be overridden",
+            );
+        } else {
+            auth_params.push((k, v));
+        }
+    }
+    ProviderConfig {
+        issuer: issuer.unwrap_or_else(|| Url::parse("https://invalid.invalid/").unwrap()),
+        client_id,
+        client_secret,
+        token_endpoint_auth,
+        redirect_uri,
+        scopes,
+        pkce,
+        auth_params,
+        userinfo: raw.userinfo.unwrap_or(true),
+        allow_http,
+        http_timeout: c.duration(
+            "provider.http_timeout",
+            raw.http_timeout.as_deref(),
+            Duration::from_secs(10),
+        ),
+    }
+}
+
+fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
+    let single = c.secret("session.passphrase", raw.passphrase, raw.passphrase_file);
+    let passphrases: Vec<Secret> = match (single, raw.passphrases) {
+        (Some(_), Some(_)) => {
+            c.problem(
+                "session.passphrases",
+                "set either session.passphrase or session.passphrases, not both",
+            );
+            Vec::new()
+        }
+        (Some(p), None) => vec![p],
+        (None, Some(list)) => list.into_iter().map(Secret::new).collect(),
+        (None, None) => {
+            c.problem("session.passphrase", "is required (or session.passphrases)");
+            Vec::new()
+        }
+    };
+    for (i, p) in passphrases.iter().enumerate() {
+        if p.expose().len() < 16 {
+            c.problem(
+                format!("session.passphrases[{i}]"),
+                "must be at least 16 characters (32 random characters recommended)",
+            );
+        }
+    }
+    let store = c.choice(
+        "session.store",
+        raw.store.as_deref(),
+        StoreKind::Cookie,
+        &[("cookie", StoreKind::Cookie), ("memory", StoreKind::Memory)],
+    );
+    if raw.store.as_deref() == Some("redis") {
+        c.problems.pop();
+        c.problem(
+            "session.store",
+            "\"redis\" is not available in this build yet; use cookie or memory",
+        );
+    }
+    let cookie_name = raw.cookie_name.unwrap_or_else(|| "oidc_session".into());
+    check_cookie_name(c, "session.cookie_name", &cookie_name);
+    let state_cookie_prefix = raw
+        .state_cookie_prefix
+        .unwrap_or_else(|| "oidc_state_".into());
+    check_cookie_name(c, "session.state_cookie_prefix", &state_cookie_prefix);
+    if state_cookie_prefix.starts_with(&cookie_name)
+        || cookie_name.starts_with(&state_cookie_prefix)
+    {
+        c.problem(
+            "session.state_cookie_prefix",
+            "must not share a prefix with session.cookie_name",
+        );
+    }
+    let same_site = c.choice(
+        "session.same_site",
+        raw.same_site.as_deref(),
+        SameSite::Lax,
+        &[
+            ("lax", SameSite::Lax),
+            ("strict", SameSite::Strict),
+            ("none", SameSite::None),
+        ],
+    );
+    let inactivity_timeout = c.duration(
+        "session.inactivity_timeout",
+        raw.inactivity_timeout.as_deref(),
+        Duration::from_secs(300),
+    );
+    let max_duration = c.duration(
+        "session.max_duration",
+        raw.max_duration.as_deref(),
+        Duration::from_secs(8 * 3600),
+    );
+    if inactivity_timeout.is_zero() {
+        c.problem("session.inactivity_timeout", "must be greater than zero");
+    }
+    if max_duration.is_zero() {
+        c.problem("session.max_duration", "must be greater than zero");
+    }
+    SessionConfig {
+        passphrases,
+        store,
+        memory_capacity: raw.memory_capacity.unwrap_or(100_000),
+        cookie_name,
+        cookie_domain: raw.cookie_domain,
+        state_cookie_prefix,
+        same_site,
+        inactivity_timeout,
+        max_duration,
+        refresh_before_expiry: c.duration(
+            "session.refresh_before_expiry",
+            raw.refresh_before_expiry.as_deref(),
+            Duration::from_secs(30),
+        ),
+    }
+}
+
+fn check_cookie_name(c: &mut Checker, key: &str, name: &str) {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !ok {
+        c.problem(key, format!("{name:?} is not a valid cookie name"));
+    }
+}
+
+fn is_header_name(s: &str) -> bool {
+    http::HeaderName::from_bytes(s.as_bytes()).is_ok()
+}
+
+fn build_headers(c: &mut Checker, raw: RawHeaders) -> HeadersConfig {
+    let claim_prefix = raw.claim_prefix.unwrap_or_else(|| "OIDC_CLAIM_".into());
+    if !claim_prefix.is_empty() && !is_header_name(&claim_prefix) {
+        c.problem("headers.claim_prefix", "is not valid in a header name");
+    }
+    if claim_prefix.is_empty() {
+        c.problem(
+            "headers.claim_prefix",
+            "must not be empty: client-sent claim headers could not be told apart",
+        );
+    }
+    let mut pass_id = [false; 3];
+    for (i, v) in raw
+        .pass_id_token
+        .unwrap_or_else(|| vec!["claims".into()])
+        .iter()
+        .enumerate()
+    {
+        match v.as_str() {
+            "claims" => pass_id[0] = true,
+            "payload" => pass_id[1] = true,
+            "serialized" => pass_id[2] = true,
+            _ => c.problem(
+                format!("headers.pass_id_token[{i}]"),
+                format!("{v:?} is not one of claims | payload | serialized"),
+            ),
+        }
+    }
+    let mut pass_ui = [false; 2];
+    for (i, v) in raw
+        .pass_userinfo
+        .unwrap_or_else(|| vec!["claims".into()])
+        .iter()
+        .enumerate()
+    {
+        match v.as_str() {
+            "claims" => pass_ui[0] = true,
+            "json" => pass_ui[1] = true,
+            _ => c.problem(
+                format!("headers.pass_userinfo[{i}]"),
+                format!("{v:?} is not one of claims | json"),
+            ),
+        }
+    }
+    let encoding = c.choice(
+        "headers.encoding",
+        raw.encoding.as_deref(),
+        Encoding::None,
+        &[
+            ("none", Encoding::None),
+            ("latin1", Encoding::Latin1),
+            ("base64url", Encoding::Base64Url),
+        ],
+    );
+    let remote_user_header = raw.remote_user_header.filter(|h| !h.is_empty());
+    if let Some(h) = &remote_user_header {
+        if !is_header_name(h) {
+            c.problem(
+                "headers.remote_user_header",
+                format!("{h:?} is not a header name"),
+            );
+        }
+    }
+    HeadersConfig {
+        claim_prefix,
+        claim_delimiter: raw.claim_delimiter.unwrap_or_else(|| ",".into()),
+        pass_access_token: raw.pass_access_token.unwrap_or(true),
+        id_token_claims: pass_id[0],
+        id_token_payload: pass_id[1],
+        id_token_serialized: pass_id[2],
+        userinfo_claims: pass_ui[0],
+        userinfo_json: pass_ui[1],
+        pass_refresh_token: raw.pass_refresh_token.unwrap_or(false),
+        encoding,
+        remote_user_claim: raw.remote_user_claim.unwrap_or_else(|| "sub".into()),
+        remote_user_header,
+    }
+}
+
+fn build_oauth(c: &mut Checker, raw: RawOAuth, allow_http: bool) -> OAuthConfig {
+    let introspection_endpoint = raw
+        .introspection_endpoint
+        .filter(|s| !s.is_empty())
+        .and_then(|s| c.http_url("oauth.introspection_endpoint", &s))
+        .inspect(|u| {
+            if u.scheme() == "http" && !allow_http && !is_loopback(u) {
+                c.problem(
+                    "oauth.introspection_endpoint",
+                    "plain http is only allowed on loopback hosts (provider.allow_http)",
+                );
+            }
+        });
+    let introspection_cache = match raw.introspection_cache.as_deref() {
+        None | Some("until-expiry") => IntrospectionCache::UntilExpiry,
+        Some("off") => IntrospectionCache::Off,
+        Some(d) => match parse_duration(d) {
+            Ok(d) => IntrospectionCache::For(d),
+            Err(_) => {
+                c.problem(
+                    "oauth.introspection_cache",
+                    format!("{d:?} is not until-expiry | off | a duration"),
+                );
+                IntrospectionCache::UntilExpiry
+            }
+        },
+    };
+    let mut accept_token_as = Vec::new();
+    for (i, v) in raw
+        .accept_token_as
+        .unwrap_or_else(|| vec!["header".into()])
+        .iter()
+        .enumerate()
+    {
+        let source = match v.as_str() {
+            "header" => Some(TokenSource::Header),
+            "query" => Some(TokenSource::Query),
+            "post" => Some(TokenSource::Post),
+            other => match other.strip_prefix("cookie:") {
+                Some(name) if !name.is_empty() => Some(TokenSource::Cookie(name.to_string())),
+                _ => None,
+            },
+        };
+        match source {
+            Some(s) => accept_token_as.push(s),
+            None => c.problem(
+                format!("oauth.accept_token_as[{i}]"),
+                format!("{v:?} is not one of header | query | post | cookie:NAME"),
+            ),
+        }
+    }
+    OAuthConfig {
+        introspection_endpoint,
+        introspection_cache,
+        accept_token_as,
+        jwt: raw.jwt.unwrap_or(false),
+        audience: raw.audience.filter(|a| !a.is_empty()),
+        cache_capacity: raw.cache_capacity.unwrap_or(100_000),
+    }
+}
+
+fn build_hooks(c: &mut Checker, raw: RawHooks) -> HooksConfig {
+    let default_info = [
+        "iat",
+        "access_token",
+        "access_token_expires",
+        "id_token",
+        "userinfo",
+        "exp",
+        "timeout",
+        "remote_user",
+    ];
+    let names = raw
+        .info
+        .unwrap_or_else(|| default_info.iter().map(|s| s.to_string()).collect());
+    let mut info = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let m = match n.as_str() {
+            "iat" => InfoMember::Iat,
+            "access_token" => InfoMember::AccessToken,
+            "access_token_expires" => InfoMember::AccessTokenExpires,
+            "id_token" => InfoMember::IdToken,
+            "userinfo" => InfoMember::Userinfo,
+            "exp" => InfoMember::Exp,
+            "timeout" => InfoMember::Timeout,
+            "remote_user" => InfoMember::RemoteUser,
+            "refresh_token" => InfoMember::RefreshToken,
+            _ => {
+                c.problem(
+                    format!("hooks.info[{i}]"),
+                    format!("{n:?} is not an info member"),
+                );
+                continue;
+            }
+        };
+        info.push(m);
+    }
+    let mut redirect_urls_allowed = Vec::new();
+    for (i, r) in raw
+        .redirect_urls_allowed
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        // Anchored so that a pattern must describe the whole URL.
+        match Regex::new(&format!("^(?:{r})$")) {
+            Ok(re) => redirect_urls_allowed.push(re),
+            Err(e) => c.problem(
+                format!("hooks.redirect_urls_allowed[{i}]"),
+                format!("not a valid regex: {e}"),
+            ),
+        }
+    }
+    HooksConfig {
+        info,
+        redirect_urls_allowed,
+    }
+}
+
+fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
+    if raw.is_empty() {
+        c.problem("route", "at least one [[route]] is required");
+    }
+    let mut routes: Vec<RouteConfig> = Vec::new();
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = |k: &str| format!("route[{i}].{k}");
+        let path = match r.path {
+            None => {
+                c.problem(key("path"), "is required");
+                "/".to_string()
+            }
+            Some(p) if !p.starts_with('/') => {
+                c.problem(key("path"), format!("{p:?} must start with /"));
+                "/".to_string()
+            }
+            Some(p) => {
+                let trimmed = p.trim_end_matches('/');
+                if trimmed.is_empty() {
+                    "/".to_string()
+                } else {
+                    trimmed.to_string()
+                }
+            }
+        };
+        let upstream = match r.upstream.as_deref() {
+            None => {
+                c.problem(key("upstream"), "is required");
+                None
+            }
+            Some(u) => c.http_url(&key("upstream"), u).inspect(|url| {
+                if url.query().is_some() || url.fragment().is_some() {
+                    c.problem(key("upstream"), "must not have a query or fragment");
+                }
+            }),
+        };
+        let auth = c.choice(
+            &key("auth"),
+            r.auth.as_deref(),
+            AuthKind::OpenIdConnect,
+            &[
+                ("openid-connect", AuthKind::OpenIdConnect),
+                ("oauth20", AuthKind::OAuth20),
+                ("none", AuthKind::None),
+            ],
+        );
+        let unauth_action = c.choice(
+            &key("unauth_action"),
+            r.unauth_action.as_deref(),
+            UnauthAction::Auth,
+            &[
+                ("auth", UnauthAction::Auth),
+                ("401", UnauthAction::Unauthorized),
+                ("pass", UnauthAction::Pass),
+            ],
+        );
+        let mut require_claims = Vec::new();
+        for (j, rule) in r.require_claims.unwrap_or_default().iter().enumerate() {
+            match ClaimRule::parse(rule) {
+                Ok(rule) => require_claims.push(rule),
+                Err(e) => c.problem(format!("route[{i}].require_claims[{j}]"), e),
+            }
+        }
+        if routes.iter().any(|other| other.path == path) {
+            c.problem(
+                key("path"),
+                format!("{path:?} is already used by another route"),
+            );
+        }
+        routes.push(RouteConfig {
+            path,
+            upstream: upstream.unwrap_or_else(|| Url::parse("http://invalid.invalid/").unwrap()),
+            auth,
+            unauth_action,
+            require_claims,
+            preserve_host: r.preserve_host.unwrap_or(false),
+        });
+    }
+    routes
+}

@@ -1,0 +1,82 @@
+//! The session: who logged in, their tokens and claims, and when it started and was last
+//! used. Short serde names keep sealed cookies small.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Session {
+    /// Random id, new at every login; also the key for server-side stores and the deny list.
+    #[serde(rename = "i")]
+    pub id: String,
+    #[serde(rename = "is")]
+    pub iss: String,
+    #[serde(rename = "su")]
+    pub sub: String,
+    /// The OP's session id (`sid` claim), for front- and back-channel logout.
+    #[serde(rename = "si", default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// Verified ID-token claims, as the OP sent them.
+    #[serde(rename = "c", default)]
+    pub id_token_claims: Map<String, Value>,
+    /// Userinfo claims, when `provider.userinfo` is on.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub userinfo: Option<Map<String, Value>>,
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// Absolute expiry of the access token, epoch seconds.
+    #[serde(rename = "ae", default, skip_serializing_if = "Option::is_none")]
+    pub access_token_expires: Option<i64>,
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The raw ID token, for `id_token_hint` at logout and `OIDC_id_token`.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// Epoch seconds.
+    #[serde(rename = "ca")]
+    pub created_at: i64,
+    /// Epoch seconds of the last request that refreshed the inactivity timer.
+    #[serde(rename = "ls")]
+    pub last_seen: i64,
+}
+
+impl Session {
+    /// The claim named `name`, from the ID token first, then userinfo.
+    pub fn claim(&self, name: &str) -> Option<&Value> {
+        self.id_token_claims
+            .get(name)
+            .or_else(|| self.userinfo.as_ref().and_then(|u| u.get(name)))
+    }
+
+    /// ID-token claims merged with userinfo claims (ID token wins), for claim rules.
+    pub fn merged_claims(&self) -> Map<String, Value> {
+        let mut merged = self.userinfo.clone().unwrap_or_default();
+        for (k, v) in &self.id_token_claims {
+            merged.insert(k.clone(), v.clone());
+        }
+        merged
+    }
+}
+
+/// Never prints tokens.
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("iss", &self.iss)
+            .field("sub", &self.sub)
+            .field("sid", &self.sid)
+            .field(
+                "access_token",
+                &self.access_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("access_token_expires", &self.access_token_expires)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("created_at", &self.created_at)
+            .field("last_seen", &self.last_seen)
+            .finish_non_exhaustive()
+    }
+}
