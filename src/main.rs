@@ -1,1 +1,103 @@
-fn main() {}
+//! The `oidc-gateway` command line: `run`, `check-config` and `demo`.
+
+use clap::{Parser, Subcommand};
+use oidc_gateway::clock::Clock;
+use oidc_gateway::config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "oidc-gateway", version, about = "OpenID Connect login in front of any web application")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Configuration file (same as `run --config FILE`).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve until SIGTERM/SIGINT, then drain in-flight requests.
+    Run {
+        #[arg(long, short, default_value = "conf/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Parse and validate a configuration file; print every problem.
+    CheckConfig {
+        #[arg(long, short, default_value = "conf/gateway.toml")]
+        config: PathBuf,
+    },
+    /// Start the gateway with a built-in development OpenID Provider and echo upstream.
+    Demo {
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    oidc_gateway::install_crypto_provider();
+    oidc_gateway::observe::init_logging();
+    let command = match (cli.command, cli.config) {
+        (Some(c), _) => c,
+        (None, Some(config)) => Command::Run { config },
+        (None, None) => Command::Run {
+            config: PathBuf::from("conf/gateway.toml"),
+        },
+    };
+    match command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            runtime().block_on(async {
+                match oidc_gateway::server::start(config, Clock::system()).await {
+                    Ok(running) => {
+                        oidc_gateway::shutdown_signal().await;
+                        tracing::info!("shutting down: draining in-flight requests");
+                        running.shutdown().await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("oidc-gateway: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Demo { listen } => runtime().block_on(async {
+            match oidc_gateway::demo::run(listen).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("oidc-gateway demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the async runtime")
+}

@@ -87,7 +87,8 @@ impl RedirectUri {
 
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
-    pub issuer: Url,
+    /// As written in the file: compared byte for byte with the provider's `issuer`.
+    pub issuer: String,
     pub client_id: String,
     pub client_secret: Secret,
     pub token_endpoint_auth: TokenEndpointAuth,
@@ -185,7 +186,8 @@ pub struct OAuthConfig {
     pub accept_token_as: Vec<TokenSource>,
     pub jwt: bool,
     pub audience: Option<String>,
-    pub cache_capacity: u64,
+    /// Bound on the validation cache, in (estimated) bytes.
+    pub cache_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

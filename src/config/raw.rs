@@ -114,7 +114,7 @@ pub struct RawOAuth {
     pub accept_token_as: Option<Vec<String>>,
     pub jwt: Option<bool>,
     pub audience: Option<String>,
-    pub cache_capacity: Option<u64>,
+    pub cache_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -381,7 +381,7 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
         }
     }
     ProviderConfig {
-        issuer: issuer.unwrap_or_else(|| Url::parse("https://invalid.invalid/").unwrap()),
+        issuer: issuer.map(|_| raw.issuer.clone().unwrap_or_default()).unwrap_or_default(),
         client_id,
         client_secret,
         token_endpoint_auth,
@@ -645,7 +645,7 @@ fn build_oauth(c: &mut Checker, raw: RawOAuth, allow_http: bool) -> OAuthConfig 
         accept_token_as,
         jwt: raw.jwt.unwrap_or(false),
         audience: raw.audience.filter(|a| !a.is_empty()),
-        cache_capacity: raw.cache_capacity.unwrap_or(100_000),
+        cache_max_bytes: raw.cache_max_bytes.unwrap_or(64 * 1024 * 1024),
     }
 }
 

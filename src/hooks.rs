@@ -1,0 +1,221 @@
+//! Requests on the redirect URI path: never proxied, dispatched in SPEC order (first match
+//! wins) to the login callback, logout, refresh, cache removal and session info.
+
+use crate::config::InfoMember;
+use crate::gateway::Gateway;
+use crate::oidc::{callback, logout};
+use crate::proxy::forwarded::RequestCtx;
+use crate::redirect::validate_redirect;
+use crate::response::{self, escape_html, Body};
+use crate::secret::constant_time_eq;
+use crate::session::{InvalidReason, Loaded, Session};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+/// The first value of each hook parameter present in the query.
+#[derive(Default)]
+struct HookParams {
+    has_code_or_error: bool,
+    has_state: bool,
+    logout: Option<String>,
+    refresh: Option<String>,
+    access_token: Option<String>,
+    remove_at_cache: Option<String>,
+    info: Option<String>,
+}
+
+impl HookParams {
+    fn parse(query: &str) -> HookParams {
+        let mut p = HookParams::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match k.as_ref() {
+                "code" | "error" => {
+                    p.has_code_or_error = true;
+                    continue;
+                }
+                "state" => {
+                    p.has_state = true;
+                    continue;
+                }
+                "logout" => &mut p.logout,
+                "refresh" => &mut p.refresh,
+                "access_token" => &mut p.access_token,
+                "remove_at_cache" => &mut p.remove_at_cache,
+                "info" => &mut p.info,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| v.into_owned());
+        }
+        p
+    }
+}
+
+pub async fn dispatch(gw: &Gateway, ctx: &RequestCtx, parts: &Parts) -> Response<Body> {
+    let query = parts.uri.query().unwrap_or("");
+    let params = HookParams::parse(query);
+    if parts.method == Method::GET && params.has_code_or_error && params.has_state {
+        return callback::finish(gw, ctx, &parts.headers, callback::AuthResponse::parse(query)).await;
+    }
+    if let Some(target) = params.logout {
+        return logout::logout(gw, ctx, &parts.headers, &target).await;
+    }
+    if let Some(return_to) = params.refresh {
+        return refresh_hook(gw, ctx, parts, &return_to, params.access_token.as_deref()).await;
+    }
+    if let Some(token) = params.remove_at_cache {
+        return crate::resource::remove_from_cache(gw, &token).await;
+    }
+    if let Some(format) = params.info {
+        return info_hook(gw, parts, &format).await;
+    }
+    invalid_request()
+}
+
+pub fn invalid_request() -> Response<Body> {
+    response::page(
+        StatusCode::BAD_REQUEST,
+        "Invalid request",
+        "This address only handles login, logout and token requests.",
+        None,
+    )
+}
+
+/// `302 <return_to>` with `error_code` appended (`&` when it already has a query).
+fn refresh_error(return_to: &str, code: &str) -> Response<Body> {
+    let sep = if return_to.contains('?') { '&' } else { '?' };
+    response::redirect(&format!("{return_to}{sep}error_code={code}"))
+}
+
+/// `?refresh=<return_to>&access_token=<at>`: SPEC §6, checks in table order.
+async fn refresh_hook(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    return_to: &str,
+    access_token: Option<&str>,
+) -> Response<Body> {
+    let return_to = if return_to.is_empty() {
+        None
+    } else {
+        validate_redirect(return_to, &ctx.host, &gw.config.hooks.redirect_urls_allowed).ok()
+    };
+    let Some(return_to) = return_to else {
+        return response::page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The refresh return address is missing or not allowed.",
+            None,
+        );
+    };
+    let Some(presented) = access_token else {
+        return refresh_error(&return_to, "no_access_token");
+    };
+    let session = match gw.sessions.load(&parts.headers).await {
+        Loaded::Valid(s) => s,
+        Loaded::Missing
+        | Loaded::Invalid(
+            InvalidReason::Expired | InvalidReason::Ended | InvalidReason::LoggedOut | InvalidReason::NotFound,
+        ) => {
+            return refresh_error(&return_to, "no_access_token_exists");
+        }
+        Loaded::Invalid(_) => {
+            let clear = gw.sessions.clear_cookies(&parts.headers, ctx.secure());
+            return response::with_cookies(refresh_error(&return_to, "session_corruption"), clear);
+        }
+    };
+    let Some(current) = session.access_token.as_deref() else {
+        return refresh_error(&return_to, "no_access_token_exists");
+    };
+    if !constant_time_eq(current.as_bytes(), presented.as_bytes()) {
+        return refresh_error(&return_to, "no_access_token_match");
+    }
+    if !issuer_matches(&session.iss, &gw.provider.config().issuer) {
+        return refresh_error(&return_to, "session_corruption");
+    }
+    match crate::refresh::refresh_session(gw, &session, &parts.headers, ctx).await {
+        Ok((_, cookies)) => response::with_cookies(response::redirect(&return_to), cookies),
+        Err(_) => refresh_error(&return_to, "refresh_failed"),
+    }
+}
+
+/// Issuers compare equal ignoring one trailing slash (config vs. token spelling).
+fn issuer_matches(a: &str, b: &str) -> bool {
+    a.trim_end_matches('/') == b.trim_end_matches('/')
+}
+
+/// `?info=json|html`: SPEC §9.
+async fn info_hook(gw: &Gateway, parts: &Parts, format: &str) -> Response<Body> {
+    if format != "json" && format != "html" {
+        return response::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "info supports json and html\n");
+    }
+    let session = match gw.sessions.load(&parts.headers).await {
+        Loaded::Valid(s) => s,
+        _ => return response::text(StatusCode::UNAUTHORIZED, "401 Unauthorized: no session\n"),
+    };
+    let info = session_info(gw, &session);
+    if format == "json" {
+        return response::json(StatusCode::OK, &Value::Object(info));
+    }
+    let mut rows = String::new();
+    for (k, v) in &info {
+        let shown = match v {
+            Value::String(s) => s.clone(),
+            other => serde_json::to_string_pretty(other).unwrap_or_default(),
+        };
+        rows.push_str(&format!(
+            "<tr><th>{}</th><td><pre>{}</pre></td></tr>",
+            escape_html(k),
+            escape_html(&shown)
+        ));
+    }
+    response::html_response(
+        StatusCode::OK,
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Session info</title></head>\
+             <body><h1>Session info</h1><table>{rows}</table></body></html>"
+        ),
+    )
+}
+
+fn session_info(gw: &Gateway, session: &Session) -> Map<String, Value> {
+    let cfg = &gw.config;
+    let mut out = Map::new();
+    for member in &cfg.hooks.info {
+        let (name, value) = match member {
+            InfoMember::Iat => ("iat", json!(gw.clock.now())),
+            InfoMember::AccessToken => match &session.access_token {
+                Some(t) => ("access_token", json!(t)),
+                None => continue,
+            },
+            InfoMember::AccessTokenExpires => match session.access_token_expires {
+                Some(e) => ("access_token_expires", json!(e.to_string())),
+                None => continue,
+            },
+            InfoMember::IdToken => ("id_token", Value::Object(session.id_token_claims.clone())),
+            InfoMember::Userinfo => match &session.userinfo {
+                Some(u) => ("userinfo", Value::Object(u.clone())),
+                None => continue,
+            },
+            InfoMember::Exp => (
+                "exp",
+                json!(session.created_at + cfg.session.max_duration.as_secs() as i64),
+            ),
+            InfoMember::Timeout => (
+                "timeout",
+                json!(session.last_seen + cfg.session.inactivity_timeout.as_secs() as i64),
+            ),
+            InfoMember::RemoteUser => match session.claim(&cfg.headers.remote_user_claim) {
+                Some(Value::String(s)) => ("remote_user", json!(s)),
+                Some(other) => ("remote_user", json!(other.to_string())),
+                None => continue,
+            },
+            InfoMember::RefreshToken => match &session.refresh_token {
+                Some(t) => ("refresh_token", json!(t)),
+                None => continue,
+            },
+        };
+        out.insert(name.to_string(), value);
+    }
+    out
+}

@@ -1,0 +1,200 @@
+//! The authorization response: match it to the login this browser started, exchange the
+//! code (with the PKCE verifier and client authentication), verify the ID token, fetch
+//! userinfo, and create a new session.
+
+use super::http::error_chain;
+use super::state;
+use super::tokens::verify_id_token;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::proxy::forwarded::RequestCtx;
+use crate::response::{self, Body};
+use crate::session::{Session, Sessions};
+use http::header::HeaderMap;
+use http::Response;
+use openidconnect::{
+    AuthorizationCode, OAuth2TokenResponse, PkceCodeVerifier, RedirectUrl, RequestTokenError,
+    TokenResponse,
+};
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+/// The parameters of an authorization response.
+#[derive(Default)]
+pub struct AuthResponse {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub iss: Option<String>,
+}
+
+impl AuthResponse {
+    pub fn parse(query: &str) -> AuthResponse {
+        let mut r = AuthResponse::default();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match k.as_ref() {
+                "code" => &mut r.code,
+                "state" => &mut r.state,
+                "error" => &mut r.error,
+                "error_description" => &mut r.error_description,
+                "iss" => &mut r.iss,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| v.into_owned());
+        }
+        r
+    }
+}
+
+/// Handles the callback; always clears the state cookie it used.
+pub async fn finish(gw: &Gateway, ctx: &RequestCtx, headers: &HeaderMap, params: AuthResponse) -> Response<Body> {
+    let now = gw.clock.now();
+    let state_param = params.state.clone().unwrap_or_default();
+    let (login, cookie_name) = match state::take(
+        gw.sessions.codec(),
+        &gw.config.session,
+        headers,
+        &state_param,
+        now,
+    ) {
+        Ok(found) => found,
+        Err(e) => {
+            gw.metrics.login_failures.inc();
+            let mut resp = GatewayError::LoginMismatch(e.reason()).into_response();
+            if e != state::StateError::Missing {
+                let name = format!("{}{}", gw.config.session.state_cookie_prefix, state_param);
+                resp = response::with_cookies(resp, state::expire(&name, ctx.secure()).into_iter().collect());
+            }
+            return resp;
+        }
+    };
+    let clear_state: Vec<_> = state::expire(&cookie_name, ctx.secure()).into_iter().collect();
+    match complete(gw, ctx, headers, params, login).await {
+        Ok((location, mut cookies)) => {
+            gw.metrics.logins_completed.inc();
+            cookies.extend(clear_state);
+            response::with_cookies(response::redirect(&location), cookies)
+        }
+        Err(e) => {
+            gw.metrics.login_failures.inc();
+            response::with_cookies(e.into_response(), clear_state)
+        }
+    }
+}
+
+async fn complete(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    params: AuthResponse,
+    login: state::LoginState,
+) -> Result<(String, Vec<http::HeaderValue>), GatewayError> {
+    let cfg = gw.provider.config();
+    if let Some(error) = params.error {
+        return Err(GatewayError::ProviderError {
+            error,
+            description: params.error_description,
+        });
+    }
+    // RFC 9207: when the provider names itself, it must be ours (mix-up defence).
+    if let Some(iss) = &params.iss {
+        if iss != &cfg.issuer {
+            return Err(GatewayError::LoginMismatch("the response names another issuer"));
+        }
+    }
+    let code = params
+        .code
+        .ok_or_else(|| GatewayError::BadRequest("the authorization response has no code".into()))?;
+    let loaded = gw.provider.get().await?;
+
+    let redirect_url = RedirectUrl::new(login.redirect_uri.clone())
+        .map_err(|_| GatewayError::LoginMismatch("the stored redirect URI is invalid"))?;
+    let mut exchange = loaded
+        .client
+        .exchange_code(AuthorizationCode::new(code))
+        .map_err(|e| GatewayError::TokenExchange(e.to_string()))?
+        .set_redirect_uri(Cow::Owned(redirect_url));
+    if let Some(v) = login.pkce_verifier {
+        exchange = exchange.set_pkce_verifier(PkceCodeVerifier::new(v));
+    }
+    let http = gw.provider.http().for_openidconnect();
+    let tokens = exchange.request_async(&http).await.map_err(|e| match e {
+        RequestTokenError::ServerResponse(r) => GatewayError::TokenExchange(format!(
+            "the token endpoint answered {}{}",
+            r.error(),
+            r.error_description().map(|d| format!(" ({d})")).unwrap_or_default()
+        )),
+        RequestTokenError::Request(e) => GatewayError::ProviderUnavailable(
+            super::provider::ProviderUnavailable(error_chain(&e)),
+        ),
+        other => GatewayError::TokenExchange(error_chain(&other)),
+    })?;
+
+    let raw_id_token = tokens
+        .id_token()
+        .ok_or_else(|| GatewayError::IdToken("the token response has no id_token".into()))?
+        .to_string();
+    let id_token = verify_id_token(&gw.provider, loaded.clone(), &raw_id_token, Some(&login.nonce))
+        .await
+        .map_err(GatewayError::IdToken)?;
+    let sub = id_token.str_claim("sub").unwrap_or_default().to_string();
+    let access_token = tokens.access_token().secret().clone();
+
+    let userinfo = match (cfg.userinfo, loaded.metadata.userinfo_endpoint()) {
+        (true, Some(endpoint)) => {
+            Some(fetch_userinfo(gw, endpoint.url().as_str(), &access_token, &sub).await?)
+        }
+        _ => None,
+    };
+
+    let now = gw.clock.now();
+    let session = Session {
+        id: Sessions::new_session_id(),
+        iss: id_token.str_claim("iss").unwrap_or_default().to_string(),
+        sub,
+        sid: id_token.str_claim("sid").map(str::to_string),
+        id_token_claims: id_token.claims,
+        userinfo,
+        access_token: Some(access_token),
+        access_token_expires: tokens.expires_in().map(|d| now + d.as_secs() as i64),
+        refresh_token: tokens.refresh_token().map(|t| t.secret().clone()),
+        id_token: Some(id_token.raw),
+        created_at: now,
+        last_seen: now,
+    };
+    let cookies = gw
+        .sessions
+        .save(&session, ctx.secure(), headers)
+        .await
+        .map_err(|e| GatewayError::Session(e.to_string()))?;
+    tracing::info!(sub = %session.sub, "login completed");
+    Ok((login.return_to, cookies))
+}
+
+/// Calls the userinfo endpoint; its `sub` must equal the ID token's.
+pub async fn fetch_userinfo(
+    gw: &Gateway,
+    endpoint: &str,
+    access_token: &str,
+    sub: &str,
+) -> Result<Map<String, Value>, GatewayError> {
+    let response = gw
+        .provider
+        .http()
+        .get(endpoint, Some(access_token))
+        .await
+        .map_err(|e| GatewayError::Userinfo(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(GatewayError::Userinfo(format!(
+            "the userinfo endpoint answered {}",
+            response.status()
+        )));
+    }
+    let claims: Map<String, Value> = serde_json::from_slice(response.body())
+        .map_err(|_| GatewayError::Userinfo("the response is not a JSON object (signed userinfo is not supported)".into()))?;
+    if claims.get("sub").and_then(Value::as_str) != Some(sub) {
+        return Err(GatewayError::Userinfo("sub does not match the ID token".into()));
+    }
+    Ok(claims)
+}

@@ -1,0 +1,126 @@
+//! The HTTP client for calls to the OpenID Provider: one hyper-util pooled client over
+//! rustls, with a timeout and a response-size bound, and no redirect following (a
+//! provider that redirects a back-channel call is an error, not a hop to follow).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+/// Largest provider response read (metadata, JWKS, token, userinfo, introspection).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Builds the TLS-capable connector shared by the provider and upstream clients: system
+/// roots when the machine has any, else the bundled Mozilla roots.
+pub fn https_connector(connect_timeout: Duration) -> HttpsConnector {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_native_roots() {
+        Ok(b) => b,
+        Err(_) => hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots(),
+    };
+    builder
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpHttpError {
+    #[error("the provider did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot reach the provider: {0}")]
+    Connect(String),
+    #[error("the provider's response is larger than {MAX_RESPONSE_BYTES} bytes or broken: {0}")]
+    Body(String),
+    #[error("invalid request: {0}")]
+    Request(String),
+}
+
+/// Cheap to clone: the pool is shared.
+#[derive(Clone)]
+pub struct OpClient {
+    client: Client<HttpsConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl OpClient {
+    pub fn new(timeout: Duration) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(https_connector(timeout));
+        Self { client, timeout }
+    }
+
+    /// Sends one request and reads the whole (bounded) response.
+    pub async fn call(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, OpHttpError> {
+        let (parts, body) = request.into_parts();
+        let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
+        let work = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| OpHttpError::Connect(error_chain(&e)))?;
+            let (parts, body) = response.into_parts();
+            let bytes = Limited::new(body, MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| OpHttpError::Body(e.to_string()))?
+                .to_bytes();
+            Ok(http::Response::from_parts(parts, bytes.to_vec()))
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| OpHttpError::Timeout(self.timeout))?
+    }
+
+    /// The client in the shape openidconnect's `request_async` takes.
+    pub fn for_openidconnect(
+        &self,
+    ) -> impl Fn(
+        http::Request<Vec<u8>>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<http::Response<Vec<u8>>, OpHttpError>> + Send>,
+    > + '_ {
+        move |request| {
+            let this = self.clone();
+            Box::pin(async move { this.call(request).await })
+        }
+    }
+
+    /// GET `url` with an `Accept: application/json` header.
+    pub async fn get(&self, url: &str, bearer: Option<&str>) -> Result<http::Response<Vec<u8>>, OpHttpError> {
+        let mut builder = http::Request::get(url).header(http::header::ACCEPT, "application/json");
+        if let Some(token) = bearer {
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = builder
+            .body(Vec::new())
+            .map_err(|e| OpHttpError::Request(e.to_string()))?;
+        self.call(request).await
+    }
+}
+
+/// The error and its sources in one line, for logs and 503 pages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

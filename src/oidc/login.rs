@@ -1,0 +1,121 @@
+//! Starting a login: tell browsers from API clients, then redirect the browser to the
+//! provider's authorization endpoint with state, nonce and PKCE, remembering them in a
+//! sealed state cookie.
+
+use super::state::{self, LoginState};
+use crate::config::Pkce;
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+use crate::proxy::forwarded::RequestCtx;
+use crate::response::{self, Body};
+use http::header::{HeaderMap, ACCEPT};
+use http::{Response, StatusCode};
+use openidconnect::core::CoreAuthenticationFlow;
+use openidconnect::{CsrfToken, Nonce, PkceCodeChallenge, RedirectUrl, Scope};
+use std::borrow::Cow;
+
+/// Whether the request comes from a browser navigating (which can follow a login
+/// redirect) rather than from script or an API client (which gets a 401).
+pub fn is_browser_navigation(headers: &HeaderMap) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header("x-requested-with").is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest")) {
+        return false;
+    }
+    if header("sec-fetch-mode").is_some_and(|v| !v.eq_ignore_ascii_case("navigate")) {
+        return false;
+    }
+    let accepts: Vec<&str> = headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    accepts.is_empty()
+        || accepts.iter().flat_map(|a| a.split(',')).any(|media| {
+            let media = media.split(';').next().unwrap_or("").trim();
+            media.eq_ignore_ascii_case("text/html") || media == "*/*"
+        })
+}
+
+/// The 401 answer for clients that cannot follow a login redirect.
+pub fn unauthorized() -> Response<Body> {
+    response::text(StatusCode::UNAUTHORIZED, "401 Unauthorized: log in first\n")
+}
+
+/// Redirects the browser to the provider. `return_to` is the origin-relative URL to come
+/// back to; `extra_cookies` (e.g. clearing a bad session cookie) ride along.
+pub async fn start(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    method: &http::Method,
+    return_to: &str,
+    extra_cookies: Vec<http::HeaderValue>,
+) -> Response<Body> {
+    match build(gw, ctx, headers, method, return_to).await {
+        Ok((location, mut cookies)) => {
+            gw.metrics.logins_started.inc();
+            cookies.extend(extra_cookies);
+            response::with_cookies(response::redirect(&location), cookies)
+        }
+        Err(e) => response::with_cookies(e.into_response(), extra_cookies),
+    }
+}
+
+async fn build(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    method: &http::Method,
+    return_to: &str,
+) -> Result<(String, Vec<http::HeaderValue>), GatewayError> {
+    let loaded = gw.provider.get().await?;
+    let cfg = gw.provider.config();
+    let redirect_uri = cfg.redirect_uri.resolve(ctx.scheme, &ctx.host);
+    let redirect_url = RedirectUrl::new(redirect_uri.clone())
+        .map_err(|_| GatewayError::BadRequest("the request's host cannot form a redirect URI".into()))?;
+
+    let mut request = loaded
+        .client
+        .authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        )
+        .set_redirect_uri(Cow::Owned(redirect_url));
+    for scope in cfg.scopes.iter().filter(|s| *s != "openid") {
+        request = request.add_scope(Scope::new(scope.clone()));
+    }
+    let verifier = match cfg.pkce {
+        Pkce::S256 => {
+            let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+            request = request.set_pkce_challenge(challenge);
+            Some(verifier.secret().clone())
+        }
+        Pkce::Plain => {
+            let (challenge, verifier) = PkceCodeChallenge::new_random_plain();
+            request = request.set_pkce_challenge(challenge);
+            Some(verifier.secret().clone())
+        }
+        Pkce::None => None,
+    };
+    for (name, value) in &cfg.auth_params {
+        request = request.add_extra_param(name.as_str(), value.as_str());
+    }
+    let (url, csrf, nonce) = request.url();
+
+    let now = gw.clock.now();
+    let login = LoginState {
+        state: csrf.secret().clone(),
+        return_to: return_to.to_string(),
+        method: method.as_str().to_string(),
+        nonce: nonce.secret().clone(),
+        pkce_verifier: verifier,
+        redirect_uri,
+        created_at: now,
+    };
+    let codec = gw.sessions.codec();
+    let session_cfg = &gw.config.session;
+    let mut cookies = state::prune(codec, session_cfg, headers, now, ctx.secure());
+    cookies.extend(state::seal(codec, session_cfg, &login, ctx.secure()));
+    Ok((url.to_string(), cookies))
+}

@@ -1,0 +1,302 @@
+//! The OpenID Provider as the gateway knows it: discovery metadata and JWKS, fetched lazily,
+//! retried with back-off while the provider is unreachable, and refetched (rate-limited) when
+//! a token names a key id we have not seen.
+
+use super::http::{error_chain, OpClient};
+use crate::clock::Clock;
+use crate::config::ProviderConfig;
+use openidconnect::core::*;
+use openidconnect::{
+    AdditionalProviderMetadata, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl,
+    JsonWebKeySet, ProviderMetadata,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Endpoints openidconnect's standard metadata type does not expose.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection_endpoint: Option<Url>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<Url>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_session_endpoint: Option<Url>,
+}
+impl AdditionalProviderMetadata for ExtraMetadata {}
+
+pub type Metadata = ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+/// The client as built from discovery: auth URL set, token and userinfo URLs maybe set.
+pub type OidcClient = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Metadata, JWKS and a ready client, replaced as a whole when the JWKS is refetched.
+pub struct Loaded {
+    pub metadata: Metadata,
+    pub client: OidcClient,
+    /// The JWKS as raw JSON, for the bearer-token JWT path (jsonwebtoken).
+    pub jwks: Arc<jsonwebtoken::jwk::JwkSet>,
+}
+
+impl Loaded {
+    pub fn extra(&self) -> &ExtraMetadata {
+        self.metadata.additional_metadata()
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the OpenID Provider is unreachable or misconfigured: {0}")]
+pub struct ProviderUnavailable(pub String);
+
+/// How soon a failed discovery may be retried by a request.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
+/// How soon the JWKS may be refetched for an unknown key id.
+const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+
+pub struct Provider {
+    cfg: ProviderConfig,
+    http: OpClient,
+    clock: Clock,
+    loaded: RwLock<Option<Arc<Loaded>>>,
+    last_failure: Mutex<Option<(Instant, String)>>,
+    last_jwks_fetch: Mutex<Option<Instant>>,
+    fetch_lock: tokio::sync::Mutex<()>,
+}
+
+impl Provider {
+    pub fn new(cfg: ProviderConfig, clock: Clock) -> Self {
+        let http = OpClient::new(cfg.http_timeout);
+        Self {
+            cfg,
+            http,
+            clock,
+            loaded: RwLock::new(None),
+            last_failure: Mutex::new(None),
+            last_jwks_fetch: Mutex::new(None),
+            fetch_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &ProviderConfig {
+        &self.cfg
+    }
+
+    pub fn http(&self) -> &OpClient {
+        &self.http
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Whether metadata has been loaded (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.loaded.read().map(|l| l.is_some()).unwrap_or(false)
+    }
+
+    fn current(&self) -> Option<Arc<Loaded>> {
+        self.loaded.read().ok().and_then(|l| l.clone())
+    }
+
+    /// The provider's metadata, fetching it on first use. While the provider is unreachable
+    /// this answers the last error for a couple of seconds instead of hammering it.
+    pub async fn get(&self) -> Result<Arc<Loaded>, ProviderUnavailable> {
+        if let Some(loaded) = self.current() {
+            return Ok(loaded);
+        }
+        if let Some(cause) = self.recent_failure() {
+            return Err(ProviderUnavailable(cause));
+        }
+        let _guard = self.fetch_lock.lock().await;
+        if let Some(loaded) = self.current() {
+            return Ok(loaded);
+        }
+        if let Some(cause) = self.recent_failure() {
+            return Err(ProviderUnavailable(cause));
+        }
+        match self.discover().await {
+            Ok(loaded) => {
+                let loaded = Arc::new(loaded);
+                *self.loaded.write().expect("provider lock") = Some(loaded.clone());
+                *self.last_failure.lock().expect("provider lock") = None;
+                tracing::info!(issuer = %self.cfg.issuer, "provider metadata loaded");
+                Ok(loaded)
+            }
+            Err(cause) => {
+                tracing::warn!(issuer = %self.cfg.issuer, %cause, "provider discovery failed");
+                *self.last_failure.lock().expect("provider lock") =
+                    Some((Instant::now(), cause.clone()));
+                Err(ProviderUnavailable(cause))
+            }
+        }
+    }
+
+    fn recent_failure(&self) -> Option<String> {
+        let guard = self.last_failure.lock().ok()?;
+        match &*guard {
+            Some((at, cause)) if at.elapsed() < RETRY_AFTER_FAILURE => Some(cause.clone()),
+            _ => None,
+        }
+    }
+
+    async fn discover(&self) -> Result<Loaded, String> {
+        let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| e.to_string())?;
+        let http = self.http.for_openidconnect();
+        let metadata = Metadata::discover_async(issuer, &http)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.check_endpoints(&metadata)?;
+        let jwks = self.fetch_raw_jwks(metadata.jwks_uri().url().as_str()).await?;
+        *self.last_jwks_fetch.lock().expect("provider lock") = Some(Instant::now());
+        Ok(self.build(metadata, jwks))
+    }
+
+    /// Refuses plain-http endpoints off loopback unless `allow_http`.
+    fn check_endpoints(&self, m: &Metadata) -> Result<(), String> {
+        if self.cfg.allow_http {
+            return Ok(());
+        }
+        let mut urls: Vec<&Url> = vec![m.authorization_endpoint().url(), m.jwks_uri().url()];
+        urls.extend(m.token_endpoint().map(|u| u.url()));
+        urls.extend(m.userinfo_endpoint().map(|u| u.url()));
+        let extra = m.additional_metadata();
+        urls.extend(extra.introspection_endpoint.iter());
+        urls.extend(extra.revocation_endpoint.iter());
+        for url in urls {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if url.scheme() != "https" && !loopback {
+                return Err(format!(
+                    "endpoint {url} is not https (set provider.allow_http = true for development setups)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches the JWKS once as text, parsed both for openidconnect and for jsonwebtoken.
+    async fn fetch_raw_jwks(&self, url: &str) -> Result<(CoreJsonWebKeySet, jsonwebtoken::jwk::JwkSet), String> {
+        let response = self.http.get(url, None).await.map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("JWKS endpoint answered {}", response.status()));
+        }
+        let body = response.body();
+        let for_oidc: CoreJsonWebKeySet =
+            serde_json::from_slice(body).map_err(|e| format!("JWKS is not valid: {e}"))?;
+        // jsonwebtoken rejects a whole set when one key is of a type it does not know, so
+        // parse key by key and keep the ones it understands.
+        let raw: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("JWKS is not valid: {e}"))?;
+        let keys = raw
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .map(|keys| {
+                keys.iter()
+                    .filter_map(|k| serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((for_oidc, jsonwebtoken::jwk::JwkSet { keys }))
+    }
+
+    fn build(
+        &self,
+        metadata: Metadata,
+        (for_oidc, for_jwt): (CoreJsonWebKeySet, jsonwebtoken::jwk::JwkSet),
+    ) -> Loaded {
+        let metadata = metadata.set_jwks(for_oidc);
+        let mut client = OidcClient::from_provider_metadata(
+            metadata.clone(),
+            openidconnect::ClientId::new(self.cfg.client_id.clone()),
+            Some(openidconnect::ClientSecret::new(
+                self.cfg.client_secret.expose().to_string(),
+            )),
+        );
+        if self.cfg.token_endpoint_auth == crate::config::TokenEndpointAuth::ClientSecretPost {
+            client = client.set_auth_type(openidconnect::AuthType::RequestBody);
+        }
+        Loaded {
+            metadata,
+            client,
+            jwks: Arc::new(for_jwt),
+        }
+    }
+
+    /// Refetches the JWKS after a token named an unknown key id. Rate-limited: returns
+    /// `None` when it was refetched too recently (or the fetch failed).
+    pub async fn refetch_jwks(&self) -> Option<Arc<Loaded>> {
+        let current = self.current()?;
+        let _guard = self.fetch_lock.lock().await;
+        {
+            let mut last = self.last_jwks_fetch.lock().ok()?;
+            if let Some(at) = *last {
+                if at.elapsed() < JWKS_REFETCH_INTERVAL {
+                    // Another request may have refetched meanwhile: use its result.
+                    let now = self.current()?;
+                    return (!Arc::ptr_eq(&now, &current)).then_some(now);
+                }
+            }
+            *last = Some(Instant::now());
+        }
+        let url = current.metadata.jwks_uri().url().as_str().to_string();
+        match self.fetch_raw_jwks(&url).await {
+            Ok(jwks) => {
+                let loaded = Arc::new(self.build(current.metadata.clone(), jwks));
+                *self.loaded.write().ok()? = Some(loaded.clone());
+                tracing::info!("provider JWKS refetched for an unknown key id");
+                Some(loaded)
+            }
+            Err(cause) => {
+                tracing::warn!(%cause, "JWKS refetch failed");
+                None
+            }
+        }
+    }
+
+    /// Starts a background task that loads the metadata at start-up and keeps retrying
+    /// (with back-off) until it succeeds, so readiness reflects the provider.
+    pub fn warm_up(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut delay = Duration::from_millis(500);
+            loop {
+                if this.get().await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        });
+    }
+
+    /// A JWKS for openidconnect that is only used to name the type in signatures.
+    pub fn empty_jwks() -> CoreJsonWebKeySet {
+        JsonWebKeySet::new(Vec::new())
+    }
+}

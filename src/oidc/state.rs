@@ -1,0 +1,141 @@
+//! The login state cookie `<state_cookie_prefix><state>`: sealed, short-lived, at most
+//! [`MAX_STATE_COOKIES`] at once (oldest dropped), holding what the callback needs to
+//! finish the login this browser started.
+
+use crate::config::SessionConfig;
+use crate::session::{Codec, Purpose};
+use http::header::{HeaderMap, HeaderValue, COOKIE};
+use serde::{Deserialize, Serialize};
+
+pub const MAX_STATE_COOKIES: usize = 7;
+/// Seconds a login may take from redirect to callback.
+pub const STATE_LIFETIME: i64 = 300;
+
+#[derive(Serialize, Deserialize)]
+pub struct LoginState {
+    /// The `state` parameter; must equal the cookie's name suffix.
+    #[serde(rename = "s")]
+    pub state: String,
+    /// Where to send the browser after login (origin-relative path and query).
+    #[serde(rename = "u")]
+    pub return_to: String,
+    #[serde(rename = "m")]
+    pub method: String,
+    #[serde(rename = "n")]
+    pub nonce: String,
+    #[serde(rename = "v", default, skip_serializing_if = "Option::is_none")]
+    pub pkce_verifier: Option<String>,
+    /// The redirect URI sent in the authorization request (the code exchange repeats it).
+    #[serde(rename = "r")]
+    pub redirect_uri: String,
+    #[serde(rename = "t")]
+    pub created_at: i64,
+}
+
+/// Every `(name, value)` cookie pair in the request's Cookie headers.
+pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.trim(), value.trim()))
+        })
+}
+
+fn cookie_header(name: &str, value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .ok()
+}
+
+/// The Set-Cookie value for a new login state.
+pub fn seal(codec: &Codec, cfg: &SessionConfig, state: &LoginState, secure: bool) -> Option<HeaderValue> {
+    let json = serde_json::to_vec(state).ok()?;
+    let sealed = codec.seal(Purpose::State, &json);
+    cookie_header(
+        &format!("{}{}", cfg.state_cookie_prefix, state.state),
+        &sealed,
+        STATE_LIFETIME,
+        secure,
+    )
+}
+
+/// A Set-Cookie value that expires the state cookie named `name`.
+pub fn expire(name: &str, secure: bool) -> Option<HeaderValue> {
+    cookie_header(name, "", 0, secure)
+}
+
+fn open(codec: &Codec, value: &str) -> Option<LoginState> {
+    let json = codec.open(Purpose::State, value).ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+/// Set-Cookie values that make room for one more state cookie: expired or unreadable
+/// ones go, and the oldest beyond `MAX_STATE_COOKIES - 1`.
+pub fn prune(codec: &Codec, cfg: &SessionConfig, headers: &HeaderMap, now: i64, secure: bool) -> Vec<HeaderValue> {
+    let mut live: Vec<(i64, &str)> = Vec::new();
+    let mut out = Vec::new();
+    // Bounded: a request cannot make us open more than a few dozen cookies.
+    for (name, value) in request_cookies(headers)
+        .filter(|(n, _)| n.starts_with(&cfg.state_cookie_prefix))
+        .take(64)
+    {
+        match open(codec, value) {
+            Some(s) if now - s.created_at <= STATE_LIFETIME => live.push((s.created_at, name)),
+            _ => out.extend(expire(name, secure)),
+        }
+    }
+    live.sort();
+    let excess = live.len().saturating_sub(MAX_STATE_COOKIES - 1);
+    for (_, name) in live.into_iter().take(excess) {
+        out.extend(expire(name, secure));
+    }
+    out
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum StateError {
+    Missing,
+    Unreadable,
+    Expired,
+    Mismatch,
+}
+
+impl StateError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StateError::Missing => "no login state cookie for this state",
+            StateError::Unreadable => "the login state cookie is unreadable",
+            StateError::Expired => "the login took more than 5 minutes",
+            StateError::Mismatch => "the login state does not match",
+        }
+    }
+}
+
+/// Finds and opens the state cookie for `state`; returns it with the cookie's name.
+pub fn take(
+    codec: &Codec,
+    cfg: &SessionConfig,
+    headers: &HeaderMap,
+    state: &str,
+    now: i64,
+) -> Result<(LoginState, String), StateError> {
+    let name = format!("{}{state}", cfg.state_cookie_prefix);
+    let value = request_cookies(headers)
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .ok_or(StateError::Missing)?;
+    let login = open(codec, value).ok_or(StateError::Unreadable)?;
+    if !crate::secret::constant_time_eq(login.state.as_bytes(), state.as_bytes()) {
+        return Err(StateError::Mismatch);
+    }
+    if now - login.created_at > STATE_LIFETIME || login.created_at > now + 60 {
+        return Err(StateError::Expired);
+    }
+    Ok((login, name))
+}

@@ -1,0 +1,140 @@
+//! Forwarding to the upstream app: the pooled keep-alive client, URI rewriting,
+//! hop-by-hop and forwarded headers, streamed bodies both ways, WebSocket (and any other
+//! `Upgrade`) tunnelling, and the 502/504 distinction.
+
+pub mod forwarded;
+pub mod hop;
+
+use crate::config::{RouteConfig, ServerConfig};
+use crate::error::GatewayError;
+use crate::oidc::http::{error_chain, https_connector, HttpsConnector};
+use crate::response::Body;
+use forwarded::RequestCtx;
+use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::time::Duration;
+
+pub use forwarded::{request_ctx, set_forwarded_headers};
+
+/// The upstream client, shared by all routes; pools keep-alive connections per host.
+pub struct Upstream {
+    client: Client<HttpsConnector, Body>,
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(cfg: &ServerConfig) -> Upstream {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(https_connector(cfg.upstream_connect_timeout));
+        Upstream {
+            client,
+            timeout: cfg.upstream_timeout,
+        }
+    }
+
+    /// Sends `request` (whose identity headers are already in place) to the route's
+    /// upstream and returns its response, tunnelling upgrades.
+    pub async fn forward(
+        &self,
+        route: &RouteConfig,
+        mut request: Request<Body>,
+        ctx: &RequestCtx,
+    ) -> Result<Response<Body>, GatewayError> {
+        let upgrade = hop::upgrade_protocol(request.headers());
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+
+        *request.uri_mut() = upstream_uri(route, request.uri())?;
+        *request.version_mut() = Version::HTTP_11;
+        let headers = request.headers_mut();
+        hop::remove_hop_by_hop(headers);
+        set_forwarded_headers(headers, ctx);
+        if route.preserve_host {
+            if let Ok(v) = HeaderValue::from_str(&ctx.host) {
+                headers.insert(HOST, v);
+            }
+        } else {
+            headers.remove(HOST);
+        }
+        if let Some(proto) = &upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(UPGRADE, proto.clone());
+        }
+
+        let mut response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) => return Err(GatewayError::UpstreamUnreachable(error_chain(&e))),
+            Ok(Ok(r)) => r,
+        };
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+                let (parts, body) = response.into_parts();
+                return Ok(Response::from_parts(parts, Body::Left(body)));
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        hop::remove_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::Left(body)))
+    }
+}
+
+/// Copies bytes both ways between the client's and the upstream's upgraded connections.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}
+
+/// The upstream's scheme and authority, its base path, then the request's path and query.
+fn upstream_uri(route: &RouteConfig, uri: &Uri) -> Result<Uri, GatewayError> {
+    let base = &route.upstream;
+    let base_path = base.path().trim_end_matches('/');
+    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let authority = match base.port() {
+        Some(port) => format!("{}:{port}", base.host_str().unwrap_or_default()),
+        None => base.host_str().unwrap_or_default().to_string(),
+    };
+    let text = format!("{}://{authority}{base_path}{path_and_query}", base.scheme());
+    text.parse()
+        .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{AuthKind, UnauthAction};
+
+    fn route(upstream: &str) -> RouteConfig {
+        RouteConfig {
+            path: "/".into(),
+            upstream: url::Url::parse(upstream).unwrap(),
+            auth: AuthKind::None,
+            unauth_action: UnauthAction::Auth,
+            require_claims: vec![],
+            preserve_host: false,
+        }
+    }
+
+    #[test]
+    fn uri_joins_base_path_and_keeps_query() {
+        let u = upstream_uri(&route("http://127.0.0.1:7000"), &"/a/b?x=1".parse().unwrap()).unwrap();
+        assert_eq!(u, "http://127.0.0.1:7000/a/b?x=1");
+        let u = upstream_uri(&route("https://app.internal/base/"), &"/a".parse().unwrap()).unwrap();
+        assert_eq!(u, "https://app.internal/base/a");
+    }
+}

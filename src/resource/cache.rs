@@ -1,0 +1,123 @@
+//! The bearer-token validation cache: keyed by SHA-256 of the token (never the token),
+//! bounded by estimated bytes, each entry living until the token's `exp` (or the
+//! configured re-validation interval) when active and briefly when inactive. Lookups of an
+//! uncached token are single-flight: concurrent requests share one validation.
+
+use crate::config::IntrospectionCache;
+use moka::future::Cache;
+use moka::Expiry;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an inactive (or invalid) result is remembered.
+pub const INACTIVE_TTL: Duration = Duration::from_secs(10);
+
+pub type Key = [u8; 32];
+
+/// The outcome of validating one token.
+#[derive(Debug)]
+pub struct Validation {
+    pub active: bool,
+    pub claims: Map<String, Value>,
+    pub exp: Option<i64>,
+    /// How long this result may be reused (set when it is made).
+    pub ttl: Duration,
+}
+
+pub fn key(token: &str) -> Key {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+struct PerEntry;
+
+impl Expiry<Key, Arc<Validation>> for PerEntry {
+    fn expire_after_create(&self, _: &Key, v: &Arc<Validation>, _: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+pub struct TokenCache {
+    cache: Cache<Key, Arc<Validation>>,
+    policy: IntrospectionCache,
+}
+
+impl TokenCache {
+    pub fn new(policy: IntrospectionCache, max_bytes: u64) -> TokenCache {
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_: &Key, v: &Arc<Validation>| {
+                // Key, Arc and map overhead, plus the claims' rough size.
+                let claims: usize = v.claims.iter().map(|(k, v)| k.len() + estimate(v)).sum();
+                u32::try_from(128 + claims).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntry)
+            .build();
+        TokenCache { cache, policy }
+    }
+
+    /// How long a result may be cached: active until `exp` (capped by the policy),
+    /// inactive briefly, nothing when caching is off.
+    pub fn ttl_for(&self, active: bool, exp: Option<i64>, now: i64) -> Duration {
+        if self.policy == IntrospectionCache::Off {
+            return Duration::ZERO;
+        }
+        if !active {
+            return INACTIVE_TTL;
+        }
+        let until_exp = exp
+            .map(|e| Duration::from_secs(e.saturating_sub(now).max(0) as u64))
+            .unwrap_or(Duration::from_secs(300));
+        match self.policy {
+            IntrospectionCache::For(d) => d.min(until_exp),
+            _ => until_exp,
+        }
+    }
+
+    /// The cached result for `token`, or the one `validate` makes (single-flight).
+    /// Errors (provider unreachable) are not cached.
+    pub async fn get_or_validate<F, E>(&self, token: &str, validate: F) -> Result<Arc<Validation>, Arc<E>>
+    where
+        F: std::future::Future<Output = Result<Validation, E>>,
+        E: Send + Sync + 'static,
+    {
+        let key = key(token);
+        if self.policy == IntrospectionCache::Off {
+            return validate.await.map(Arc::new).map_err(Arc::new);
+        }
+        let result = self
+            .cache
+            .try_get_with(key, async { validate.await.map(Arc::new) })
+            .await;
+        if let Ok(v) = &result {
+            if v.ttl.is_zero() {
+                self.cache.invalidate(&key).await;
+            }
+        }
+        result
+    }
+
+    /// Drops `token`'s entry; whether there was one.
+    pub async fn remove(&self, token: &str) -> bool {
+        self.cache.remove(&key(token)).await.is_some()
+    }
+
+    /// Hex of every cached key: for debugging and for the test that proves keys are
+    /// hashes, not tokens.
+    pub fn debug_keys(&self) -> Vec<String> {
+        self.cache
+            .iter()
+            .map(|(k, _)| k.iter().map(|b| format!("{b:02x}")).collect())
+            .collect()
+    }
+}
+
+fn estimate(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 24,
+        Value::Array(a) => a.iter().map(estimate).sum::<usize>() + 24,
+        Value::Object(o) => o.iter().map(|(k, v)| k.len() + estimate(v)).sum::<usize>() + 48,
+        _ => 16,
+    }
+}

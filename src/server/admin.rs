@@ -1,0 +1,23 @@
+//! The admin listener: `/healthz` (process up), `/readyz` (provider metadata loaded) and
+//! `/metrics` (Prometheus). Never served on the proxied port.
+
+use crate::gateway::Gateway;
+use crate::response::{self, Body};
+use http::{Request, Response, StatusCode};
+
+pub fn handle<B>(gw: &Gateway, req: Request<B>) -> Response<Body> {
+    match req.uri().path() {
+        "/healthz" => response::text(StatusCode::OK, "ok\n"),
+        "/readyz" if gw.provider.is_ready() => response::text(StatusCode::OK, "ready\n"),
+        "/readyz" => response::text(StatusCode::SERVICE_UNAVAILABLE, "provider metadata not loaded\n"),
+        "/metrics" => {
+            let mut resp = response::text(StatusCode::OK, gw.metrics.render(gw.provider.is_ready()));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            resp
+        }
+        _ => response::text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}

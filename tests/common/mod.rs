@@ -1,0 +1,253 @@
+//! Test harness: a real gateway on 127.0.0.1:0 in front of the development OpenID Provider
+//! and the echo upstream, and a cookie-keeping HTTP client that does not follow redirects.
+#![allow(dead_code)]
+
+use oidc_gateway::clock::Clock;
+use oidc_gateway::config::Config;
+use oidc_gateway::devop::{DevOp, DevOpOptions};
+use oidc_gateway::echo::{start_echo, EchoServer};
+use oidc_gateway::server::Running;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub const PASSPHRASE: &str = "test-passphrase-0123456789abcdef";
+
+/// Per-section additions to the default test configuration (TOML lines).
+#[derive(Default, Clone)]
+pub struct Options {
+    pub server: String,
+    pub provider: String,
+    pub session: String,
+    pub headers: String,
+    pub oauth: String,
+    pub hooks: String,
+    /// Replaces the default routes when set.
+    pub routes: Option<String>,
+    /// Use this issuer instead of the development OP's (e.g. a closed port).
+    pub issuer: Option<String>,
+    /// Use this upstream instead of the echo server.
+    pub upstream: Option<String>,
+}
+
+pub struct Harness {
+    pub op: DevOp,
+    pub echo: EchoServer,
+    pub gw: Running,
+    pub clock: Clock,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+}
+
+pub fn toml(issuer: &str, upstream: &str, o: &Options) -> String {
+    let routes = o.routes.clone().unwrap_or_else(|| {
+        format!(
+            r#"
+[[route]]
+path = "/"
+upstream = "{upstream}"
+auth = "openid-connect"
+
+[[route]]
+path = "/public"
+upstream = "{upstream}"
+auth = "none"
+
+[[route]]
+path = "/pass"
+upstream = "{upstream}"
+auth = "openid-connect"
+unauth_action = "pass"
+
+[[route]]
+path = "/strict"
+upstream = "{upstream}"
+auth = "openid-connect"
+unauth_action = "401"
+
+[[route]]
+path = "/admins"
+upstream = "{upstream}"
+auth = "openid-connect"
+require_claims = ["groups:admins"]
+
+[[route]]
+path = "/api"
+upstream = "{upstream}"
+auth = "oauth20"
+"#
+        )
+    });
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{server}
+
+[provider]
+issuer = "{issuer}"
+client_id = "gateway"
+client_secret = "gateway-secret"
+scopes = ["openid", "profile", "email", "offline_access"]
+{provider}
+
+[session]
+passphrase = "{PASSPHRASE}"
+{session}
+
+[headers]
+{headers}
+
+[oauth]
+{oauth}
+
+[hooks]
+{hooks}
+
+{routes}
+"#,
+        server = o.server,
+        provider = o.provider,
+        session = o.session,
+        headers = o.headers,
+        oauth = o.oauth,
+        hooks = o.hooks,
+    )
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(options: Options) -> Harness {
+        oidc_gateway::install_crypto_provider();
+        let clock = Clock::system();
+        let op = DevOp::start(DevOpOptions {
+            clock: clock.clone(),
+            ..DevOpOptions::default()
+        })
+        .await
+        .expect("dev OP starts");
+        let echo = start_echo("127.0.0.1:0".parse().unwrap()).await.expect("echo starts");
+        let issuer = options.issuer.clone().unwrap_or_else(|| op.issuer());
+        let upstream = options.upstream.clone().unwrap_or_else(|| echo.url());
+        let text = toml(&issuer, &upstream, &options);
+        let config = Config::from_toml(&text, "test", None).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let gw = oidc_gateway::server::start(config, clock.clone()).await.expect("gateway starts");
+        let base = format!("http://{}", gw.addr());
+        op.add_redirect_uri(&format!("{base}/oauth2/callback"));
+        op.add_post_logout_redirect_uri(&format!("{base}/"));
+        op.add_post_logout_redirect_uri(&format!("{base}/public/bye"));
+        Harness { op, echo, gw, clock, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Logs `user` in through the real flow, starting at `path`; returns the final
+    /// response (the upstream's echo of `path`).
+    pub async fn login(&self, client: &Browser, path: &str, user: &str) -> Response {
+        let start = client.get(&self.url(path)).await;
+        assert_eq!(start.status(), StatusCode::FOUND, "expected a login redirect for {path}");
+        let authorize = location(&start);
+        assert!(authorize.starts_with(&self.op.issuer()), "redirect goes to the OP: {authorize}");
+        let form = client.get(&authorize).await;
+        assert_eq!(form.status(), StatusCode::OK);
+        let consented = client.post_form(&authorize, &[("username", user)]).await;
+        assert_eq!(consented.status(), StatusCode::FOUND);
+        let callback = location(&consented);
+        assert!(callback.starts_with(&self.url("/oauth2/callback")), "{callback}");
+        let finished = client.get(&callback).await;
+        assert_eq!(
+            finished.status(),
+            StatusCode::FOUND,
+            "callback failed: {}",
+            finished.text().await.unwrap_or_default()
+        );
+        let back = location(&finished);
+        assert_eq!(back, path, "back to the original URL");
+        client.get(&self.url(&back)).await
+    }
+}
+
+pub fn location(r: &Response) -> String {
+    r.headers()
+        .get("location")
+        .expect("location header")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A cookie-keeping client that does not follow redirects, like a browser's jar.
+#[derive(Clone)]
+pub struct Browser {
+    pub client: Client,
+    pub jar: Arc<reqwest::cookie::Jar>,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Browser {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Browser { client, jar }
+    }
+
+    pub async fn get(&self, url: &str) -> Response {
+        self.client
+            .get(url)
+            .header("accept", "*/*")
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Response {
+        self.client.post(url).form(form).send().await.expect("request")
+    }
+
+    /// The Cookie header this jar would send to `url`.
+    pub fn cookie_header(&self, url: &str) -> String {
+        use reqwest::cookie::CookieStore;
+        self.jar
+            .cookies(&url.parse().unwrap())
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// The echo upstream's view of a request: header values by (lowercase) name.
+pub struct Echo(pub Value);
+
+impl Echo {
+    pub async fn of(r: Response) -> Echo {
+        assert_eq!(r.status(), StatusCode::OK, "upstream answered");
+        Echo(r.json().await.expect("echo JSON"))
+    }
+
+    pub fn headers(&self, name: &str) -> Vec<String> {
+        self.0["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|pair| pair[0].as_str().unwrap().eq_ignore_ascii_case(name))
+            .map(|pair| pair[1].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers(name).into_iter().next()
+    }
+}
