@@ -8,5 +8,7 @@
 pub mod authz;
 pub mod clock;
 pub mod config;
+pub mod identity;
+pub mod redirect;
 pub mod secret;
 pub mod session;
