@@ -1,0 +1,391 @@
+//! What the upstream learns about the user: the `OIDC_*` and claim headers the gateway
+//! adds (SPEC §11), and the scrubbing of client-sent look-alikes before it adds them.
+//!
+//! Names and value rules follow mod_auth_openidc: claims become `<claim_prefix><name>`,
+//! strings pass as is, booleans as `1`/`0`, numbers in decimal, arrays of scalars joined by
+//! `claim_delimiter`, objects as compact JSON, `null` sends nothing. The configured
+//! `encoding` applies to every value the gateway sets, tokens included, as mod_auth_openidc
+//! does, so an application decodes all of them the same way.
+
+use crate::config::{Encoding, HeadersConfig};
+use crate::session::Session;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+use std::fmt::Write as _;
+
+/// Every gateway header starts with this, compared with [`norm`].
+const OIDC_PREFIX: &[u8] = b"oidc_";
+
+/// Precomputed from `[headers]` once at start; builds and scrubs identity headers.
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    claim_prefix: Vec<u8>,
+    claim_delimiter: String,
+    encoding: Encoding,
+    pass_access_token: bool,
+    id_token_claims: bool,
+    id_token_payload: bool,
+    id_token_serialized: bool,
+    userinfo_claims: bool,
+    userinfo_json: bool,
+    pass_refresh_token: bool,
+    remote_user_claim: String,
+    /// Normalised (ASCII lowercase, `-` as `_`) for cheap comparison in [`Self::scrub`].
+    scrub_claim_prefix: Vec<u8>,
+    scrub_remote_user: Option<Vec<u8>>,
+    remote_user: Option<HeaderName>,
+    access_token: HeaderName,
+    access_token_expires: HeaderName,
+    id_token_payload_name: HeaderName,
+    id_token: HeaderName,
+    userinfo_json_name: HeaderName,
+    refresh_token: HeaderName,
+}
+
+/// A header the gateway sets.
+pub type Header = (HeaderName, HeaderValue);
+
+/// Reusable buffers, so a request with many claims allocates little beyond its headers.
+struct Scratch {
+    name: Vec<u8>,
+    text: String,
+}
+
+impl IdentityHeaders {
+    pub fn new(cfg: &HeadersConfig) -> IdentityHeaders {
+        let remote = cfg.remote_user_header.as_deref().filter(|h| !h.is_empty());
+        IdentityHeaders {
+            claim_prefix: cfg.claim_prefix.as_bytes().to_vec(),
+            claim_delimiter: cfg.claim_delimiter.clone(),
+            encoding: cfg.encoding,
+            pass_access_token: cfg.pass_access_token,
+            id_token_claims: cfg.id_token_claims,
+            id_token_payload: cfg.id_token_payload,
+            id_token_serialized: cfg.id_token_serialized,
+            userinfo_claims: cfg.userinfo_claims,
+            userinfo_json: cfg.userinfo_json,
+            pass_refresh_token: cfg.pass_refresh_token,
+            remote_user_claim: cfg.remote_user_claim.clone(),
+            scrub_claim_prefix: normalised(cfg.claim_prefix.as_bytes()),
+            scrub_remote_user: remote.map(|h| normalised(h.as_bytes())),
+            // Config validation has checked the name; an invalid one sends nothing.
+            remote_user: remote.and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            access_token: HeaderName::from_static("oidc_access_token"),
+            access_token_expires: HeaderName::from_static("oidc_access_token_expires"),
+            id_token_payload_name: HeaderName::from_static("oidc_id_token_payload"),
+            id_token: HeaderName::from_static("oidc_id_token"),
+            userinfo_json_name: HeaderName::from_static("oidc_userinfo_json"),
+            refresh_token: HeaderName::from_static("oidc_refresh_token"),
+        }
+    }
+
+    /// Removes every client-sent header whose name, compared case-insensitively with '-'
+    /// equal to '_', starts with "OIDC_", or with the claim prefix, or equals
+    /// remote_user_header. Allocates nothing when no header matches.
+    pub fn scrub(&self, headers: &mut HeaderMap) {
+        let mut doomed: Vec<HeaderName> = Vec::new();
+        for name in headers.keys() {
+            if self.is_reserved(name.as_str().as_bytes()) {
+                doomed.push(name.clone());
+            }
+        }
+        for name in &doomed {
+            headers.remove(name);
+        }
+    }
+
+    /// Whether a header of this name is the gateway's to set.
+    pub fn is_reserved(&self, name: &[u8]) -> bool {
+        starts_with_norm(name, OIDC_PREFIX)
+            || starts_with_norm(name, &self.scrub_claim_prefix)
+            || self
+                .scrub_remote_user
+                .as_deref()
+                .is_some_and(|r| name.len() == r.len() && starts_with_norm(name, r))
+    }
+
+    /// The headers for a logged-in session (SPEC §11), in a fixed order: access token and
+    /// expiry, ID-token claims, userinfo claims, payload, raw ID token, userinfo JSON,
+    /// refresh token, remote user.
+    pub fn for_session(&self, session: &Session) -> Vec<Header> {
+        let userinfo = session.userinfo.as_ref();
+        let claim_count = session.id_token_claims.len() + userinfo.map_or(0, Map::len);
+        let mut out = Vec::with_capacity(8 + claim_count);
+        let mut scratch = self.scratch();
+        if self.pass_access_token {
+            self.push_access_token(&mut out, session, &mut scratch);
+        }
+        let claims_start = out.len();
+        if self.id_token_claims {
+            let claims = &session.id_token_claims;
+            self.push_claims(&mut out, claims_start, claims, &mut scratch);
+        }
+        if let (true, Some(ui)) = (self.userinfo_claims, userinfo) {
+            // Names already sent from the ID token are skipped: the ID token wins.
+            self.push_claims(&mut out, claims_start, ui, &mut scratch);
+        }
+        self.push_session_extras(&mut out, session);
+        let claim = &self.remote_user_claim;
+        let remote = first_non_null(session.id_token_claims.get(claim), userinfo, claim);
+        self.push_remote_user(&mut out, remote, &mut scratch);
+        out
+    }
+
+    /// The headers for a validated bearer token (`oauth20` routes): `OIDC_access_token`,
+    /// `OIDC_access_token_expires` when `exp` is known, the token's claims under the claim
+    /// prefix, and the remote user header. Sent whatever `pass_access_token` says, as
+    /// mod_auth_openidc does: the upstream already receives the token in `Authorization`.
+    pub fn for_token(
+        &self,
+        token: &str,
+        exp: Option<i64>,
+        claims: &Map<String, Value>,
+    ) -> Vec<Header> {
+        let mut out = Vec::with_capacity(3 + claims.len());
+        let mut scratch = self.scratch();
+        self.push_token(&mut out, &self.access_token, token);
+        if let Some(exp) = exp {
+            self.push_number(&mut out, &self.access_token_expires, exp, &mut scratch);
+        }
+        let claims_start = out.len();
+        self.push_claims(&mut out, claims_start, claims, &mut scratch);
+        let remote = claims.get(&self.remote_user_claim);
+        self.push_remote_user(&mut out, remote, &mut scratch);
+        out
+    }
+
+    fn push_access_token(&self, out: &mut Vec<Header>, session: &Session, s: &mut Scratch) {
+        if let Some(at) = &session.access_token {
+            self.push_token(out, &self.access_token, at);
+        }
+        if let Some(exp) = session.access_token_expires {
+            self.push_number(out, &self.access_token_expires, exp, s);
+        }
+    }
+
+    /// `OIDC_id_token_payload`, `OIDC_id_token`, `OIDC_userinfo_json`, `OIDC_refresh_token`.
+    fn push_session_extras(&self, out: &mut Vec<Header>, session: &Session) {
+        if self.id_token_payload {
+            let name = &self.id_token_payload_name;
+            self.push_json(out, name, &session.id_token_claims);
+        }
+        if let (true, Some(raw)) = (self.id_token_serialized, &session.id_token) {
+            self.push_token(out, &self.id_token, raw);
+        }
+        if let (true, Some(ui)) = (self.userinfo_json, &session.userinfo) {
+            self.push_json(out, &self.userinfo_json_name, ui);
+        }
+        if let (true, Some(rt)) = (self.pass_refresh_token, &session.refresh_token) {
+            self.push_token(out, &self.refresh_token, rt);
+        }
+    }
+
+    fn scratch(&self) -> Scratch {
+        let mut name = Vec::with_capacity(self.claim_prefix.len() + 32);
+        name.extend_from_slice(&self.claim_prefix);
+        Scratch {
+            name,
+            text: String::new(),
+        }
+    }
+
+    /// One header per non-null claim, unless a header whose name normalises the same
+    /// (`a-b` and `a_b` reach most frameworks as one variable) was sent since `start`.
+    /// The duplicate check is a linear scan: claim sets are tens, not thousands.
+    fn push_claims(
+        &self,
+        out: &mut Vec<Header>,
+        start: usize,
+        claims: &Map<String, Value>,
+        scratch: &mut Scratch,
+    ) {
+        for (key, value) in claims {
+            let Some(name) = self.claim_name(&mut scratch.name, key) else {
+                continue;
+            };
+            if out[start..].iter().any(|(n, _)| same_norm(n, &name)) {
+                continue;
+            }
+            let Some(text) = render(value, &self.claim_delimiter, &mut scratch.text) else {
+                continue;
+            };
+            if let Some(v) = encode(text, self.encoding) {
+                out.push((name, v));
+            }
+        }
+    }
+
+    /// `<claim_prefix><claim>`, characters that cannot be in a header name as `-`.
+    fn claim_name(&self, buf: &mut Vec<u8>, claim: &str) -> Option<HeaderName> {
+        buf.truncate(self.claim_prefix.len());
+        for c in claim.chars() {
+            let keep = c.is_ascii() && is_tchar(c as u8);
+            buf.push(if keep { c as u8 } else { b'-' });
+        }
+        HeaderName::from_bytes(buf).ok()
+    }
+
+    /// A token value; marked sensitive so HTTP/2 never indexes it and `Debug` hides it.
+    fn push_token(&self, out: &mut Vec<Header>, name: &HeaderName, token: &str) {
+        if let Some(mut v) = encode(token, self.encoding) {
+            v.set_sensitive(true);
+            out.push((name.clone(), v));
+        }
+    }
+
+    fn push_number(&self, out: &mut Vec<Header>, name: &HeaderName, n: i64, s: &mut Scratch) {
+        s.text.clear();
+        let _ = write!(s.text, "{n}");
+        if let Some(v) = encode(&s.text, self.encoding) {
+            out.push((name.clone(), v));
+        }
+    }
+
+    fn push_json(&self, out: &mut Vec<Header>, name: &HeaderName, m: &Map<String, Value>) {
+        let Ok(json) = serde_json::to_string(m) else {
+            return;
+        };
+        if let Some(v) = encode_owned(json, self.encoding) {
+            out.push((name.clone(), v));
+        }
+    }
+
+    fn push_remote_user(&self, out: &mut Vec<Header>, value: Option<&Value>, s: &mut Scratch) {
+        let (Some(name), Some(value)) = (&self.remote_user, value) else {
+            return;
+        };
+        let Some(text) = render(value, &self.claim_delimiter, &mut s.text) else {
+            return;
+        };
+        if let Some(v) = encode(text, self.encoding) {
+            out.push((name.clone(), v));
+        }
+    }
+}
+
+/// The ID-token claim unless it is absent or null, else the userinfo claim.
+fn first_non_null<'a>(
+    id: Option<&'a Value>,
+    userinfo: Option<&'a Map<String, Value>>,
+    name: &str,
+) -> Option<&'a Value> {
+    id.filter(|v| !v.is_null())
+        .or_else(|| userinfo.and_then(|u| u.get(name)))
+}
+
+/// The text of a claim value, or `None` for `null`. Borrows strings; other kinds are
+/// written into `buf`.
+fn render<'a>(value: &'a Value, delimiter: &str, buf: &'a mut String) -> Option<&'a str> {
+    buf.clear();
+    match value {
+        Value::Null => return None,
+        Value::String(s) => return Some(s),
+        Value::Bool(b) => return Some(if *b { "1" } else { "0" }),
+        Value::Number(n) => {
+            let _ = write!(buf, "{n}");
+        }
+        Value::Array(items) if items.iter().all(is_scalar) => join(items, delimiter, buf),
+        Value::Array(_) | Value::Object(_) => {
+            // `Value`'s Display is compact JSON.
+            let _ = write!(buf, "{value}");
+        }
+    }
+    Some(buf)
+}
+
+fn is_scalar(v: &Value) -> bool {
+    !matches!(v, Value::Array(_) | Value::Object(_))
+}
+
+/// Scalars joined by `delimiter`; nulls are left out, as mod_auth_openidc does.
+fn join(items: &[Value], delimiter: &str, buf: &mut String) {
+    let mut first = true;
+    for item in items {
+        if item.is_null() {
+            continue;
+        }
+        if !first {
+            buf.push_str(delimiter);
+        }
+        first = false;
+        match item {
+            Value::String(s) => buf.push_str(s),
+            Value::Bool(b) => buf.push(if *b { '1' } else { '0' }),
+            other => {
+                let _ = write!(buf, "{other}");
+            }
+        }
+    }
+}
+
+/// The header value for `text` under `encoding`; `None` only if it still cannot be one.
+fn encode(text: &str, encoding: Encoding) -> Option<HeaderValue> {
+    let bytes = match encoding {
+        Encoding::None => text.bytes().map(no_control).collect::<Vec<u8>>(),
+        Encoding::Latin1 => text.chars().map(latin1).collect(),
+        Encoding::Base64Url => URL_SAFE_NO_PAD.encode(text).into_bytes(),
+    };
+    HeaderValue::from_maybe_shared(Bytes::from(bytes)).ok()
+}
+
+/// As [`encode`], reusing the string's buffer where the encoding allows.
+fn encode_owned(text: String, encoding: Encoding) -> Option<HeaderValue> {
+    if encoding != Encoding::None {
+        return encode(&text, encoding);
+    }
+    let mut bytes = text.into_bytes();
+    for b in &mut bytes {
+        *b = no_control(*b);
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(bytes)).ok()
+}
+
+/// Control characters (all of C0 but TAB, and DEL) would end or corrupt a header line.
+fn no_control(b: u8) -> u8 {
+    if (b < 0x20 && b != b'\t') || b == 0x7f {
+        b' '
+    } else {
+        b
+    }
+}
+
+fn latin1(c: char) -> u8 {
+    match u8::try_from(u32::from(c)) {
+        Ok(b) => no_control(b),
+        Err(_) => b'?',
+    }
+}
+
+/// RFC 9110 token characters, the ones allowed in a header name.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The comparison form of a header name byte: ASCII lowercase, `-` as `_`.
+fn norm(b: u8) -> u8 {
+    if b == b'-' {
+        b'_'
+    } else {
+        b.to_ascii_lowercase()
+    }
+}
+
+fn normalised(name: &[u8]) -> Vec<u8> {
+    name.iter().copied().map(norm).collect()
+}
+
+/// Whether `name` starts with `prefix` (already normalised), comparing normalised bytes.
+fn starts_with_norm(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len() && name.iter().zip(prefix).all(|(&a, &b)| norm(a) == b)
+}
+
+fn same_norm(a: &HeaderName, b: &HeaderName) -> bool {
+    let (a, b) = (a.as_str().as_bytes(), b.as_str().as_bytes());
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| norm(x) == norm(y))
+}
+
+#[cfg(test)]
+mod tests;
