@@ -241,7 +241,10 @@ impl<'a> Presented<'a> {
         if self.is_empty() {
             return Ok(None);
         }
-        let n = self.count.and_then(parse_count).ok_or(InvalidReason::ChunkCount)?;
+        let n = self
+            .count
+            .and_then(parse_count)
+            .ok_or(InvalidReason::ChunkCount)?;
         let mut total = 0usize;
         for chunk in &self.chunks[..n] {
             total += chunk.ok_or(InvalidReason::ChunkMissing)?.len();

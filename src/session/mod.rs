@@ -45,7 +45,9 @@ const ISSUERS_PER_RECORD: usize = 8;
 /// Why a session could not be saved.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("sealed session is {sealed_len} bytes: more than {MAX_CHUNKS} cookies of {CHUNK_SIZE}")]
+    #[error(
+        "sealed session is {sealed_len} bytes: more than {MAX_CHUNKS} cookies of {CHUNK_SIZE}"
+    )]
     TooLarge { sealed_len: usize },
     #[error("session could not be serialized: {0}")]
     Serialize(#[from] serde_json::Error),

@@ -119,7 +119,10 @@ fn truncated_or_extended_values_fail() {
     let c = codec(&[NEW]);
     let sealed = c.seal(Purpose::Session, b"some payload here");
     for cut in 0..sealed.len() {
-        assert!(c.open(Purpose::Session, &sealed[..cut]).is_err(), "cut {cut}");
+        assert!(
+            c.open(Purpose::Session, &sealed[..cut]).is_err(),
+            "cut {cut}"
+        );
     }
     let longer = edit(&sealed, |raw| raw.push(0));
     assert_eq!(c.open(Purpose::Session, &longer), Err(CodecError::Decrypt));
@@ -180,7 +183,10 @@ fn decompression_bomb_is_bounded() {
     // Exactly at the bound is fine.
     let edge = vec![0u8; MAX_PLAINTEXT_LEN];
     let sealed = c.seal(Purpose::Session, &edge);
-    assert_eq!(c.open(Purpose::Session, &sealed).unwrap().len(), MAX_PLAINTEXT_LEN);
+    assert_eq!(
+        c.open(Purpose::Session, &sealed).unwrap().len(),
+        MAX_PLAINTEXT_LEN
+    );
 }
 
 #[test]
@@ -203,14 +209,113 @@ fn unknown_flag_is_refused() {
         .unwrap();
     buf.extend_from_slice(&tag);
     let sealed = URL_SAFE_NO_PAD.encode(&buf);
-    assert_eq!(c.open(Purpose::Session, &sealed), Err(CodecError::Decompress));
+    assert_eq!(
+        c.open(Purpose::Session, &sealed),
+        Err(CodecError::Decompress)
+    );
 }
 
 #[test]
 fn nonce_differs_per_seal() {
     let c = codec(&[NEW]);
-    let a = URL_SAFE_NO_PAD.decode(c.seal(Purpose::Session, b"same")).unwrap();
-    let b = URL_SAFE_NO_PAD.decode(c.seal(Purpose::Session, b"same")).unwrap();
+    let a = URL_SAFE_NO_PAD
+        .decode(c.seal(Purpose::Session, b"same"))
+        .unwrap();
+    let b = URL_SAFE_NO_PAD
+        .decode(c.seal(Purpose::Session, b"same"))
+        .unwrap();
     assert_ne!(a[5..HEADER_LEN], b[5..HEADER_LEN]);
     assert_ne!(a, b);
+}
+
+/// A realistic session: a ~900-byte RS256 ID token, a JWT access token, an opaque refresh
+/// token and the ID token's ~10 claims. Reports sealed sizes with and without deflate
+/// (`cargo test typical_session -- --nocapture`).
+#[test]
+fn typical_session_sealed_size() {
+    use crate::session::Session;
+    use serde_json::{json, Value};
+
+    let mut rng = rand::thread_rng();
+    let mut random_b64 = |bytes: usize| {
+        let mut b = vec![0u8; bytes];
+        rng.fill_bytes(&mut b);
+        URL_SAFE_NO_PAD.encode(b)
+    };
+    let jwt = |header: &Value, payload: &Value, sig: String| {
+        format!(
+            "{}.{}.{sig}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(payload.to_string())
+        )
+    };
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": random_b64(16)});
+    let now = 1_700_000_000i64;
+    let claims = json!({
+        "iss": "https://idp.example.com/realms/demo",
+        "sub": "f1b4c7a2-5d3e-4f8a-9b6c-2e1d0a9f8b7c",
+        "aud": "gateway",
+        "exp": now + 300, "iat": now, "auth_time": now,
+        "nonce": random_b64(16),
+        "sid": "3c9e2f61-8a4b-4d7e-b5c1-0f2a6e9d4b83",
+        "at_hash": random_b64(16),
+        "email": "alice.example@example.com",
+        "email_verified": true,
+        "name": "Alice Example",
+        "preferred_username": "alice",
+    });
+    let id_token = jwt(&header, &claims, random_b64(256));
+    let access_token = jwt(
+        &header,
+        &json!({
+            "iss": "https://idp.example.com/realms/demo",
+            "sub": "f1b4c7a2-5d3e-4f8a-9b6c-2e1d0a9f8b7c",
+            "aud": ["gateway", "account"], "azp": "gateway",
+            "exp": now + 300, "iat": now, "jti": random_b64(16),
+            "scope": "openid profile email offline_access",
+            "sid": "3c9e2f61-8a4b-4d7e-b5c1-0f2a6e9d4b83",
+            "realm_access": {"roles": ["default-roles-demo", "offline_access", "uma_authorization"]},
+        }),
+        random_b64(256),
+    );
+    let refresh_token = random_b64(48);
+    let Value::Object(id_token_claims) = claims else {
+        unreachable!()
+    };
+    let session = Session {
+        id: random_b64(16),
+        iss: "https://idp.example.com/realms/demo".into(),
+        sub: "f1b4c7a2-5d3e-4f8a-9b6c-2e1d0a9f8b7c".into(),
+        sid: Some("3c9e2f61-8a4b-4d7e-b5c1-0f2a6e9d4b83".into()),
+        id_token_claims,
+        userinfo: None,
+        access_token: Some(access_token.clone()),
+        access_token_expires: Some(now + 300),
+        refresh_token: Some(refresh_token.clone()),
+        id_token: Some(id_token.clone()),
+        created_at: now,
+        last_seen: now,
+    };
+    let json = serde_json::to_vec(&session).unwrap();
+    let c = codec(&[NEW]);
+    let deflated = c.seal(Purpose::Session, &json);
+    let raw = c.seal_with(Purpose::Session, &json, false);
+    eprintln!(
+        "typical session: id_token {} B, access_token {} B, refresh_token {} B, JSON {} B; \
+         sealed without deflate {} B, with deflate {} B",
+        id_token.len(),
+        access_token.len(),
+        refresh_token.len(),
+        json.len(),
+        raw.len(),
+        deflated.len()
+    );
+    assert!((800..1000).contains(&id_token.len()));
+    assert!(deflated.len() < raw.len());
+    assert!(
+        deflated.len() <= super::super::CHUNK_SIZE,
+        "fits one cookie"
+    );
+    assert_eq!(c.open(Purpose::Session, &deflated).unwrap(), json);
+    assert_eq!(c.open(Purpose::Session, &raw).unwrap(), json);
 }
