@@ -7,17 +7,13 @@ use toml::Value;
 /// key path. `$${` writes a literal `${`.
 pub fn interpolate(value: &mut Value, path: &str, problems: &mut Vec<ConfigProblem>) {
     match value {
-        Value::String(s) => {
-            if s.contains("${") {
-                match expand(s) {
-                    Ok(expanded) => *s = expanded,
-                    Err(reason) => problems.push(ConfigProblem {
-                        key: path.to_string(),
-                        reason,
-                    }),
-                }
-            }
-        }
+        Value::String(s) if s.contains("${") => match expand(s) {
+            Ok(expanded) => *s = expanded,
+            Err(reason) => problems.push(ConfigProblem {
+                key: path.to_string(),
+                reason,
+            }),
+        },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 interpolate(item, &format!("{path}[{i}]"), problems);
