@@ -1,5 +1,450 @@
-//! Sessions: the model, how it is sealed into cookies, and where it is stored.
+//! Sessions: the model, how it is sealed into cookies, where it is stored, and the
+//! [`Sessions`] manager the gateway asks on every request "who is this?".
+//!
+//! - `codec`: AES-256-GCM sealing with HKDF-derived, rotatable keys.
+//! - `cookies`: finding, chunking, stripping and writing the gateway's cookies.
+//! - `store` / `memory`: server-side stores that keep only a sealed id in the cookie.
 
+mod codec;
+mod cookies;
+mod memory;
 mod model;
+mod store;
 
+#[cfg(test)]
+mod tests;
+
+pub use codec::{Codec, CodecError, Purpose, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN};
+pub use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
+pub use memory::MemoryBackend;
 pub use model::Session;
+pub use store::Backend;
+
+use crate::clock::Clock;
+use crate::config::{SessionConfig, StoreKind};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use cookies::{Names, Presented};
+use http::{HeaderMap, HeaderValue};
+use moka::sync::Cache;
+use rand::RngCore;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Decoded cookie-store sessions kept for repeat requests (entries, not bytes).
+const DECODED_CAPACITY: u64 = 10_000;
+/// How long a decoded session is kept; timeouts and logouts are still checked every load.
+const DECODED_TTL: Duration = Duration::from_secs(60);
+/// Ended session ids, and `sid`/`sub` logout records, each.
+const LOGOUT_CAPACITY: u64 = 100_000;
+/// Issuers remembered per logged-out `sid`/`sub` value (one in practice).
+const ISSUERS_PER_RECORD: usize = 8;
+
+/// Why a session could not be saved.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(
+        "sealed session is {sealed_len} bytes: more than {MAX_CHUNKS} cookies of {CHUNK_SIZE}"
+    )]
+    TooLarge { sealed_len: usize },
+    #[error("session could not be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("session store failed: {0}")]
+    Store(String),
+    #[error("cookie could not be written as a header value")]
+    Header,
+}
+
+/// Why presented session cookies were not usable. For debug logs: never holds the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidReason {
+    #[error("chunk count cookie missing, not a number, or outside 1..={MAX_CHUNKS}")]
+    ChunkCount,
+    #[error("a session cookie chunk is missing")]
+    ChunkMissing,
+    #[error("reassembled session cookie exceeds {MAX_SEALED_LEN} characters")]
+    TooLarge,
+    #[error("session cookie is not ASCII")]
+    Encoding,
+    #[error("session cookie did not open: {0}")]
+    Unsealed(CodecError),
+    #[error("session cookie opened but its content is not a session")]
+    Malformed,
+    #[error("session exceeded inactivity_timeout or max_duration")]
+    Expired,
+    #[error("session id not found in the session store")]
+    NotFound,
+    #[error("session was ended by logout")]
+    Ended,
+    #[error("the provider logged this session out (sid or sub)")]
+    LoggedOut,
+}
+
+/// What a request's cookies say about its session.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No session cookie at all.
+    Missing,
+    Valid(Arc<Session>),
+    /// Session cookie(s) presented but unusable: clear them and start a login.
+    Invalid(InvalidReason),
+}
+
+/// Logout records for one `sid` or `sub` value: (issuer, epoch seconds of the logout).
+type Records = Arc<Vec<(String, i64)>>;
+
+enum Store {
+    /// The whole session is in the cookie; `decoded` skips re-opening a repeat cookie.
+    Cookie {
+        decoded: Cache<String, Arc<Session>>,
+    },
+    Memory(MemoryBackend),
+}
+
+/// The session manager: built once at start, shared by every request.
+pub struct Sessions {
+    codec: Codec,
+    clock: Clock,
+    names: Names,
+    attrs: CookieAttrs,
+    store: Store,
+    inactivity: i64,
+    max_duration: i64,
+    touch_after: i64,
+    ended: Cache<String, ()>,
+    by_sid: Cache<String, Records>,
+    by_sub: Cache<String, Records>,
+}
+
+impl fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let store = match self.store {
+            Store::Cookie { .. } => "cookie",
+            Store::Memory(_) => "memory",
+        };
+        f.debug_struct("Sessions")
+            .field("store", &store)
+            .field("cookie_name", &self.names.session())
+            .finish_non_exhaustive()
+    }
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+impl Sessions {
+    pub fn new(cfg: &SessionConfig, clock: Clock) -> Sessions {
+        let store = match cfg.store {
+            StoreKind::Cookie => Store::Cookie {
+                decoded: Cache::builder()
+                    .max_capacity(DECODED_CAPACITY)
+                    .time_to_live(DECODED_TTL)
+                    .build(),
+            },
+            StoreKind::Memory => Store::Memory(MemoryBackend::new(cfg.memory_capacity)),
+        };
+        // Nothing older than max_duration can be loaded anyway, so records need not outlive it.
+        let record_ttl = cfg.max_duration.max(Duration::from_secs(1));
+        let ended = Cache::builder()
+            .max_capacity(LOGOUT_CAPACITY)
+            .time_to_live(record_ttl)
+            .build();
+        let records = || {
+            Cache::builder()
+                .max_capacity(LOGOUT_CAPACITY)
+                .time_to_live(record_ttl)
+                .build()
+        };
+        let inactivity = secs(cfg.inactivity_timeout);
+        Sessions {
+            codec: Codec::new(&cfg.passphrases),
+            clock,
+            names: Names::new(&cfg.cookie_name, &cfg.state_cookie_prefix),
+            attrs: CookieAttrs::new(cfg.same_site, cfg.cookie_domain.as_deref()),
+            store,
+            inactivity,
+            max_duration: secs(cfg.max_duration),
+            touch_after: (inactivity / 10).max(1),
+            ended,
+            by_sid: records(),
+            by_sub: records(),
+        }
+    }
+
+    /// The codec; the gateway seals state cookies with [`Purpose::State`].
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    pub fn cookie_name(&self) -> &str {
+        self.names.session()
+    }
+
+    /// The session the request's cookies carry. Never panics and never fails hard: anything
+    /// unusable is [`Loaded::Invalid`] with the reason.
+    pub async fn load(&self, headers: &HeaderMap) -> Loaded {
+        let sealed = match Presented::scan(headers, &self.names).sealed() {
+            Ok(Some(sealed)) => sealed,
+            Ok(None) => return Loaded::Missing,
+            Err(reason) => return Loaded::Invalid(reason),
+        };
+        let opened = match &self.store {
+            Store::Cookie { decoded } => self.open_cookie(decoded, sealed),
+            Store::Memory(backend) => self.open_id(backend, &sealed).await,
+        };
+        match opened.and_then(|s| self.check(&s).map(|()| s)) {
+            Ok(session) => Loaded::Valid(session),
+            Err(reason) => Loaded::Invalid(reason),
+        }
+    }
+
+    fn open_cookie(
+        &self,
+        decoded: &Cache<String, Arc<Session>>,
+        sealed: Cow<'_, str>,
+    ) -> Result<Arc<Session>, InvalidReason> {
+        if let Some(session) = decoded.get(sealed.as_ref()) {
+            return Ok(session);
+        }
+        let json = self
+            .codec
+            .open(Purpose::Session, &sealed)
+            .map_err(InvalidReason::Unsealed)?;
+        let session: Session =
+            serde_json::from_slice(&json).map_err(|_| InvalidReason::Malformed)?;
+        let session = Arc::new(session);
+        decoded.insert(sealed.into_owned(), Arc::clone(&session));
+        Ok(session)
+    }
+
+    async fn open_id(
+        &self,
+        backend: &impl Backend,
+        sealed: &str,
+    ) -> Result<Arc<Session>, InvalidReason> {
+        let id = self
+            .codec
+            .open(Purpose::SessionId, sealed)
+            .map_err(InvalidReason::Unsealed)?;
+        let id = std::str::from_utf8(&id).map_err(|_| InvalidReason::Malformed)?;
+        match backend.get(id).await {
+            Some(session) if session.id == id => Ok(session),
+            _ => Err(InvalidReason::NotFound),
+        }
+    }
+
+    /// The checks that run on every load, cached or not: timeouts, then logouts.
+    fn check(&self, s: &Session) -> Result<(), InvalidReason> {
+        let now = self.clock.now();
+        if now.saturating_sub(s.last_seen) > self.inactivity {
+            tracing::debug!("session idle longer than inactivity_timeout");
+            return Err(InvalidReason::Expired);
+        }
+        if now.saturating_sub(s.created_at) > self.max_duration {
+            tracing::debug!("session older than max_duration");
+            return Err(InvalidReason::Expired);
+        }
+        if self.ended.contains_key(s.id.as_str()) {
+            return Err(InvalidReason::Ended);
+        }
+        if let Some(sid) = &s.sid {
+            if logged_out(&self.by_sid, &s.iss, sid, s.created_at) {
+                return Err(InvalidReason::LoggedOut);
+            }
+        }
+        if logged_out(&self.by_sub, &s.iss, &s.sub, s.created_at) {
+            return Err(InvalidReason::LoggedOut);
+        }
+        Ok(())
+    }
+
+    /// Stores `session` and returns the `Set-Cookie` values that carry it, including
+    /// expiries for any stale cookies of the other shape (chunked vs. not) that the request
+    /// presented. Cookie store: [`SessionError::TooLarge`] if it needs more than
+    /// [`MAX_CHUNKS`] cookies.
+    pub async fn save(
+        &self,
+        session: &Session,
+        secure: bool,
+        presented: &HeaderMap,
+    ) -> Result<Vec<HeaderValue>, SessionError> {
+        match &self.store {
+            Store::Cookie { decoded } => {
+                let json = serde_json::to_vec(session)?;
+                let sealed = self.codec.seal(Purpose::Session, &json);
+                let cookies = self.write_cookies(&sealed, secure, presented)?;
+                // The next request presents this exact value: spare it the open.
+                decoded.insert(sealed, Arc::new(session.clone()));
+                Ok(cookies)
+            }
+            Store::Memory(backend) => {
+                backend.put(session, self.remaining_life(session)).await?;
+                let sealed = self.codec.seal(Purpose::SessionId, session.id.as_bytes());
+                self.write_cookies(&sealed, secure, presented)
+            }
+        }
+    }
+
+    /// How long a server-side store should keep `session`: until its inactivity or maximum
+    /// duration ends, whichever is first (at least a second).
+    fn remaining_life(&self, s: &Session) -> Duration {
+        let ends = s
+            .last_seen
+            .saturating_add(self.inactivity)
+            .min(s.created_at.saturating_add(self.max_duration));
+        let left = ends.saturating_sub(self.clock.now()).max(1);
+        Duration::from_secs(u64::try_from(left).unwrap_or(1))
+    }
+
+    fn write_cookies(
+        &self,
+        sealed: &str,
+        secure: bool,
+        presented: &HeaderMap,
+    ) -> Result<Vec<HeaderValue>, SessionError> {
+        let p = Presented::scan(presented, &self.names);
+        let set = |name: &str, value: &str| {
+            self.attrs
+                .set(name, value, secure)
+                .ok_or(SessionError::Header)
+        };
+        let mut out = Vec::new();
+        if sealed.len() <= CHUNK_SIZE {
+            out.push(set(self.names.session(), sealed)?);
+            self.expire_chunked(&p, secure, &mut out);
+            return Ok(out);
+        }
+        let n = sealed.len().div_ceil(CHUNK_SIZE);
+        if n > MAX_CHUNKS {
+            return Err(SessionError::TooLarge {
+                sealed_len: sealed.len(),
+            });
+        }
+        out.reserve(n + 2);
+        for (i, chunk) in cookies::chunks(sealed).enumerate() {
+            out.push(set(&self.names.chunk(i), chunk)?);
+        }
+        out.push(set(self.names.count(), &n.to_string())?);
+        if p.plain.is_some() {
+            out.extend(self.attrs.expire(self.names.session(), secure));
+        }
+        // Chunks beyond the new count (the previous session was bigger).
+        for i in n..MAX_CHUNKS {
+            if p.chunks[i].is_some() {
+                out.extend(self.attrs.expire(&self.names.chunk(i), secure));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Expires the chunk count and every chunk cookie the request presented.
+    fn expire_chunked(&self, p: &Presented<'_>, secure: bool, out: &mut Vec<HeaderValue>) {
+        if p.count.is_some() {
+            out.extend(self.attrs.expire(self.names.count(), secure));
+        }
+        for (i, chunk) in p.chunks.iter().enumerate() {
+            if chunk.is_some() {
+                out.extend(self.attrs.expire(&self.names.chunk(i), secure));
+            }
+        }
+    }
+
+    /// Ends `session`: forgets it server-side, refuses its id from now on (also a replayed
+    /// cookie-store cookie), and returns `Set-Cookie` values that clear the request's
+    /// session cookies.
+    pub async fn end(
+        &self,
+        session: &Session,
+        secure: bool,
+        presented: &HeaderMap,
+    ) -> Vec<HeaderValue> {
+        self.ended.insert(session.id.clone(), ());
+        if let Store::Memory(backend) = &self.store {
+            backend.remove(&session.id).await;
+        }
+        self.clear_cookies(presented, secure)
+    }
+
+    /// `Set-Cookie` values that expire every session cookie (plain, count, chunks) the
+    /// request presented. State cookies are left to the login flow.
+    pub fn clear_cookies(&self, presented: &HeaderMap, secure: bool) -> Vec<HeaderValue> {
+        let p = Presented::scan(presented, &self.names);
+        let mut out = Vec::new();
+        if p.plain.is_some() {
+            out.extend(self.attrs.expire(self.names.session(), secure));
+        }
+        self.expire_chunked(&p, secure, &mut out);
+        out
+    }
+
+    pub fn is_ended(&self, session_id: &str) -> bool {
+        self.ended.contains_key(session_id)
+    }
+
+    /// Refuses, from now on, every session of `iss` with OP session id `sid` created up to
+    /// this second (front- and back-channel logout).
+    pub fn end_by_sid(&self, iss: &str, sid: &str) {
+        record(&self.by_sid, iss, sid, self.clock.now());
+    }
+
+    /// Refuses, from now on, every session of `iss` for subject `sub` created up to this
+    /// second (back-channel logout without `sid`).
+    pub fn end_by_sub(&self, iss: &str, sub: &str) {
+        record(&self.by_sub, iss, sub, self.clock.now());
+    }
+
+    /// Whether the inactivity timer should be refreshed by re-saving with `last_seen = now`.
+    /// Only every tenth of `inactivity_timeout` (at least 1 s), so most requests re-seal
+    /// nothing.
+    pub fn needs_touch(&self, session: &Session) -> bool {
+        self.clock.now().saturating_sub(session.last_seen) >= self.touch_after
+    }
+
+    /// 128 random bits, base64url.
+    pub fn new_session_id() -> String {
+        let mut id = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut id);
+        URL_SAFE_NO_PAD.encode(id)
+    }
+
+    /// Whether a request cookie name belongs to the gateway (session, its chunks and count,
+    /// or a state cookie), so it is not forwarded upstream.
+    pub fn is_gateway_cookie(&self, name: &str) -> bool {
+        self.names.is_ours(name.as_bytes())
+    }
+
+    /// Removes the gateway's cookies from the request's `Cookie` header(s), merging what is
+    /// left into one header or removing it when nothing is.
+    pub fn strip_gateway_cookies(&self, headers: &mut HeaderMap) {
+        cookies::strip(headers, &self.names);
+    }
+}
+
+fn record(cache: &Cache<String, Records>, iss: &str, key: &str, now: i64) {
+    if key.is_empty() {
+        return;
+    }
+    cache.entry(key.to_owned()).and_upsert_with(|old| {
+        let mut records: Vec<(String, i64)> =
+            old.map(|e| e.into_value().to_vec()).unwrap_or_default();
+        match records.iter_mut().find(|(i, _)| i == iss) {
+            Some(r) => r.1 = r.1.max(now),
+            None => {
+                if records.len() >= ISSUERS_PER_RECORD {
+                    records.remove(0);
+                }
+                records.push((iss.to_owned(), now));
+            }
+        }
+        Arc::new(records)
+    });
+}
+
+fn logged_out(cache: &Cache<String, Records>, iss: &str, key: &str, created_at: i64) -> bool {
+    cache
+        .get(key)
+        .is_some_and(|records| records.iter().any(|(i, at)| i == iss && created_at <= *at))
+}

@@ -1,0 +1,662 @@
+//! One conformance suite, run against every session store.
+
+use super::*;
+use crate::config::SameSite;
+use crate::secret::Secret;
+use http::header::COOKIE;
+use rand::distributions::{Alphanumeric, DistString};
+use rand::Rng;
+use serde_json::{json, Map, Value};
+
+const ISS: &str = "https://op.example.com";
+
+fn config(store: StoreKind, passphrases: &[&str]) -> SessionConfig {
+    SessionConfig {
+        passphrases: passphrases.iter().map(|p| Secret::new(*p)).collect(),
+        store,
+        memory_capacity: 1_000,
+        cookie_name: "oidc_session".into(),
+        cookie_domain: None,
+        state_cookie_prefix: "oidc_state_".into(),
+        same_site: SameSite::Lax,
+        inactivity_timeout: Duration::from_secs(300),
+        max_duration: Duration::from_secs(8 * 3600),
+        refresh_before_expiry: Duration::from_secs(30),
+    }
+}
+
+const KEY: &str = "conformance passphrase one";
+const OTHER_KEY: &str = "conformance passphrase two";
+
+fn manager(store: StoreKind) -> (Sessions, Clock) {
+    let clock = Clock::system();
+    (Sessions::new(&config(store, &[KEY]), clock.clone()), clock)
+}
+
+fn session(clock: &Clock, groups: usize) -> Session {
+    let now = clock.now();
+    let mut claims = Map::new();
+    claims.insert("sub".into(), json!("alice"));
+    claims.insert("email".into(), json!("alice@example.com"));
+    claims.insert("email_verified".into(), json!(true));
+    claims.insert("auth_time".into(), json!(now));
+    if groups > 0 {
+        let mut rng = rand::thread_rng();
+        let groups: Vec<Value> = (0..groups)
+            .map(|_| Value::String(Alphanumeric.sample_string(&mut rng, 30)))
+            .collect();
+        claims.insert("groups".into(), Value::Array(groups));
+    }
+    Session {
+        id: Sessions::new_session_id(),
+        iss: ISS.into(),
+        sub: "alice".into(),
+        sid: Some("op-sid-1".into()),
+        id_token_claims: claims,
+        userinfo: Some(Map::from_iter([("name".to_string(), json!("Alice"))])),
+        access_token: Some("at-".repeat(100)),
+        access_token_expires: Some(now + 300),
+        refresh_token: Some("rt-".repeat(50)),
+        id_token: Some("it-".repeat(200)),
+        created_at: now,
+        last_seen: now,
+    }
+}
+
+/// A minimal browser cookie jar: applies `Set-Cookie` values, presents `Cookie`.
+#[derive(Default, Clone)]
+struct Jar(Vec<(String, String)>);
+
+impl Jar {
+    fn apply(&mut self, set_cookies: &[HeaderValue]) {
+        for sc in set_cookies {
+            let sc = sc.to_str().unwrap();
+            let (pair, attrs) = sc.split_once(';').unwrap_or((sc, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            self.0.retain(|(n, _)| n != name);
+            if !attrs.contains("Max-Age=0") {
+                self.0.push((name.into(), value.into()));
+            }
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        self.apply(&[HeaderValue::from_str(&format!("{name}={value}")).unwrap()]);
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.0.retain(|(n, _)| n != name);
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.0.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if !self.0.is_empty() {
+            let line: Vec<String> = self.0.iter().map(|(n, v)| format!("{n}={v}")).collect();
+            h.insert(COOKIE, HeaderValue::from_str(&line.join("; ")).unwrap());
+        }
+        h
+    }
+}
+
+async fn saved(sessions: &Sessions, s: &Session) -> Jar {
+    let mut jar = Jar::default();
+    jar.apply(&sessions.save(s, true, &HeaderMap::new()).await.unwrap());
+    jar
+}
+
+fn valid(loaded: Loaded) -> Arc<Session> {
+    match loaded {
+        Loaded::Valid(s) => s,
+        other => panic!("expected a valid session, got {other:?}"),
+    }
+}
+
+fn invalid(loaded: Loaded) -> InvalidReason {
+    match loaded {
+        Loaded::Invalid(r) => r,
+        other => panic!("expected an invalid session, got {other:?}"),
+    }
+}
+
+/// The (only) session cookie, whichever store.
+fn session_value(jar: &Jar) -> String {
+    jar.get("oidc_session").unwrap().to_owned()
+}
+
+// ---- the suite ----------------------------------------------------------------------
+
+async fn missing_without_cookies(kind: StoreKind) {
+    let (sessions, _) = manager(kind);
+    assert!(matches!(
+        sessions.load(&HeaderMap::new()).await,
+        Loaded::Missing
+    ));
+    let mut jar = Jar::default();
+    jar.set("other", "1");
+    jar.set("oidc_state_abc", "2");
+    assert!(matches!(
+        sessions.load(&jar.headers()).await,
+        Loaded::Missing
+    ));
+}
+
+async fn save_then_load(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let s = session(&clock, 0);
+    let jar = saved(&sessions, &s).await;
+    assert_eq!(jar.names(), ["oidc_session"]);
+    assert_eq!(*valid(sessions.load(&jar.headers()).await), s);
+    // Again: the repeat (cached, for the cookie store) path gives the same answer.
+    assert_eq!(*valid(sessions.load(&jar.headers()).await), s);
+    // A fresh manager with the same passphrase (a restart) reads a cookie-store cookie.
+    if kind == StoreKind::Cookie {
+        let restarted = Sessions::new(&config(kind, &[KEY]), clock.clone());
+        assert_eq!(*valid(restarted.load(&jar.headers()).await), s);
+    }
+}
+
+async fn large_session_is_chunked_and_loads(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let big = session(&clock, 300);
+    let mut jar = saved(&sessions, &big).await;
+    match kind {
+        StoreKind::Cookie => {
+            let n: usize = jar.get("oidc_session_chunks").unwrap().parse().unwrap();
+            assert!((2..=MAX_CHUNKS).contains(&n), "{n} chunks");
+            assert!(jar.get("oidc_session").is_none());
+            for i in 0..n {
+                assert!(jar.get(&format!("oidc_session_{i}")).unwrap().len() <= CHUNK_SIZE);
+            }
+        }
+        StoreKind::Memory => assert_eq!(jar.names(), ["oidc_session"]),
+    }
+    assert_eq!(*valid(sessions.load(&jar.headers()).await), big);
+
+    // Shrinking back to one cookie expires the stale chunks the browser still holds.
+    let small = session(&clock, 0);
+    let set = sessions.save(&small, true, &jar.headers()).await.unwrap();
+    jar.apply(&set);
+    assert_eq!(jar.names(), ["oidc_session"]);
+    assert_eq!(*valid(sessions.load(&jar.headers()).await), small);
+
+    // And growing again expires the plain cookie.
+    let set = sessions.save(&big, true, &jar.headers()).await.unwrap();
+    jar.apply(&set);
+    if kind == StoreKind::Cookie {
+        assert!(jar.get("oidc_session").is_none());
+    }
+    assert_eq!(*valid(sessions.load(&jar.headers()).await), big);
+}
+
+async fn oversized_session_is_an_error_not_a_panic(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let huge = session(&clock, 3_000);
+    let result = sessions.save(&huge, true, &HeaderMap::new()).await;
+    match kind {
+        StoreKind::Cookie => assert!(matches!(result, Err(SessionError::TooLarge { .. }))),
+        StoreKind::Memory => assert!(result.is_ok()),
+    }
+}
+
+async fn tampered_truncated_and_garbage_cookies_are_invalid(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let s = session(&clock, 0);
+    let jar = saved(&sessions, &s).await;
+    let value = session_value(&jar);
+
+    let mut bad_values: Vec<String> = Vec::new();
+    for at in [0, 3, 10, value.len() / 2, value.len() - 3, value.len() - 1] {
+        let mut bytes = value.clone().into_bytes();
+        bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+        bad_values.push(String::from_utf8(bytes).unwrap());
+    }
+    for cut in [1, 10, value.len() / 2, value.len() - 1] {
+        bad_values.push(value[..cut].to_owned());
+    }
+    bad_values.extend(
+        ["x", "%%%", "AAAA", "\"\"", "null", "{}", "oidc_session"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    bad_values.push("A".repeat(MAX_SEALED_LEN + 10));
+    for bad in bad_values {
+        let mut forged = jar.clone();
+        forged.set("oidc_session", &bad);
+        let reason = invalid(sessions.load(&forged.headers()).await);
+        assert!(!matches!(reason, InvalidReason::Expired), "{reason:?}");
+    }
+    // Empty value: still a presented-but-unusable cookie.
+    let mut forged = jar.clone();
+    forged.set("oidc_session", "");
+    invalid(sessions.load(&forged.headers()).await);
+    // The original still works: nothing above poisoned a cache.
+    assert_eq!(*valid(sessions.load(&jar.headers()).await), s);
+}
+
+async fn tampered_chunk_is_invalid(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let mut jar = Jar::default();
+    jar.set("oidc_session_chunks", "2");
+    jar.set(
+        "oidc_session_0",
+        &sessions.codec().seal(Purpose::Session, b"{}"),
+    );
+    jar.set("oidc_session_1", "AAAA");
+    invalid(sessions.load(&jar.headers()).await);
+    if kind == StoreKind::Cookie {
+        let mut jar = saved(&sessions, &session(&clock, 300)).await;
+        let chunk = jar.get("oidc_session_1").unwrap().to_owned();
+        let flipped = if chunk.starts_with('A') { "B" } else { "A" };
+        jar.set("oidc_session_1", &format!("{flipped}{}", &chunk[1..]));
+        assert!(matches!(
+            invalid(sessions.load(&jar.headers()).await),
+            InvalidReason::Unsealed(CodecError::Decrypt)
+        ));
+    }
+}
+
+async fn hostile_chunk_counts_are_cheap_and_invalid(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    for count in [
+        "99999999",
+        "0",
+        "17",
+        "-1",
+        "",
+        "1e9",
+        "18446744073709551617",
+    ] {
+        let mut jar = Jar::default();
+        jar.set("oidc_session_chunks", count);
+        jar.set("oidc_session_0", "AAAA");
+        assert_eq!(
+            invalid(sessions.load(&jar.headers()).await),
+            InvalidReason::ChunkCount,
+            "{count:?}"
+        );
+    }
+    // A missing chunk.
+    let mut jar = Jar::default();
+    jar.set("oidc_session_chunks", "3");
+    jar.set("oidc_session_0", "AAAA");
+    jar.set("oidc_session_2", "AAAA");
+    assert_eq!(
+        invalid(sessions.load(&jar.headers()).await),
+        InvalidReason::ChunkMissing
+    );
+    if kind == StoreKind::Cookie {
+        let mut jar = saved(&sessions, &session(&clock, 300)).await;
+        jar.remove("oidc_session_1");
+        assert_eq!(
+            invalid(sessions.load(&jar.headers()).await),
+            InvalidReason::ChunkMissing
+        );
+    }
+}
+
+async fn old_or_foreign_key_is_invalid(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let jar = saved(&sessions, &session(&clock, 0)).await;
+    let other = Sessions::new(&config(kind, &[OTHER_KEY]), clock.clone());
+    assert_eq!(
+        invalid(other.load(&jar.headers()).await),
+        InvalidReason::Unsealed(CodecError::UnknownKey)
+    );
+}
+
+async fn a_value_sealed_for_another_purpose_is_invalid(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let s = session(&clock, 0);
+    let json = serde_json::to_vec(&s).unwrap();
+    for (purpose, payload) in [
+        (Purpose::State, json.as_slice()),
+        (Purpose::SessionId, json.as_slice()),
+        (Purpose::Session, s.id.as_bytes()),
+        (Purpose::State, s.id.as_bytes()),
+    ] {
+        let mut jar = Jar::default();
+        jar.set("oidc_session", &sessions.codec().seal(purpose, payload));
+        invalid(sessions.load(&jar.headers()).await);
+    }
+}
+
+async fn inactivity_timeout_expires(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let jar = saved(&sessions, &session(&clock, 0)).await;
+    clock.advance(300);
+    valid(sessions.load(&jar.headers()).await);
+    clock.advance(1);
+    assert_eq!(
+        invalid(sessions.load(&jar.headers()).await),
+        InvalidReason::Expired
+    );
+}
+
+async fn touching_keeps_the_session_until_max_duration(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let s = session(&clock, 0);
+    let mut jar = saved(&sessions, &s).await;
+    let mut current = valid(sessions.load(&jar.headers()).await);
+    assert!(!sessions.needs_touch(&current));
+    clock.advance(29);
+    assert!(!sessions.needs_touch(&current));
+    clock.advance(1);
+    assert!(sessions.needs_touch(&current));
+
+    // Active every 200 s: inactivity never triggers, max_duration (8 h) eventually does.
+    let mut elapsed = 30;
+    loop {
+        if sessions.needs_touch(&current) {
+            let mut touched = (*current).clone();
+            touched.last_seen = clock.now();
+            jar.apply(&sessions.save(&touched, true, &jar.headers()).await.unwrap());
+        }
+        match sessions.load(&jar.headers()).await {
+            Loaded::Valid(s) => current = s,
+            Loaded::Invalid(reason) => {
+                assert_eq!(reason, InvalidReason::Expired);
+                assert!(elapsed > 8 * 3600, "expired early, after {elapsed}s");
+                break;
+            }
+            Loaded::Missing => panic!("cookie vanished"),
+        }
+        assert!(elapsed <= 8 * 3600 + 200, "never expired");
+        clock.advance(200);
+        elapsed += 200;
+    }
+}
+
+async fn ended_session_is_refused_even_when_replayed(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let s = session(&clock, 0);
+    let jar = saved(&sessions, &s).await;
+    let loaded = valid(sessions.load(&jar.headers()).await);
+    assert!(!sessions.is_ended(&s.id));
+
+    let cleared = sessions.end(&loaded, true, &jar.headers()).await;
+    assert!(sessions.is_ended(&s.id));
+    let mut after = jar.clone();
+    after.apply(&cleared);
+    assert!(after.names().is_empty(), "left {:?}", after.names());
+    for c in &cleared {
+        let c = c.to_str().unwrap();
+        assert!(c.contains("Max-Age=0") && c.contains("Path=/") && c.contains("Secure"));
+    }
+
+    // The pre-logout cookie, replayed.
+    let reason = invalid(sessions.load(&jar.headers()).await);
+    assert!(
+        matches!(reason, InvalidReason::Ended | InvalidReason::NotFound),
+        "{reason:?}"
+    );
+    // Other sessions are unaffected.
+    let other = saved(&sessions, &session(&clock, 0)).await;
+    valid(sessions.load(&other.headers()).await);
+}
+
+async fn chunked_session_end_clears_every_chunk(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let s = session(&clock, 300);
+    let jar = saved(&sessions, &s).await;
+    let mut after = jar.clone();
+    after.apply(&sessions.end(&s, false, &jar.headers()).await);
+    assert!(after.names().is_empty(), "left {:?}", after.names());
+    let mut cleared = jar.clone();
+    cleared.apply(&sessions.clear_cookies(&jar.headers(), false));
+    assert!(cleared.names().is_empty());
+}
+
+async fn provider_logout_by_sid_and_sub(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let s = session(&clock, 0);
+    let jar = saved(&sessions, &s).await;
+
+    sessions.end_by_sid("https://other-op.example.com", "op-sid-1");
+    sessions.end_by_sid(ISS, "another-sid");
+    valid(sessions.load(&jar.headers()).await);
+
+    sessions.end_by_sid(ISS, "op-sid-1");
+    assert_eq!(
+        invalid(sessions.load(&jar.headers()).await),
+        InvalidReason::LoggedOut
+    );
+
+    // A login after the logout, with the same OP sid, is fine.
+    clock.advance(1);
+    let newer = session(&clock, 0);
+    let newer_jar = saved(&sessions, &newer).await;
+    valid(sessions.load(&newer_jar.headers()).await);
+
+    // Logout by subject ends it too.
+    sessions.end_by_sub(ISS, "bob");
+    valid(sessions.load(&newer_jar.headers()).await);
+    sessions.end_by_sub(ISS, "alice");
+    assert_eq!(
+        invalid(sessions.load(&newer_jar.headers()).await),
+        InvalidReason::LoggedOut
+    );
+}
+
+async fn needs_touch_threshold(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let s = session(&clock, 0);
+    assert!(!sessions.needs_touch(&s));
+    clock.advance(29);
+    assert!(!sessions.needs_touch(&s));
+    clock.advance(1);
+    assert!(sessions.needs_touch(&s));
+
+    // A tiny inactivity timeout still waits at least a second.
+    let mut cfg = config(kind, &[KEY]);
+    cfg.inactivity_timeout = Duration::from_secs(5);
+    let quick = Sessions::new(&cfg, clock.clone());
+    let s = session(&clock, 0);
+    assert!(!quick.needs_touch(&s));
+    clock.advance(1);
+    assert!(quick.needs_touch(&s));
+}
+
+async fn strips_only_gateway_cookies(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let mut jar = saved(&sessions, &session(&clock, 300)).await;
+    jar.set("oidc_state_xyz", "state");
+    jar.set("app", "keep-me");
+    jar.set("theme", "\"dark\"");
+    let mut headers = jar.headers();
+    headers.append(COOKIE, HeaderValue::from_static("second=header"));
+    headers.insert("x-other", HeaderValue::from_static("untouched"));
+    sessions.strip_gateway_cookies(&mut headers);
+    let cookies: Vec<_> = headers.get_all(COOKIE).iter().collect();
+    assert_eq!(cookies, ["app=keep-me; theme=\"dark\"; second=header"]);
+    assert_eq!(headers["x-other"], "untouched");
+
+    for name in [
+        "oidc_session",
+        "oidc_session_chunks",
+        "oidc_session_0",
+        "oidc_session_15",
+        "oidc_session_99",
+        "oidc_state_",
+        "oidc_state_abc",
+    ] {
+        assert!(sessions.is_gateway_cookie(name), "{name}");
+    }
+    for name in ["app", "oidc_session_x", "oidc_sessions", "Oidc_session", ""] {
+        assert!(!sessions.is_gateway_cookie(name), "{name}");
+    }
+}
+
+async fn set_cookie_attributes(kind: StoreKind) {
+    let clock = Clock::system();
+    let mut cfg = config(kind, &[KEY]);
+    cfg.same_site = SameSite::Strict;
+    cfg.cookie_domain = Some("example.com".into());
+    let sessions = Sessions::new(&cfg, clock.clone());
+    for big in [0, 300] {
+        let s = session(&clock, big);
+        for secure in [true, false] {
+            let set = sessions.save(&s, secure, &HeaderMap::new()).await.unwrap();
+            assert!(!set.is_empty());
+            for c in set {
+                let c = c.to_str().unwrap();
+                let attrs: Vec<&str> = c.split("; ").skip(1).collect();
+                assert!(attrs.contains(&"Path=/"), "{c}");
+                assert!(attrs.contains(&"HttpOnly"), "{c}");
+                assert!(attrs.contains(&"SameSite=Strict"), "{c}");
+                assert!(attrs.contains(&"Domain=example.com"), "{c}");
+                assert_eq!(attrs.contains(&"Secure"), secure, "{c}");
+                assert!(!c.contains("Max-Age"), "{c}");
+            }
+        }
+    }
+}
+
+async fn random_cookie_headers_never_panic(kind: StoreKind) {
+    let (sessions, clock) = manager(kind);
+    let real = saved(&sessions, &session(&clock, 300)).await;
+    let names = [
+        "oidc_session",
+        "oidc_session_chunks",
+        "oidc_session_0",
+        "oidc_session_1",
+        "oidc_session_2",
+        "oidc_session_15",
+        "oidc_session_16",
+        "oidc_state_a",
+        "other",
+    ];
+    let mut rng = rand::thread_rng();
+    for _ in 0..500 {
+        let mut line = String::new();
+        for _ in 0..rng.gen_range(0..6) {
+            let name = names[rng.gen_range(0..names.len())];
+            let value = match rng.gen_range(0..4) {
+                0 => rng.gen_range(0..40).to_string(),
+                1 => {
+                    let len = rng.gen_range(0..200);
+                    Alphanumeric.sample_string(&mut rng, len)
+                }
+                2 => real
+                    .0
+                    .get(rng.gen_range(0..real.0.len()))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default(),
+                _ => "=;\"".repeat(rng.gen_range(0..5)),
+            };
+            line.push_str(&format!("{name}={value}; "));
+        }
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&line) {
+            headers.insert(COOKIE, v);
+        }
+        let _ = sessions.load(&headers).await;
+        let _ = sessions.clear_cookies(&headers, true);
+        sessions.strip_gateway_cookies(&mut headers);
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod cookie_store {
+            $( #[tokio::test] async fn $case() { super::$case(super::StoreKind::Cookie).await } )*
+        }
+        mod memory_store {
+            $( #[tokio::test] async fn $case() { super::$case(super::StoreKind::Memory).await } )*
+        }
+    };
+}
+
+conformance!(
+    missing_without_cookies,
+    save_then_load,
+    large_session_is_chunked_and_loads,
+    oversized_session_is_an_error_not_a_panic,
+    tampered_truncated_and_garbage_cookies_are_invalid,
+    tampered_chunk_is_invalid,
+    hostile_chunk_counts_are_cheap_and_invalid,
+    old_or_foreign_key_is_invalid,
+    a_value_sealed_for_another_purpose_is_invalid,
+    inactivity_timeout_expires,
+    touching_keeps_the_session_until_max_duration,
+    ended_session_is_refused_even_when_replayed,
+    chunked_session_end_clears_every_chunk,
+    provider_logout_by_sid_and_sub,
+    needs_touch_threshold,
+    strips_only_gateway_cookies,
+    set_cookie_attributes,
+    random_cookie_headers_never_panic,
+);
+
+// ---- store-specific -------------------------------------------------------------------
+
+#[tokio::test]
+async fn rotation_reads_old_cookies_and_writes_new_ones() {
+    let clock = Clock::system();
+    let old = Sessions::new(&config(StoreKind::Cookie, &[OTHER_KEY]), clock.clone());
+    let rotated = Sessions::new(&config(StoreKind::Cookie, &[KEY, OTHER_KEY]), clock.clone());
+    let s = session(&clock, 0);
+    let jar = saved(&old, &s).await;
+    assert_eq!(*valid(rotated.load(&jar.headers()).await), s);
+    let jar = saved(&rotated, &s).await;
+    assert_eq!(
+        invalid(old.load(&jar.headers()).await),
+        InvalidReason::Unsealed(CodecError::UnknownKey)
+    );
+}
+
+#[tokio::test]
+async fn memory_store_cookie_holds_only_a_sealed_id() {
+    let (sessions, clock) = manager(StoreKind::Memory);
+    let s = session(&clock, 300);
+    let jar = saved(&sessions, &s).await;
+    let value = session_value(&jar);
+    assert!(value.len() < 100, "{} bytes", value.len());
+    let id = sessions.codec().open(Purpose::SessionId, &value).unwrap();
+    assert_eq!(id, s.id.as_bytes());
+}
+
+#[tokio::test]
+async fn memory_store_does_not_share_across_instances() {
+    let (a, clock) = manager(StoreKind::Memory);
+    let b = Sessions::new(&config(StoreKind::Memory, &[KEY]), clock.clone());
+    let jar = saved(&a, &session(&clock, 0)).await;
+    assert_eq!(
+        invalid(b.load(&jar.headers()).await),
+        InvalidReason::NotFound
+    );
+}
+
+#[test]
+fn manager_is_send_and_sync_and_its_futures_are_send() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let (sessions, clock) = manager(StoreKind::Memory);
+    send_sync(&sessions);
+    let h = HeaderMap::new();
+    let s = session(&clock, 0);
+    send(&sessions.load(&h));
+    send(&sessions.save(&s, true, &h));
+    send(&sessions.end(&s, true, &h));
+}
+
+#[test]
+fn session_ids_are_128_bit_base64url_and_unique() {
+    let a = Sessions::new_session_id();
+    let b = Sessions::new_session_id();
+    assert_eq!(a.len(), 22);
+    assert_ne!(a, b);
+    assert!(a
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+}
