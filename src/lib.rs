@@ -8,5 +8,7 @@
 pub mod authz;
 pub mod clock;
 pub mod config;
+pub mod devop;
+pub mod echo;
 pub mod secret;
 pub mod session;
