@@ -1,0 +1,153 @@
+//! The shared state of one development provider: client registration, keys, grants,
+//! per-user claims, test knobs and counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::keys::KeySet;
+use super::store::Store;
+use super::{Counters, Tamper};
+use crate::clock::Clock;
+use crate::secret::constant_time_eq;
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the state is a
+/// set of independent maps, so it stays usable).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) struct Provider {
+    pub issuer: String,
+    pub client_id: String,
+    client_secret_digest: [u8; 32],
+    redirect_uris: Mutex<Vec<String>>,
+    post_logout_redirect_uris: Mutex<Vec<String>>,
+    pub clock: Clock,
+    access_token_ttl: AtomicI64,
+    refuse_refresh: AtomicBool,
+    tamper: Mutex<Option<Tamper>>,
+    userinfo_sub: Mutex<Option<String>>,
+    users: Mutex<HashMap<String, Map<String, Value>>>,
+    pub keys: Mutex<KeySet>,
+    pub store: Mutex<Store>,
+    counters: Mutex<Counters>,
+}
+
+/// What [`Provider::new`] needs besides the keys.
+pub(crate) struct Registration {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub access_token_ttl: i64,
+    pub clock: Clock,
+}
+
+impl Provider {
+    pub(crate) fn new(reg: Registration, keys: KeySet) -> Self {
+        Self {
+            issuer: reg.issuer,
+            client_id: reg.client_id,
+            client_secret_digest: Sha256::digest(reg.client_secret.as_bytes()).into(),
+            redirect_uris: Mutex::new(reg.redirect_uris),
+            post_logout_redirect_uris: Mutex::new(reg.post_logout_redirect_uris),
+            clock: reg.clock,
+            access_token_ttl: AtomicI64::new(reg.access_token_ttl),
+            refuse_refresh: AtomicBool::new(false),
+            tamper: Mutex::new(None),
+            userinfo_sub: Mutex::new(None),
+            users: Mutex::new(HashMap::new()),
+            keys: Mutex::new(keys),
+            store: Mutex::new(Store::default()),
+            counters: Mutex::new(Counters::default()),
+        }
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Compares digests in constant time, so neither content nor length leaks.
+    pub(crate) fn secret_matches(&self, presented: &str) -> bool {
+        let digest = Sha256::digest(presented.as_bytes());
+        constant_time_eq(&digest, &self.client_secret_digest)
+    }
+
+    pub(crate) fn is_redirect_uri(&self, uri: &str) -> bool {
+        lock(&self.redirect_uris).iter().any(|r| r == uri)
+    }
+
+    pub(crate) fn add_redirect_uri(&self, uri: &str) {
+        add_unique(&mut lock(&self.redirect_uris), uri);
+    }
+
+    pub(crate) fn is_post_logout_redirect_uri(&self, uri: &str) -> bool {
+        lock(&self.post_logout_redirect_uris)
+            .iter()
+            .any(|r| r == uri)
+    }
+
+    pub(crate) fn add_post_logout_redirect_uri(&self, uri: &str) {
+        add_unique(&mut lock(&self.post_logout_redirect_uris), uri);
+    }
+
+    pub(crate) fn access_token_ttl(&self) -> i64 {
+        self.access_token_ttl.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_access_token_ttl(&self, secs: i64) {
+        self.access_token_ttl.store(secs, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refuses_refresh(&self) -> bool {
+        self.refuse_refresh.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_refuse_refresh(&self, refuse: bool) {
+        self.refuse_refresh.store(refuse, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tamper(&self) -> Option<Tamper> {
+        *lock(&self.tamper)
+    }
+
+    pub(crate) fn set_tamper(&self, t: Option<Tamper>) {
+        *lock(&self.tamper) = t;
+    }
+
+    pub(crate) fn userinfo_sub(&self) -> Option<String> {
+        lock(&self.userinfo_sub).clone()
+    }
+
+    pub(crate) fn set_userinfo_sub(&self, sub: Option<String>) {
+        *lock(&self.userinfo_sub) = sub;
+    }
+
+    /// Extra claims registered for `username` (empty if none).
+    pub(crate) fn extra_claims(&self, username: &str) -> Map<String, Value> {
+        lock(&self.users).get(username).cloned().unwrap_or_default()
+    }
+
+    pub(crate) fn set_extra_claims(&self, username: &str, extra: Map<String, Value>) {
+        lock(&self.users).insert(username.to_owned(), extra);
+    }
+
+    pub(crate) fn count(&self, bump: impl FnOnce(&mut Counters)) {
+        bump(&mut lock(&self.counters));
+    }
+
+    pub(crate) fn counters(&self) -> Counters {
+        lock(&self.counters).clone()
+    }
+}
+
+fn add_unique(list: &mut Vec<String>, uri: &str) {
+    if !list.iter().any(|r| r == uri) {
+        list.push(uri.to_owned());
+    }
+}

@@ -1,0 +1,206 @@
+//! The echo upstream of `oidc-gateway demo` and of the tests: answers every request with
+//! what it received (method, path, query, headers in order, body length), as JSON, or as
+//! an HTML page for browsers that highlights the identity headers the gateway added.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use crate::devop::serve::{spawn_on, Stopper};
+
+/// Where the page's "Log out" link points by default: the gateway's logout hook.
+pub const DEFAULT_LOGOUT_HREF: &str = "/oauth2/callback?logout=%2F";
+
+/// A running echo upstream. Cheap to clone; runs until [`EchoServer::shutdown`].
+#[derive(Clone, Debug)]
+pub struct EchoServer {
+    addr: SocketAddr,
+    stopper: Stopper,
+}
+
+impl EchoServer {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops listening and drops every open connection.
+    pub fn shutdown(&self) {
+        self.stopper.stop();
+    }
+}
+
+/// Starts an echo upstream whose HTML page links "Log out" to [`DEFAULT_LOGOUT_HREF`].
+pub async fn start_echo(listen: SocketAddr) -> std::io::Result<EchoServer> {
+    start_echo_with(listen, Some(DEFAULT_LOGOUT_HREF.to_owned())).await
+}
+
+/// Starts an echo upstream; `logout_href` is the HTML page's "Log out" link (None: no link).
+pub async fn start_echo_with(
+    listen: SocketAddr,
+    logout_href: Option<String>,
+) -> std::io::Result<EchoServer> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let logout_href = Arc::new(logout_href);
+    let handler = move |req| echo(req, Arc::clone(&logout_href));
+    let stopper = spawn_on(listener, handler);
+    Ok(EchoServer { addr, stopper })
+}
+
+async fn echo(req: Request<Incoming>, logout_href: Arc<Option<String>>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body_len = drain(body).await;
+    let Some(status) = status_for(parts.uri.path()) else {
+        return respond(
+            StatusCode::BAD_REQUEST,
+            "text/plain; charset=utf-8",
+            "bad status\n".into(),
+        );
+    };
+    if matches!(status.as_u16(), 204 | 304) {
+        return respond(status, "text/plain; charset=utf-8", String::new());
+    }
+    let headers = header_pairs(&parts.headers);
+    if wants_html(&parts.headers) {
+        let page = html_page(
+            &parts.method,
+            &parts.uri,
+            &headers,
+            body_len,
+            logout_href.as_deref(),
+        );
+        return respond(status, "text/html; charset=utf-8", page);
+    }
+    let report = json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers.iter().map(|(n, v)| json!([n, v])).collect::<Vec<Value>>(),
+        "body_len": body_len,
+    });
+    respond(status, "application/json", report.to_string())
+}
+
+/// Reads the body frame by frame, counting bytes (never buffering it whole).
+async fn drain(mut body: Incoming) -> u64 {
+    let mut len = 0u64;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => len += frame.data_ref().map_or(0, |d| d.len() as u64),
+            Err(_) => break,
+        }
+    }
+    len
+}
+
+/// `/status/NNN` answers NNN (200..=599); every other path answers 200.
+fn status_for(path: &str) -> Option<StatusCode> {
+    let Some(code) = path.strip_prefix("/status/") else {
+        return Some(StatusCode::OK);
+    };
+    let code: u16 = code.trim_end_matches('/').parse().ok()?;
+    (200..=599)
+        .contains(&code)
+        .then(|| StatusCode::from_u16(code).ok())?
+}
+
+/// Header names and values in the order hyper kept them (values as lossy UTF-8).
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (n.as_str().to_owned(), value)
+        })
+        .collect()
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .any(|v| String::from_utf8_lossy(v.as_bytes()).contains("text/html"))
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Headers the gateway adds, which the page highlights.
+fn is_identity_header(name: &str) -> bool {
+    name.starts_with("oidc_")
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("x-remote-user")
+}
+
+fn html_page(
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &[(String, String)],
+    body_len: u64,
+    logout_href: Option<&str>,
+) -> String {
+    let rows: String = headers
+        .iter()
+        .map(|(name, value)| {
+            let class = if is_identity_header(&name.to_ascii_lowercase()) {
+                " class=\"id\""
+            } else {
+                ""
+            };
+            format!(
+                "<tr{class}><th>{}</th><td>{}</td></tr>",
+                escape(name),
+                escape(value)
+            )
+        })
+        .collect();
+    let logout = logout_href
+        .map(|href| format!("<p><a href=\"{}\">Log out</a></p>", escape(href)))
+        .unwrap_or_default();
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>oidc-gateway demo upstream</title><style>\
+body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}\
+th,td{{border:1px solid #ccc;padding:.3rem .6rem;text-align:left;vertical-align:top;\
+font-family:ui-monospace,monospace;font-size:.85rem;word-break:break-all}}\
+tr.id{{background:#e6f4ea}}</style></head><body>\
+<h1>oidc-gateway demo upstream</h1>\
+<p>This application knows nothing about OpenID Connect: the gateway in front of it signed \
+you in and added the highlighted headers.</p>\
+<p><code>{method} {uri}</code> &middot; body: {body_len} bytes</p>{logout}\
+<table><thead><tr><th>Header</th><th>Value</th></tr></thead><tbody>{rows}</tbody></table>\
+</body></html>\n",
+        method = escape(method.as_str()),
+        uri = escape(&uri.to_string()),
+    )
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+#[cfg(test)]
+mod tests {}
