@@ -60,7 +60,10 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_toml(&text, "demo configuration", None)?;
     let running = crate::server::start(config, clock).await?;
     let addr = running.addr();
-    let hosts = [format!("127.0.0.1:{}", addr.port()), format!("localhost:{}", addr.port())];
+    let hosts = [
+        format!("127.0.0.1:{}", addr.port()),
+        format!("localhost:{}", addr.port()),
+    ];
     for host in &hosts {
         op.add_redirect_uri(&format!("http://{host}/oauth2/callback"));
         op.add_post_logout_redirect_uri(&format!("http://{host}/public/"));
@@ -68,10 +71,16 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("  oidc-gateway demo is running.");
     println!();
-    println!("  Open   http://{}/            (log in with any user name)", hosts[0]);
+    println!(
+        "  Open   http://{}/            (log in with any user name)",
+        hosts[0]
+    );
     println!("  Open   http://{}/public/     (no login needed)", hosts[0]);
     println!("  Info   http://{}/oauth2/callback?info=html", hosts[0]);
-    println!("  Logout http://{}/oauth2/callback?logout=%2Fpublic%2F", hosts[0]);
+    println!(
+        "  Logout http://{}/oauth2/callback?logout=%2Fpublic%2F",
+        hosts[0]
+    );
     println!();
     println!("  Development OpenID Provider: {}", op.issuer());
     println!("  Echo upstream:               {}", echo.url());

@@ -53,10 +53,26 @@ impl Gateway {
     }
 
     /// Handles one request from `peer`.
-    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr, tls: bool) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+    ) -> Response<Body> {
         self.metrics.requests.inc();
-        let Some(ctx) = request_ctx(&self.config.server, request.uri(), request.headers(), peer, tls) else {
-            return response::page(StatusCode::BAD_REQUEST, "Invalid request", "The request has no valid Host.", None);
+        let Some(ctx) = request_ctx(
+            &self.config.server,
+            request.uri(),
+            request.headers(),
+            peer,
+            tls,
+        ) else {
+            return response::page(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "The request has no valid Host.",
+                None,
+            );
         };
         if request.uri().path() == self.config.redirect_path() {
             let (parts, _body) = request.into_parts();
@@ -65,16 +81,29 @@ impl Gateway {
         let route = match self.router.route(request.uri().path()) {
             Ok(Some(route)) => route,
             Ok(None) => {
-                return response::page(StatusCode::NOT_FOUND, "Not found", "No application is configured at this address.", None)
+                return response::page(
+                    StatusCode::NOT_FOUND,
+                    "Not found",
+                    "No application is configured at this address.",
+                    None,
+                )
             }
             Err(_) => {
-                return response::page(StatusCode::BAD_REQUEST, "Invalid request", "The path contains dot segments.", None)
+                return response::page(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid request",
+                    "The path contains dot segments.",
+                    None,
+                )
             }
         };
         let (mut parts, body) = request.into_parts();
         self.identity.scrub(&mut parts.headers);
         match route.auth {
-            AuthKind::None => self.forward(route, parts, Body::Left(body), &ctx, Vec::new()).await,
+            AuthKind::None => {
+                self.forward(route, parts, Body::Left(body), &ctx, Vec::new())
+                    .await
+            }
             AuthKind::OpenIdConnect => self.openid_connect(route, parts, body, &ctx).await,
             AuthKind::OAuth20 => crate::resource::handle(self, route, parts, body, &ctx).await,
         }
@@ -82,7 +111,13 @@ impl Gateway {
 
     /// A route behind login: a valid session goes through with identity headers; anyone
     /// else is sent to log in, refused, or passed anonymously per `unauth_action`.
-    async fn openid_connect(&self, route: &RouteConfig, mut parts: Parts, body: Incoming, ctx: &RequestCtx) -> Response<Body> {
+    async fn openid_connect(
+        &self,
+        route: &RouteConfig,
+        mut parts: Parts,
+        body: Incoming,
+        ctx: &RequestCtx,
+    ) -> Response<Body> {
         let session = match self.sessions.load(&parts.headers).await {
             Loaded::Valid(session) => session,
             other => {
@@ -96,12 +131,13 @@ impl Gateway {
                 return self.unauthenticated(route, parts, body, ctx, clear).await;
             }
         };
-        let (session, mut cookies) = match crate::refresh::ensure_fresh(self, session, &parts.headers, ctx).await {
-            crate::refresh::Freshness::Fresh(session, cookies) => (session, cookies),
-            crate::refresh::Freshness::Expired(clear) => {
-                return self.unauthenticated(route, parts, body, ctx, clear).await;
-            }
-        };
+        let (session, mut cookies) =
+            match crate::refresh::ensure_fresh(self, session, &parts.headers, ctx).await {
+                crate::refresh::Freshness::Fresh(session, cookies) => (session, cookies),
+                crate::refresh::Freshness::Expired(clear) => {
+                    return self.unauthenticated(route, parts, body, ctx, clear).await;
+                }
+            };
         if !route.require_claims.is_empty() {
             let claims = session.merged_claims();
             if let Some(rule) = authz::first_failing(&route.require_claims, &claims) {
@@ -112,7 +148,11 @@ impl Gateway {
         if cookies.is_empty() && self.sessions.needs_touch(&session) {
             let mut touched = (*session).clone();
             touched.last_seen = self.clock.now();
-            match self.sessions.save(&touched, ctx.secure(), &parts.headers).await {
+            match self
+                .sessions
+                .save(&touched, ctx.secure(), &parts.headers)
+                .await
+            {
                 Ok(c) => cookies = c,
                 Err(e) => tracing::warn!(error = %e, "session could not be re-saved"),
             }
@@ -120,7 +160,8 @@ impl Gateway {
         for (name, value) in self.identity.for_session(&session) {
             parts.headers.insert(name, value);
         }
-        self.forward(route, parts, Body::Left(body), ctx, cookies).await
+        self.forward(route, parts, Body::Left(body), ctx, cookies)
+            .await
     }
 
     async fn unauthenticated(
@@ -132,12 +173,23 @@ impl Gateway {
         clear: Vec<HeaderValue>,
     ) -> Response<Body> {
         let resp = match route.unauth_action {
-            UnauthAction::Pass => return self.forward(route, parts, Body::Left(body), ctx, clear).await,
+            UnauthAction::Pass => {
+                return self
+                    .forward(route, parts, Body::Left(body), ctx, clear)
+                    .await
+            }
             UnauthAction::Unauthorized => login::unauthorized(),
-            UnauthAction::Auth if !login::is_browser_navigation(&parts.headers) => login::unauthorized(),
+            UnauthAction::Auth if !login::is_browser_navigation(&parts.headers) => {
+                login::unauthorized()
+            }
             UnauthAction::Auth => {
-                let return_to = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-                return login::start(self, ctx, &parts.headers, &parts.method, return_to, clear).await;
+                let return_to = parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/");
+                return login::start(self, ctx, &parts.headers, &parts.method, return_to, clear)
+                    .await;
             }
         };
         response::with_cookies(resp, clear)
@@ -155,7 +207,11 @@ impl Gateway {
     ) -> Response<Body> {
         self.sessions.strip_gateway_cookies(&mut parts.headers);
         self.metrics.proxied.inc();
-        match self.upstream.forward(route, Request::from_parts(parts, body), ctx).await {
+        match self
+            .upstream
+            .forward(route, Request::from_parts(parts, body), ctx)
+            .await
+        {
             Ok(resp) => response::with_cookies(resp, cookies),
             Err(e) => {
                 self.metrics.upstream_errors.inc();

@@ -55,7 +55,13 @@ pub async fn dispatch(gw: &Gateway, ctx: &RequestCtx, parts: &Parts) -> Response
     let query = parts.uri.query().unwrap_or("");
     let params = HookParams::parse(query);
     if parts.method == Method::GET && params.has_code_or_error && params.has_state {
-        return callback::finish(gw, ctx, &parts.headers, callback::AuthResponse::parse(query)).await;
+        return callback::finish(
+            gw,
+            ctx,
+            &parts.headers,
+            callback::AuthResponse::parse(query),
+        )
+        .await;
     }
     if let Some(target) = params.logout {
         return logout::logout(gw, ctx, &parts.headers, &target).await;
@@ -115,7 +121,10 @@ async fn refresh_hook(
         Loaded::Valid(s) => s,
         Loaded::Missing
         | Loaded::Invalid(
-            InvalidReason::Expired | InvalidReason::Ended | InvalidReason::LoggedOut | InvalidReason::NotFound,
+            InvalidReason::Expired
+            | InvalidReason::Ended
+            | InvalidReason::LoggedOut
+            | InvalidReason::NotFound,
         ) => {
             return refresh_error(&return_to, "no_access_token_exists");
         }
@@ -147,7 +156,10 @@ fn issuer_matches(a: &str, b: &str) -> bool {
 /// `?info=json|html`: SPEC §9.
 async fn info_hook(gw: &Gateway, parts: &Parts, format: &str) -> Response<Body> {
     if format != "json" && format != "html" {
-        return response::text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "info supports json and html\n");
+        return response::text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "info supports json and html\n",
+        );
     }
     let session = match gw.sessions.load(&parts.headers).await {
         Loaded::Valid(s) => s,

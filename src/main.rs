@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "oidc-gateway", version, about = "OpenID Connect login in front of any web application")]
+#[command(
+    name = "oidc-gateway",
+    version,
+    about = "OpenID Connect login in front of any web application"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     /// Configuration file (same as `run --config FILE`).

@@ -36,25 +36,76 @@ impl Metrics {
     pub fn render(&self, ready: bool) -> String {
         let mut out = String::new();
         let rows: [(&str, &str, &Counter); 12] = [
-            ("requests_total", "Requests received on the proxied listeners.", &self.requests),
-            ("proxied_total", "Requests forwarded to an upstream.", &self.proxied),
-            ("upstream_errors_total", "Upstream connection failures and timeouts.", &self.upstream_errors),
-            ("logins_started_total", "Redirects to the provider.", &self.logins_started),
-            ("logins_completed_total", "Sessions created by a login.", &self.logins_completed),
-            ("login_failures_total", "Callbacks that did not create a session.", &self.login_failures),
-            ("sessions_ended_total", "Sessions ended by logout.", &self.sessions_ended),
-            ("refreshes_total", "Refresh grants sent to the provider.", &self.refreshes),
-            ("refresh_failures_total", "Refresh grants that failed.", &self.refresh_failures),
-            ("bearer_accepted_total", "Bearer tokens accepted.", &self.bearer_accepted),
-            ("bearer_rejected_total", "Bearer tokens rejected.", &self.bearer_rejected),
-            ("introspections_total", "Introspection calls sent to the provider.", &self.introspections),
+            (
+                "requests_total",
+                "Requests received on the proxied listeners.",
+                &self.requests,
+            ),
+            (
+                "proxied_total",
+                "Requests forwarded to an upstream.",
+                &self.proxied,
+            ),
+            (
+                "upstream_errors_total",
+                "Upstream connection failures and timeouts.",
+                &self.upstream_errors,
+            ),
+            (
+                "logins_started_total",
+                "Redirects to the provider.",
+                &self.logins_started,
+            ),
+            (
+                "logins_completed_total",
+                "Sessions created by a login.",
+                &self.logins_completed,
+            ),
+            (
+                "login_failures_total",
+                "Callbacks that did not create a session.",
+                &self.login_failures,
+            ),
+            (
+                "sessions_ended_total",
+                "Sessions ended by logout.",
+                &self.sessions_ended,
+            ),
+            (
+                "refreshes_total",
+                "Refresh grants sent to the provider.",
+                &self.refreshes,
+            ),
+            (
+                "refresh_failures_total",
+                "Refresh grants that failed.",
+                &self.refresh_failures,
+            ),
+            (
+                "bearer_accepted_total",
+                "Bearer tokens accepted.",
+                &self.bearer_accepted,
+            ),
+            (
+                "bearer_rejected_total",
+                "Bearer tokens rejected.",
+                &self.bearer_rejected,
+            ),
+            (
+                "introspections_total",
+                "Introspection calls sent to the provider.",
+                &self.introspections,
+            ),
         ];
         for (name, help, counter) in rows {
             let _ = writeln!(out, "# HELP oidc_gateway_{name} {help}");
             let _ = writeln!(out, "# TYPE oidc_gateway_{name} counter");
             let _ = writeln!(out, "oidc_gateway_{name} {}", counter.get());
         }
-        let _ = writeln!(out, "# HELP oidc_gateway_provider_ready Whether provider metadata is loaded.");
+        let _ = writeln!(
+            out,
+            "# HELP oidc_gateway_provider_ready Whether provider metadata is loaded."
+        );
         let _ = writeln!(out, "# TYPE oidc_gateway_provider_ready gauge");
         let _ = writeln!(out, "oidc_gateway_provider_ready {}", u8::from(ready));
         out

@@ -51,7 +51,11 @@ struct OutcomeExpiry;
 
 impl Expiry<[u8; 32], Outcome> for OutcomeExpiry {
     fn expire_after_create(&self, _: &[u8; 32], value: &Outcome, _: Instant) -> Option<Duration> {
-        Some(if value.is_ok() { RESULT_TTL } else { FAILURE_TTL })
+        Some(if value.is_ok() {
+            RESULT_TTL
+        } else {
+            FAILURE_TTL
+        })
     }
 }
 
@@ -74,9 +78,14 @@ impl Default for Flights {
 impl Flights {
     /// Runs (or joins, or reuses) the grant for `refresh_token`.
     pub async fn refresh(&self, gw: &Gateway, session: &Session) -> Outcome {
-        let token = session.refresh_token.as_deref().ok_or(RefreshError::NoRefreshToken)?;
+        let token = session
+            .refresh_token
+            .as_deref()
+            .ok_or(RefreshError::NoRefreshToken)?;
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.cache.get_with(key, grant(gw, token, &session.sub)).await
+        self.cache
+            .get_with(key, grant(gw, token, &session.sub))
+            .await
     }
 
     pub fn entry_count(&self) -> u64 {
@@ -98,7 +107,11 @@ async fn grant(gw: &Gateway, refresh_token: &str, sub: &str) -> Outcome {
     result.map(Arc::new)
 }
 
-async fn run_grant(gw: &Gateway, refresh_token: &str, sub: &str) -> Result<Refreshed, RefreshError> {
+async fn run_grant(
+    gw: &Gateway,
+    refresh_token: &str,
+    sub: &str,
+) -> Result<Refreshed, RefreshError> {
     let loaded = gw
         .provider
         .get()
@@ -169,7 +182,9 @@ pub async fn refresh_session(
     let updated = apply(session, &refreshed, gw.clock.now());
     match gw.sessions.save(&updated, ctx.secure(), headers).await {
         Ok(cookies) => Ok((Arc::new(updated), cookies)),
-        Err(e) => Err(RefreshError::Refused(format!("session could not be stored: {e}"))),
+        Err(e) => Err(RefreshError::Refused(format!(
+            "session could not be stored: {e}"
+        ))),
     }
 }
 
@@ -183,7 +198,12 @@ pub enum Freshness {
 
 /// Refreshes inline when the access token expires within `refresh_before_expiry`. A
 /// failed refresh passes the old token while it is still valid.
-pub async fn ensure_fresh(gw: &Gateway, session: Arc<Session>, headers: &HeaderMap, ctx: &RequestCtx) -> Freshness {
+pub async fn ensure_fresh(
+    gw: &Gateway,
+    session: Arc<Session>,
+    headers: &HeaderMap,
+    ctx: &RequestCtx,
+) -> Freshness {
     let window = gw.config.session.refresh_before_expiry.as_secs() as i64;
     let Some(expires) = session.access_token_expires else {
         return Freshness::Fresh(session, Vec::new());

@@ -39,7 +39,12 @@ pub fn escape_html(s: &str) -> String {
 
 /// A small HTML page: a title, a message, and optionally a link (href, text).
 /// All three are escaped here; callers pass plain text.
-pub fn page(status: StatusCode, title: &str, message: &str, link: Option<(&str, &str)>) -> Response<Body> {
+pub fn page(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    link: Option<(&str, &str)>,
+) -> Response<Body> {
     let link_html = link
         .map(|(href, text)| {
             format!(
@@ -66,9 +71,15 @@ pub fn html_response(status: StatusCode, html: String) -> Response<Body> {
     let mut response = Response::new(full(html));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, NO_STORE);
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(
         "content-security-policy",
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
@@ -109,9 +120,10 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response.headers_mut().insert(CACHE_CONTROL, NO_STORE);
     response
 }

@@ -381,7 +381,9 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
         }
     }
     ProviderConfig {
-        issuer: issuer.map(|_| raw.issuer.clone().unwrap_or_default()).unwrap_or_default(),
+        issuer: issuer
+            .map(|_| raw.issuer.clone().unwrap_or_default())
+            .unwrap_or_default(),
         client_id,
         client_secret,
         token_endpoint_auth,

@@ -48,7 +48,12 @@ impl AuthResponse {
 }
 
 /// Handles the callback; always clears the state cookie it used.
-pub async fn finish(gw: &Gateway, ctx: &RequestCtx, headers: &HeaderMap, params: AuthResponse) -> Response<Body> {
+pub async fn finish(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    params: AuthResponse,
+) -> Response<Body> {
     let now = gw.clock.now();
     let state_param = params.state.clone().unwrap_or_default();
     let (login, cookie_name) = match state::take(
@@ -64,12 +69,17 @@ pub async fn finish(gw: &Gateway, ctx: &RequestCtx, headers: &HeaderMap, params:
             let mut resp = GatewayError::LoginMismatch(e.reason()).into_response();
             if e != state::StateError::Missing {
                 let name = format!("{}{}", gw.config.session.state_cookie_prefix, state_param);
-                resp = response::with_cookies(resp, state::expire(&name, ctx.secure()).into_iter().collect());
+                resp = response::with_cookies(
+                    resp,
+                    state::expire(&name, ctx.secure()).into_iter().collect(),
+                );
             }
             return resp;
         }
     };
-    let clear_state: Vec<_> = state::expire(&cookie_name, ctx.secure()).into_iter().collect();
+    let clear_state: Vec<_> = state::expire(&cookie_name, ctx.secure())
+        .into_iter()
+        .collect();
     match complete(gw, ctx, headers, params, login).await {
         Ok((location, mut cookies)) => {
             gw.metrics.logins_completed.inc();
@@ -100,7 +110,9 @@ async fn complete(
     // RFC 9207: when the provider names itself, it must be ours (mix-up defence).
     if let Some(iss) = &params.iss {
         if iss != &cfg.issuer {
-            return Err(GatewayError::LoginMismatch("the response names another issuer"));
+            return Err(GatewayError::LoginMismatch(
+                "the response names another issuer",
+            ));
         }
     }
     let code = params
@@ -123,11 +135,13 @@ async fn complete(
         RequestTokenError::ServerResponse(r) => GatewayError::TokenExchange(format!(
             "the token endpoint answered {}{}",
             r.error(),
-            r.error_description().map(|d| format!(" ({d})")).unwrap_or_default()
+            r.error_description()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
         )),
-        RequestTokenError::Request(e) => GatewayError::ProviderUnavailable(
-            super::provider::ProviderUnavailable(error_chain(&e)),
-        ),
+        RequestTokenError::Request(e) => {
+            GatewayError::ProviderUnavailable(super::provider::ProviderUnavailable(error_chain(&e)))
+        }
         other => GatewayError::TokenExchange(error_chain(&other)),
     })?;
 
@@ -135,9 +149,14 @@ async fn complete(
         .id_token()
         .ok_or_else(|| GatewayError::IdToken("the token response has no id_token".into()))?
         .to_string();
-    let id_token = verify_id_token(&gw.provider, loaded.clone(), &raw_id_token, Some(&login.nonce))
-        .await
-        .map_err(GatewayError::IdToken)?;
+    let id_token = verify_id_token(
+        &gw.provider,
+        loaded.clone(),
+        &raw_id_token,
+        Some(&login.nonce),
+    )
+    .await
+    .map_err(GatewayError::IdToken)?;
     let sub = id_token.str_claim("sub").unwrap_or_default().to_string();
     let access_token = tokens.access_token().secret().clone();
 
@@ -191,10 +210,15 @@ pub async fn fetch_userinfo(
             response.status()
         )));
     }
-    let claims: Map<String, Value> = serde_json::from_slice(response.body())
-        .map_err(|_| GatewayError::Userinfo("the response is not a JSON object (signed userinfo is not supported)".into()))?;
+    let claims: Map<String, Value> = serde_json::from_slice(response.body()).map_err(|_| {
+        GatewayError::Userinfo(
+            "the response is not a JSON object (signed userinfo is not supported)".into(),
+        )
+    })?;
     if claims.get("sub").and_then(Value::as_str) != Some(sub) {
-        return Err(GatewayError::Userinfo("sub does not match the ID token".into()));
+        return Err(GatewayError::Userinfo(
+            "sub does not match the ID token".into(),
+        ));
     }
     Ok(claims)
 }

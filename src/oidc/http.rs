@@ -45,6 +45,11 @@ pub enum OpHttpError {
     Request(String),
 }
 
+/// The future openidconnect awaits for one provider call.
+pub type OpFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<http::Response<Vec<u8>>, OpHttpError>> + Send>,
+>;
+
 /// Cheap to clone: the pool is shared.
 #[derive(Clone)]
 pub struct OpClient {
@@ -87,13 +92,7 @@ impl OpClient {
     }
 
     /// The client in the shape openidconnect's `request_async` takes.
-    pub fn for_openidconnect(
-        &self,
-    ) -> impl Fn(
-        http::Request<Vec<u8>>,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<http::Response<Vec<u8>>, OpHttpError>> + Send>,
-    > + '_ {
+    pub fn for_openidconnect(&self) -> impl Fn(http::Request<Vec<u8>>) -> OpFuture + '_ {
         move |request| {
             let this = self.clone();
             Box::pin(async move { this.call(request).await })
@@ -101,7 +100,11 @@ impl OpClient {
     }
 
     /// GET `url` with an `Accept: application/json` header.
-    pub async fn get(&self, url: &str, bearer: Option<&str>) -> Result<http::Response<Vec<u8>>, OpHttpError> {
+    pub async fn get(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> Result<http::Response<Vec<u8>>, OpHttpError> {
         let mut builder = http::Request::get(url).header(http::header::ACCEPT, "application/json");
         if let Some(token) = bearer {
             builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {token}"));

@@ -71,8 +71,9 @@ async fn build(
     let loaded = gw.provider.get().await?;
     let cfg = gw.provider.config();
     let redirect_uri = cfg.redirect_uri.resolve(ctx.scheme, &ctx.host);
-    let redirect_url = RedirectUrl::new(redirect_uri.clone())
-        .map_err(|_| GatewayError::BadRequest("the request's host cannot form a redirect URI".into()))?;
+    let redirect_url = RedirectUrl::new(redirect_uri.clone()).map_err(|_| {
+        GatewayError::BadRequest("the request's host cannot form a redirect URI".into())
+    })?;
 
     let mut request = loaded
         .client

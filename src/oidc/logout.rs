@@ -11,7 +11,12 @@ use crate::session::Loaded;
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
 
-pub async fn logout(gw: &Gateway, ctx: &RequestCtx, headers: &HeaderMap, target: &str) -> Response<Body> {
+pub async fn logout(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    target: &str,
+) -> Response<Body> {
     let target = if target.is_empty() {
         None
     } else {
@@ -37,7 +42,9 @@ pub async fn logout(gw: &Gateway, ctx: &RequestCtx, headers: &HeaderMap, target:
     if let Some(session) = &session {
         if let (Some(rt), Some(endpoint)) = (
             &session.refresh_token,
-            loaded.as_ref().and_then(|l| l.extra().revocation_endpoint.clone()),
+            loaded
+                .as_ref()
+                .and_then(|l| l.extra().revocation_endpoint.clone()),
         ) {
             revoke(gw, endpoint.as_str(), rt, "refresh_token").await;
         }
@@ -53,7 +60,9 @@ pub async fn logout(gw: &Gateway, ctx: &RequestCtx, headers: &HeaderMap, target:
             t.clone()
         }
     });
-    let end_session = loaded.as_ref().and_then(|l| l.extra().end_session_endpoint.clone());
+    let end_session = loaded
+        .as_ref()
+        .and_then(|l| l.extra().end_session_endpoint.clone());
     let resp = match (end_session, session.as_ref()) {
         (Some(mut url), Some(session)) => {
             {
@@ -77,7 +86,12 @@ pub async fn logout(gw: &Gateway, ctx: &RequestCtx, headers: &HeaderMap, target:
 }
 
 pub fn logged_out_page() -> Response<Body> {
-    response::page(StatusCode::OK, "Logged out", "You have been logged out.", Some(("/", "Log in again")))
+    response::page(
+        StatusCode::OK,
+        "Logged out",
+        "You have been logged out.",
+        Some(("/", "Log in again")),
+    )
 }
 
 /// RFC 7009 revocation; failures are logged, never fatal to the logout.

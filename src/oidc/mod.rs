@@ -25,13 +25,20 @@ pub fn client_authenticated_post(
         form.append_pair(k, v);
     }
     let mut builder = ::http::Request::post(url)
-        .header(::http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(
+            ::http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
         .header(::http::header::ACCEPT, "application/json");
     match cfg.token_endpoint_auth {
         TokenEndpointAuth::ClientSecretBasic => {
             // RFC 6749 §2.3.1: id and secret are form-encoded before base64.
             let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-            let pair = format!("{}:{}", enc(&cfg.client_id), enc(cfg.client_secret.expose()));
+            let pair = format!(
+                "{}:{}",
+                enc(&cfg.client_id),
+                enc(cfg.client_secret.expose())
+            );
             let b64 = base64::engine::general_purpose::STANDARD.encode(pair);
             builder = builder.header(::http::header::AUTHORIZATION, format!("Basic {b64}"));
         }

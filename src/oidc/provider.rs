@@ -168,7 +168,9 @@ impl Provider {
             .await
             .map_err(|e| error_chain(&e))?;
         self.check_endpoints(&metadata)?;
-        let jwks = self.fetch_raw_jwks(metadata.jwks_uri().url().as_str()).await?;
+        let jwks = self
+            .fetch_raw_jwks(metadata.jwks_uri().url().as_str())
+            .await?;
         *self.last_jwks_fetch.lock().expect("provider lock") = Some(Instant::now());
         Ok(self.build(metadata, jwks))
     }
@@ -201,7 +203,10 @@ impl Provider {
     }
 
     /// Fetches the JWKS once as text, parsed both for openidconnect and for jsonwebtoken.
-    async fn fetch_raw_jwks(&self, url: &str) -> Result<(CoreJsonWebKeySet, jsonwebtoken::jwk::JwkSet), String> {
+    async fn fetch_raw_jwks(
+        &self,
+        url: &str,
+    ) -> Result<(CoreJsonWebKeySet, jsonwebtoken::jwk::JwkSet), String> {
         let response = self.http.get(url, None).await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("JWKS endpoint answered {}", response.status()));
@@ -218,7 +223,9 @@ impl Provider {
             .and_then(|k| k.as_array())
             .map(|keys| {
                 keys.iter()
-                    .filter_map(|k| serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone()).ok())
+                    .filter_map(|k| {
+                        serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone()).ok()
+                    })
                     .collect()
             })
             .unwrap_or_default();

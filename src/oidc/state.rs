@@ -54,7 +54,12 @@ fn cookie_header(name: &str, value: &str, max_age: i64, secure: bool) -> Option<
 }
 
 /// The Set-Cookie value for a new login state.
-pub fn seal(codec: &Codec, cfg: &SessionConfig, state: &LoginState, secure: bool) -> Option<HeaderValue> {
+pub fn seal(
+    codec: &Codec,
+    cfg: &SessionConfig,
+    state: &LoginState,
+    secure: bool,
+) -> Option<HeaderValue> {
     let json = serde_json::to_vec(state).ok()?;
     let sealed = codec.seal(Purpose::State, &json);
     cookie_header(
@@ -77,7 +82,13 @@ fn open(codec: &Codec, value: &str) -> Option<LoginState> {
 
 /// Set-Cookie values that make room for one more state cookie: expired or unreadable
 /// ones go, and the oldest beyond `MAX_STATE_COOKIES - 1`.
-pub fn prune(codec: &Codec, cfg: &SessionConfig, headers: &HeaderMap, now: i64, secure: bool) -> Vec<HeaderValue> {
+pub fn prune(
+    codec: &Codec,
+    cfg: &SessionConfig,
+    headers: &HeaderMap,
+    now: i64,
+    secure: bool,
+) -> Vec<HeaderValue> {
     let mut live: Vec<(i64, &str)> = Vec::new();
     let mut out = Vec::new();
     // Bounded: a request cannot make us open more than a few dozen cookies.

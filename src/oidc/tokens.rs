@@ -37,9 +37,13 @@ pub async fn verify_id_token(
 ) -> Result<VerifiedIdToken, String> {
     let token = CoreIdToken::from_str(raw).map_err(|e| format!("malformed: {e}"))?;
     match check(provider, &loaded, &token, nonce) {
-        Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
+        Err(ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey,
+        )) => {
             let Some(reloaded) = provider.refetch_jwks().await else {
-                return Err("signature: no key in the provider's JWKS matches the token's key id".into());
+                return Err(
+                    "signature: no key in the provider's JWKS matches the token's key id".into(),
+                );
             };
             check(provider, &reloaded, &token, nonce).map_err(describe)?;
         }
@@ -70,7 +74,10 @@ fn check(
         .set_issue_time_verifier_fn(move |iat: DateTime<Utc>| {
             let iat = iat.timestamp();
             if now - iat > MAX_IAT_AGE {
-                Err(format!("iat: issued {}s ago (limit {MAX_IAT_AGE}s)", now - iat))
+                Err(format!(
+                    "iat: issued {}s ago (limit {MAX_IAT_AGE}s)",
+                    now - iat
+                ))
             } else if iat > now + SKEW {
                 Err("iat: issued in the future".into())
             } else {
@@ -78,7 +85,9 @@ fn check(
             }
         });
     match nonce {
-        Some(n) => token.claims(&verifier, &Nonce::new(n.to_string())).map(|_| ()),
+        Some(n) => token
+            .claims(&verifier, &Nonce::new(n.to_string()))
+            .map(|_| ()),
         None => token
             .claims(&verifier, |_: Option<&Nonce>| Ok(()))
             .map(|_| ()),

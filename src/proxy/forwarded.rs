@@ -55,7 +55,11 @@ pub fn request_ctx(
             Some(port) => format!("{}:{port}", public.host_str()?),
             None => public.host_str()?.to_string(),
         };
-        let scheme = if public.scheme() == "https" { "https" } else { "http" };
+        let scheme = if public.scheme() == "https" {
+            "https"
+        } else {
+            "http"
+        };
         return Some(RequestCtx {
             scheme,
             host,
@@ -138,7 +142,12 @@ mod tests {
 
     #[test]
     fn untrusted_forwarded_headers_are_ignored_and_replaced() {
-        let h = headers(&[("host", "app.test"), (XFH, "evil.test"), (XFP, "https"), (XFF, "6.6.6.6")]);
+        let h = headers(&[
+            ("host", "app.test"),
+            (XFH, "evil.test"),
+            (XFP, "https"),
+            (XFF, "6.6.6.6"),
+        ]);
         let peer: SocketAddr = "10.0.0.5:1234".parse().unwrap();
         let ctx = request_ctx(&cfg(&[]), &"/".parse().unwrap(), &h, peer, false).unwrap();
         assert_eq!((ctx.scheme, ctx.host.as_str()), ("http", "app.test"));
@@ -151,9 +160,21 @@ mod tests {
 
     #[test]
     fn trusted_proxy_headers_are_believed_and_appended() {
-        let h = headers(&[("host", "internal:8080"), (XFH, "app.test"), (XFP, "https"), (XFF, "1.2.3.4")]);
+        let h = headers(&[
+            ("host", "internal:8080"),
+            (XFH, "app.test"),
+            (XFP, "https"),
+            (XFF, "1.2.3.4"),
+        ]);
         let peer: SocketAddr = "10.0.0.5:1234".parse().unwrap();
-        let ctx = request_ctx(&cfg(&["10.0.0.0/8"]), &"/".parse().unwrap(), &h, peer, false).unwrap();
+        let ctx = request_ctx(
+            &cfg(&["10.0.0.0/8"]),
+            &"/".parse().unwrap(),
+            &h,
+            peer,
+            false,
+        )
+        .unwrap();
         assert_eq!((ctx.scheme, ctx.host.as_str()), ("https", "app.test"));
         let mut out = h.clone();
         set_forwarded_headers(&mut out, &ctx);
@@ -165,7 +186,10 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         for bad in ["evil.test/x", "a@b", "a b", ""] {
             let h = headers(&[("host", bad)]);
-            assert!(request_ctx(&cfg(&[]), &"/".parse().unwrap(), &h, peer, false).is_none(), "{bad}");
+            assert!(
+                request_ctx(&cfg(&[]), &"/".parse().unwrap(), &h, peer, false).is_none(),
+                "{bad}"
+            );
         }
     }
 }

@@ -64,11 +64,12 @@ impl Upstream {
             headers.insert(UPGRADE, proto.clone());
         }
 
-        let mut response = match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Err(_) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) => return Err(GatewayError::UpstreamUnreachable(error_chain(&e))),
-            Ok(Ok(r)) => r,
-        };
+        let mut response =
+            match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+                Err(_) => return Err(GatewayError::UpstreamTimeout),
+                Ok(Err(e)) => return Err(GatewayError::UpstreamUnreachable(error_chain(&e))),
+                Ok(Ok(r)) => r,
+            };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
@@ -132,7 +133,11 @@ mod tests {
 
     #[test]
     fn uri_joins_base_path_and_keeps_query() {
-        let u = upstream_uri(&route("http://127.0.0.1:7000"), &"/a/b?x=1".parse().unwrap()).unwrap();
+        let u = upstream_uri(
+            &route("http://127.0.0.1:7000"),
+            &"/a/b?x=1".parse().unwrap(),
+        )
+        .unwrap();
         assert_eq!(u, "http://127.0.0.1:7000/a/b?x=1");
         let u = upstream_uri(&route("https://app.internal/base/"), &"/a".parse().unwrap()).unwrap();
         assert_eq!(u, "https://app.internal/base/a");

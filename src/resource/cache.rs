@@ -77,7 +77,11 @@ impl TokenCache {
 
     /// The cached result for `token`, or the one `validate` makes (single-flight).
     /// Errors (provider unreachable) are not cached.
-    pub async fn get_or_validate<F, E>(&self, token: &str, validate: F) -> Result<Arc<Validation>, Arc<E>>
+    pub async fn get_or_validate<F, E>(
+        &self,
+        token: &str,
+        validate: F,
+    ) -> Result<Arc<Validation>, Arc<E>>
     where
         F: std::future::Future<Output = Result<Validation, E>>,
         E: Send + Sync + 'static,

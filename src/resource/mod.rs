@@ -46,7 +46,13 @@ fn is_cors_preflight(parts: &Parts) -> bool {
     parts.method == Method::OPTIONS && parts.headers.contains_key("access-control-request-method")
 }
 
-pub async fn handle(gw: &Gateway, route: &RouteConfig, mut parts: Parts, body: Incoming, ctx: &RequestCtx) -> Response<Body> {
+pub async fn handle(
+    gw: &Gateway,
+    route: &RouteConfig,
+    mut parts: Parts,
+    body: Incoming,
+    ctx: &RequestCtx,
+) -> Response<Body> {
     let sources = &gw.config.oauth.accept_token_as;
     let (form, body): (Option<Bytes>, Body) = if token::wants_form_body(sources, &parts) {
         match Limited::new(body, token::MAX_FORM_BODY).collect().await {
@@ -71,7 +77,12 @@ pub async fn handle(gw: &Gateway, route: &RouteConfig, mut parts: Parts, body: I
             return bearer_error(StatusCode::UNAUTHORIZED, "invalid_request");
         }
     };
-    let validation = match gw.resource.cache.get_or_validate(&token, validate::validate(gw, &token)).await {
+    let validation = match gw
+        .resource
+        .cache
+        .get_or_validate(&token, validate::validate(gw, &token))
+        .await
+    {
         Ok(v) => v,
         Err(e) => {
             tracing::warn!(error = %e, "bearer token could not be validated");
@@ -94,7 +105,10 @@ pub async fn handle(gw: &Gateway, route: &RouteConfig, mut parts: Parts, body: I
         return bearer_error(StatusCode::FORBIDDEN, "insufficient_scope");
     }
     gw.metrics.bearer_accepted.inc();
-    for (name, value) in gw.identity.for_token(&token, validation.exp, &validation.claims) {
+    for (name, value) in gw
+        .identity
+        .for_token(&token, validation.exp, &validation.claims)
+    {
         parts.headers.insert(name, value);
     }
     gw.forward(route, parts, body, ctx, Vec::new()).await
@@ -103,7 +117,10 @@ pub async fn handle(gw: &Gateway, route: &RouteConfig, mut parts: Parts, body: I
 /// `<redirect_uri>?remove_at_cache=<token>`: knowing the token is the credential.
 pub async fn remove_from_cache(gw: &Gateway, token: &str) -> Response<Body> {
     if token.is_empty() {
-        return response::text(StatusCode::BAD_REQUEST, "400 remove_at_cache needs a token\n");
+        return response::text(
+            StatusCode::BAD_REQUEST,
+            "400 remove_at_cache needs a token\n",
+        );
     }
     if gw.resource.cache.remove(token).await {
         response::text(StatusCode::OK, "200 removed\n")

@@ -36,9 +36,10 @@ pub fn wants_form_body(sources: &[TokenSource], parts: &Parts) -> bool {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| {
-                ct.split(';')
-                    .next()
-                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+                ct.split(';').next().is_some_and(|m| {
+                    m.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                })
             })
 }
 
@@ -72,8 +73,12 @@ pub fn find(sources: &[TokenSource], parts: &Parts, form: Option<&[u8]>) -> Foun
 
 fn from_header(headers: &HeaderMap, mut found: Found) -> Found {
     for value in headers.get_all(AUTHORIZATION) {
-        let Ok(v) = value.to_str() else { return Found::Ambiguous };
-        let Some((scheme, token)) = v.trim().split_once(' ') else { continue };
+        let Ok(v) = value.to_str() else {
+            return Found::Ambiguous;
+        };
+        let Some((scheme, token)) = v.trim().split_once(' ') else {
+            continue;
+        };
         if !scheme.eq_ignore_ascii_case("bearer") {
             continue;
         }
@@ -120,7 +125,10 @@ mod tests {
         let p = parts("/x", &[("cookie", "a=1; at=c")]);
         assert_eq!(find(&all, &p, None), Found::One("c".into()));
         let p = parts("/x", &[]);
-        assert_eq!(find(&all, &p, Some(b"access_token=f&x=1")), Found::One("f".into()));
+        assert_eq!(
+            find(&all, &p, Some(b"access_token=f&x=1")),
+            Found::One("f".into())
+        );
     }
 
     #[test]

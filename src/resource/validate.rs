@@ -29,7 +29,12 @@ pub async fn validate(gw: &Gateway, token: &str) -> Result<Validation, ValidateE
     let exp = claims.get("exp").and_then(Value::as_i64);
     let active = active && exp.is_none_or(|e| e > now);
     let ttl = gw.resource.cache.ttl_for(active, exp, now);
-    Ok(Validation { active, claims, exp, ttl })
+    Ok(Validation {
+        active,
+        claims,
+        exp,
+        ttl,
+    })
 }
 
 fn looks_like_jwt(token: &str) -> bool {
@@ -37,17 +42,26 @@ fn looks_like_jwt(token: &str) -> bool {
 }
 
 /// RFC 7662 introspection, client authenticated as at the token endpoint.
-async fn introspect(gw: &Gateway, token: &str) -> Result<(bool, Map<String, Value>), ValidateError> {
+async fn introspect(
+    gw: &Gateway,
+    token: &str,
+) -> Result<(bool, Map<String, Value>), ValidateError> {
     let endpoint = match &gw.config.oauth.introspection_endpoint {
         Some(url) => url.to_string(),
         None => {
-            let loaded = gw.provider.get().await.map_err(|e| ValidateError::Unavailable(e.0))?;
+            let loaded = gw
+                .provider
+                .get()
+                .await
+                .map_err(|e| ValidateError::Unavailable(e.0))?;
             loaded
                 .extra()
                 .introspection_endpoint
                 .as_ref()
                 .map(|u| u.to_string())
-                .ok_or_else(|| ValidateError::Unavailable("the provider has no introspection_endpoint".into()))?
+                .ok_or_else(|| {
+                    ValidateError::Unavailable("the provider has no introspection_endpoint".into())
+                })?
         }
     };
     let request = client_authenticated_post(
@@ -69,8 +83,9 @@ async fn introspect(gw: &Gateway, token: &str) -> Result<(bool, Map<String, Valu
             response.status()
         )));
     }
-    let claims: Map<String, Value> = serde_json::from_slice(response.body())
-        .map_err(|_| ValidateError::Unavailable("the introspection response is not a JSON object".into()))?;
+    let claims: Map<String, Value> = serde_json::from_slice(response.body()).map_err(|_| {
+        ValidateError::Unavailable("the introspection response is not a JSON object".into())
+    })?;
     let active = claims.get("active") == Some(&Value::Bool(true));
     Ok((active, if active { claims } else { Map::new() }))
 }
@@ -89,14 +104,21 @@ const ALLOWED_ALGS: [Algorithm; 9] = [
 ];
 
 /// Local JWT validation; `None` for a token that fails any check.
-async fn verify_jwt(gw: &Gateway, token: &str) -> Result<Option<Map<String, Value>>, ValidateError> {
+async fn verify_jwt(
+    gw: &Gateway,
+    token: &str,
+) -> Result<Option<Map<String, Value>>, ValidateError> {
     let Ok(header) = jsonwebtoken::decode_header(token) else {
         return Ok(None);
     };
     if !ALLOWED_ALGS.contains(&header.alg) {
         return Ok(None);
     }
-    let mut loaded = gw.provider.get().await.map_err(|e| ValidateError::Unavailable(e.0))?;
+    let mut loaded = gw
+        .provider
+        .get()
+        .await
+        .map_err(|e| ValidateError::Unavailable(e.0))?;
     let find = |jwks: &jsonwebtoken::jwk::JwkSet| match &header.kid {
         Some(kid) => jwks.find(kid).cloned(),
         None if jwks.keys.len() == 1 => jwks.keys.first().cloned(),
@@ -119,7 +141,10 @@ async fn verify_jwt(gw: &Gateway, token: &str) -> Result<Option<Map<String, Valu
         return Ok(None);
     };
     let mut rules = JwtRules::new(header.alg);
-    rules.set_issuer(&[gw.provider.config().issuer.as_str(), gw.provider.config().issuer.trim_end_matches('/')]);
+    rules.set_issuer(&[
+        gw.provider.config().issuer.as_str(),
+        gw.provider.config().issuer.trim_end_matches('/'),
+    ]);
     rules.set_required_spec_claims(&["exp", "iss"]);
     rules.leeway = 30;
     rules.validate_nbf = true;

@@ -9,9 +9,13 @@ pub fn handle<B>(gw: &Gateway, req: Request<B>) -> Response<Body> {
     match req.uri().path() {
         "/healthz" => response::text(StatusCode::OK, "ok\n"),
         "/readyz" if gw.provider.is_ready() => response::text(StatusCode::OK, "ready\n"),
-        "/readyz" => response::text(StatusCode::SERVICE_UNAVAILABLE, "provider metadata not loaded\n"),
+        "/readyz" => response::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "provider metadata not loaded\n",
+        ),
         "/metrics" => {
-            let mut resp = response::text(StatusCode::OK, gw.metrics.render(gw.provider.is_ready()));
+            let mut resp =
+                response::text(StatusCode::OK, gw.metrics.render(gw.provider.is_ready()));
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4"),

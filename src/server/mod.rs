@@ -55,9 +55,9 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
     }
     let mut admin_listeners = Vec::new();
     for addr in config.admin.iter().flat_map(|a| &a.listen) {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} (admin): {e}")))?;
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {addr} (admin): {e}"))
+        })?;
         admin_listeners.push(l);
     }
     let grace = config.server.shutdown_grace;
@@ -69,19 +69,29 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
     for listener in listeners {
         addrs.push(listener.local_addr()?);
         let gw = gateway.clone();
-        tasks.push(tokio::spawn(accept_loop(listener, stopped.clone(), grace, move |req, peer| {
-            let gw = gw.clone();
-            async move { gw.handle(req, peer, false).await }
-        })));
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            stopped.clone(),
+            grace,
+            move |req, peer| {
+                let gw = gw.clone();
+                async move { gw.handle(req, peer, false).await }
+            },
+        )));
     }
     let mut admin_addrs = Vec::new();
     for listener in admin_listeners {
         admin_addrs.push(listener.local_addr()?);
         let gw = gateway.clone();
-        tasks.push(tokio::spawn(accept_loop(listener, stopped.clone(), grace, move |req, _| {
-            let gw = gw.clone();
-            async move { admin::handle(&gw, req) }
-        })));
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            stopped.clone(),
+            grace,
+            move |req, _| {
+                let gw = gw.clone();
+                async move { admin::handle(&gw, req) }
+            },
+        )));
     }
     for addr in &addrs {
         tracing::info!(%addr, "gateway listening");
@@ -98,8 +108,12 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
     })
 }
 
-async fn accept_loop<F, Fut>(listener: TcpListener, mut stopped: watch::Receiver<bool>, grace: Duration, handler: F)
-where
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    mut stopped: watch::Receiver<bool>,
+    grace: Duration,
+    handler: F,
+) where
     F: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = http::Response<crate::response::Body>> + Send + 'static,
 {
@@ -109,7 +123,10 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {

@@ -129,17 +129,28 @@ impl Harness {
         })
         .await
         .expect("dev OP starts");
-        let echo = start_echo("127.0.0.1:0".parse().unwrap()).await.expect("echo starts");
+        let echo = start_echo("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("echo starts");
         let issuer = options.issuer.clone().unwrap_or_else(|| op.issuer());
         let upstream = options.upstream.clone().unwrap_or_else(|| echo.url());
         let text = toml(&issuer, &upstream, &options);
-        let config = Config::from_toml(&text, "test", None).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let gw = oidc_gateway::server::start(config, clock.clone()).await.expect("gateway starts");
+        let config =
+            Config::from_toml(&text, "test", None).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let gw = oidc_gateway::server::start(config, clock.clone())
+            .await
+            .expect("gateway starts");
         let base = format!("http://{}", gw.addr());
         op.add_redirect_uri(&format!("{base}/oauth2/callback"));
         op.add_post_logout_redirect_uri(&format!("{base}/"));
         op.add_post_logout_redirect_uri(&format!("{base}/public/bye"));
-        Harness { op, echo, gw, clock, base }
+        Harness {
+            op,
+            echo,
+            gw,
+            clock,
+            base,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -150,15 +161,25 @@ impl Harness {
     /// response (the upstream's echo of `path`).
     pub async fn login(&self, client: &Browser, path: &str, user: &str) -> Response {
         let start = client.get(&self.url(path)).await;
-        assert_eq!(start.status(), StatusCode::FOUND, "expected a login redirect for {path}");
+        assert_eq!(
+            start.status(),
+            StatusCode::FOUND,
+            "expected a login redirect for {path}"
+        );
         let authorize = location(&start);
-        assert!(authorize.starts_with(&self.op.issuer()), "redirect goes to the OP: {authorize}");
+        assert!(
+            authorize.starts_with(&self.op.issuer()),
+            "redirect goes to the OP: {authorize}"
+        );
         let form = client.get(&authorize).await;
         assert_eq!(form.status(), StatusCode::OK);
         let consented = client.post_form(&authorize, &[("username", user)]).await;
         assert_eq!(consented.status(), StatusCode::FOUND);
         let callback = location(&consented);
-        assert!(callback.starts_with(&self.url("/oauth2/callback")), "{callback}");
+        assert!(
+            callback.starts_with(&self.url("/oauth2/callback")),
+            "{callback}"
+        );
         let finished = client.get(&callback).await;
         assert_eq!(
             finished.status(),
@@ -215,7 +236,12 @@ impl Browser {
     }
 
     pub async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Response {
-        self.client.post(url).form(form).send().await.expect("request")
+        self.client
+            .post(url)
+            .form(form)
+            .send()
+            .await
+            .expect("request")
     }
 
     /// The Cookie header this jar would send to `url`.
