@@ -1,0 +1,21 @@
+# oidc-gateway: a multi-stage build, Rust builder -> Debian slim runtime.
+#   docker build -t oidc-gateway .
+#   docker run -v $PWD/conf/gateway.toml:/etc/oidc-gateway/gateway.toml oidc-gateway \
+#       run --config /etc/oidc-gateway/gateway.toml
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked \
+    && strip target/release/oidc-gateway
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/oidc-gateway /usr/local/bin/oidc-gateway
+COPY conf/docker.toml /etc/oidc-gateway/docker.toml
+USER 65534:65534
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/oidc-gateway"]
+CMD ["run", "--config", "/etc/oidc-gateway/docker.toml"]

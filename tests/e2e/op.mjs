@@ -1,0 +1,166 @@
+// A real, OpenID Certified provider for the end-to-end suite: panva's `oidc-provider` on
+// loopback, with one confidential client (`gateway`) for the gateway under test.
+//
+//   node op.mjs --host 127.0.0.2 --gateway http://127.0.0.1:8080 [--port 0] [--port-file F]
+//
+// Environment (all optional): E2E_CLIENT_SECRET, E2E_AT_TTL (seconds, default 300),
+// E2E_SHORT_AT_TTL (seconds, default 20: accounts whose login starts with "short" get it,
+// so the gateway refreshes them on every request).
+//
+// Accounts: any login is accepted (devInteractions, any password). `big…` logins carry a
+// large incompressible `bio` claim (session cookie chunking); every login gets
+// `<login>@example.com`, except `mallory…` (mallory@evil.test).
+//
+// Test-only endpoints on the provider's port: GET /_e2e/stats (counters of token grants,
+// introspections, revocations, userinfo and end_session calls).
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import { parseArgs } from 'node:util';
+
+import Provider from 'oidc-provider';
+
+const { values: args } = parseArgs({
+  options: {
+    host: { type: 'string', default: process.env.E2E_OP_HOST || '127.0.0.2' },
+    port: { type: 'string', default: process.env.E2E_OP_PORT || '0' },
+    gateway: { type: 'string', default: process.env.E2E_GATEWAY_URL || '' },
+    'port-file': { type: 'string', default: '' },
+  },
+});
+
+if (!args.gateway) {
+  console.error('op.mjs: --gateway http://HOST:PORT (the gateway origin) is required');
+  process.exit(2);
+}
+const gateways = args.gateway.split(',').map((g) => g.replace(/\/$/, ''));
+const clientSecret = process.env.E2E_CLIENT_SECRET || 'e2e-client-secret-0123456789';
+const atTtl = Number(process.env.E2E_AT_TTL || 300);
+const shortAtTtl = Number(process.env.E2E_SHORT_AT_TTL || 20);
+
+// Big claims must stay big after the gateway deflates the session: random, not repetitive.
+const BIG_BIO = crypto.randomBytes(4800).toString('base64');
+
+function account(id) {
+  const email = id.startsWith('mallory') ? `${id}@evil.test` : `${id}@example.com`;
+  const claims = {
+    sub: id,
+    name: `${id[0].toUpperCase()}${id.slice(1)} Example`,
+    given_name: id,
+    family_name: 'Example',
+    preferred_username: id,
+    email,
+    email_verified: true,
+    groups: id.startsWith('mallory') ? ['users'] : ['admins', 'users'],
+  };
+  if (id.startsWith('big')) claims.bio = BIG_BIO;
+  return {
+    accountId: id,
+    async claims() {
+      return claims;
+    },
+  };
+}
+
+const stats = {
+  authorization_code: 0,
+  refresh_token: 0,
+  refresh_token_error: 0,
+  introspection: 0,
+  revocation: 0,
+  userinfo: 0,
+  end_session: 0,
+  grants_revoked: 0,
+};
+
+const server = http.createServer();
+await new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(Number(args.port), args.host, resolve);
+});
+const { port } = server.address();
+const issuer = `http://${args.host}:${port}`;
+
+const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'e2e-rs256', use: 'sig', alg: 'RS256' };
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: 'gateway',
+      client_secret: clientSecret,
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: gateways.map((g) => `${g}/oauth2/callback`),
+      post_logout_redirect_uris: gateways.flatMap((g) => [`${g}/`, `${g}/public/`, `${g}/public/logged-out`]),
+    },
+  ],
+  jwks: { keys: [signingKey] },
+  cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
+  claims: {
+    openid: ['sub'],
+    profile: ['name', 'given_name', 'family_name', 'preferred_username', 'bio'],
+    email: ['email', 'email_verified'],
+    groups: ['groups'],
+  },
+  findAccount: (_ctx, id) => account(id),
+  features: {
+    devInteractions: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    rpInitiatedLogout: { enabled: true },
+  },
+  // Every refresh grant consumes the refresh token and issues a new one; presenting a
+  // consumed one revokes the whole grant (oidc-provider's reuse detection).
+  rotateRefreshToken: true,
+  pkce: { required: () => true },
+  ttl: {
+    AccessToken: (_ctx, token) => (String(token.accountId).startsWith('short') ? shortAtTtl : atTtl),
+    AuthorizationCode: 60,
+    IdToken: 3600,
+    RefreshToken: 24 * 3600,
+    Grant: 24 * 3600,
+    Session: 24 * 3600,
+    Interaction: 3600,
+  },
+});
+
+provider.on('grant.success', (ctx) => {
+  const gty = ctx.oidc.params?.grant_type;
+  if (gty in stats) stats[gty] += 1;
+});
+provider.on('grant.error', (ctx) => {
+  if (ctx.oidc?.params?.grant_type === 'refresh_token') stats.refresh_token_error += 1;
+});
+provider.on('grant.revoked', () => {
+  stats.grants_revoked += 1;
+});
+provider.on('end_session.success', () => {
+  stats.end_session += 1;
+});
+provider.on('server_error', (_ctx, err) => {
+  console.error('op: server_error', err);
+});
+
+provider.use(async (ctx, next) => {
+  if (ctx.path === '/_e2e/stats') {
+    ctx.body = stats;
+    return;
+  }
+  await next();
+  const route = ctx.oidc?.route;
+  if (route === 'introspection' || route === 'revocation' || route === 'userinfo') stats[route] += 1;
+});
+
+server.on('request', provider.callback());
+
+if (args['port-file']) fs.writeFileSync(args['port-file'], `${port}\n`);
+console.log(`op: ${issuer} (gateway ${gateways.join(', ')})`);
+
+const stop = () => {
+  server.close(() => process.exit(0));
+  server.closeAllConnections();
+};
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
