@@ -1,3 +1,5 @@
+//! Tests of the development provider, driven through its HTTP interface like a relying party.
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
