@@ -75,8 +75,8 @@ impl Gateway {
             );
         };
         if request.uri().path() == self.config.redirect_path() {
-            let (parts, _body) = request.into_parts();
-            return hooks::dispatch(self, &ctx, &parts).await;
+            let (parts, body) = request.into_parts();
+            return hooks::dispatch(self, &ctx, &parts, body).await;
         }
         let route = match self.router.route(request.uri().path()) {
             Ok(Some(route)) => route,

@@ -36,11 +36,18 @@ pub async fn verify(
     token: &str,
     configure: impl FnOnce(&mut Validation),
 ) -> Result<Map<String, Value>, JwtError> {
-    let header = jsonwebtoken::decode_header(token).map_err(|e| JwtError::Invalid(format!("malformed: {e}")))?;
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| JwtError::Invalid(format!("malformed: {e}")))?;
     if !ALLOWED_ALGS.contains(&header.alg) {
-        return Err(JwtError::Invalid(format!("alg: {:?} is not allowed", header.alg)));
+        return Err(JwtError::Invalid(format!(
+            "alg: {:?} is not allowed",
+            header.alg
+        )));
     }
-    let loaded = provider.get().await.map_err(|e| JwtError::Unavailable(e.0))?;
+    let loaded = provider
+        .get()
+        .await
+        .map_err(|e| JwtError::Unavailable(e.0))?;
     let find = |jwks: &jsonwebtoken::jwk::JwkSet| match &header.kid {
         Some(kid) => jwks.find(kid).cloned(),
         None if jwks.keys.len() == 1 => jwks.keys.first().cloned(),
@@ -52,9 +59,12 @@ pub async fn verify(
             .refetch_jwks()
             .await
             .and_then(|reloaded| find(&reloaded.jwks))
-            .ok_or_else(|| JwtError::Invalid("signature: no key in the provider's JWKS matches the kid".into()))?,
+            .ok_or_else(|| {
+                JwtError::Invalid("signature: no key in the provider's JWKS matches the kid".into())
+            })?,
     };
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| JwtError::Invalid(format!("signature: unusable key: {e}")))?;
+    let key = DecodingKey::from_jwk(&jwk)
+        .map_err(|e| JwtError::Invalid(format!("signature: unusable key: {e}")))?;
     let issuer = &provider.config().issuer;
     let mut rules = Validation::new(header.alg);
     rules.set_issuer(&[issuer.as_str(), issuer.trim_end_matches('/')]);

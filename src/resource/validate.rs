@@ -91,7 +91,10 @@ async fn introspect(
 }
 
 /// Local JWT validation; `None` for a token that fails any check.
-async fn verify_jwt(gw: &Gateway, token: &str) -> Result<Option<Map<String, Value>>, ValidateError> {
+async fn verify_jwt(
+    gw: &Gateway,
+    token: &str,
+) -> Result<Option<Map<String, Value>>, ValidateError> {
     let audience = gw.config.oauth.audience.clone();
     let result = jwt::verify(&gw.provider, token, |rules| {
         rules.set_required_spec_claims(&["exp", "iss"]);
