@@ -34,6 +34,7 @@ pub async fn validate(gw: &Gateway, token: &str) -> Result<Validation, ValidateE
         claims,
         exp,
         ttl,
+        headers: Default::default(),
     })
 }
 

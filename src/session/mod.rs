@@ -17,7 +17,7 @@ mod tests;
 pub use codec::{Codec, CodecError, Purpose, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN};
 pub use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
 pub use memory::MemoryBackend;
-pub use model::Session;
+pub use model::{IdentityCache, Session};
 pub use store::Backend;
 
 use crate::clock::Clock;
