@@ -780,7 +780,9 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
         }
         routes.push(RouteConfig {
             path,
-            upstream: upstream.unwrap_or_else(|| Url::parse("http://invalid.invalid/").unwrap()),
+            upstream: upstream.and_then(UpstreamTarget::new).unwrap_or_else(|| {
+                UpstreamTarget::new(Url::parse("http://invalid.invalid/").unwrap()).unwrap()
+            }),
             auth,
             unauth_action,
             require_claims,
