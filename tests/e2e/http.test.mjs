@@ -5,8 +5,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import {
-  ADMIN, Client, GATEWAY, ISSUER, gatewayMetrics, introspectAtOp, login, opMetadata, opStats,
-  parseSetCookie, request, revokeAtOp, sleep,
+  ADMIN, Client, GATEWAY, ISSUER, gatewayMetrics, introspectAtOp, jwtAccessToken, login, opMetadata,
+  opStats, parseSetCookie, request, revokeAtOp, sleep,
 } from './lib.mjs';
 
 const SESSION = 'oidc_session';
@@ -208,6 +208,12 @@ describe('identity headers', () => {
     }
   });
 
+  test('non-ASCII claims reach the app as UTF-8 bytes (encoding = "none")', async () => {
+    const { echo } = await loggedIn('zoe');
+    // node:http hands header bytes over as latin1: undo that to compare the UTF-8 text.
+    assert.equal(Buffer.from(echo.headers.oidc_claim_name, 'latin1').toString('utf8'), 'Zoë Ünïcødé 名前');
+  });
+
   test('other cookies reach the app; the gateway\'s do not', async () => {
     const { client } = await loggedIn('alice');
     const cookie = `${client.jar.header(`${GATEWAY()}/`)}; app_pref=dark`;
@@ -342,6 +348,21 @@ describe('refresh hook (?refresh=<return_to>&access_token=<at>)', () => {
   });
 });
 
+describe('sessions without a refresh token', () => {
+  test('no refresh token issued (no offline_access grant): the refresh hook answers refresh_failed', async () => {
+    const { client, echo } = await loggedIn('nort-nina');
+    assert.equal(echo.headers.oidc_refresh_token, undefined, 'the provider issued no refresh token');
+    const at = echo.headers.oidc_access_token;
+    const before = await opStats();
+    const res = await api(client, `/oauth2/callback?refresh=%2Fapp%2F&access_token=${encodeURIComponent(at)}`);
+    assert.equal(res.status, 302);
+    assert.equal(new URL(res.location).searchParams.get('error_code'), 'refresh_failed');
+    const after = await opStats();
+    assert.equal(delta(after, before, 'refresh_token') + delta(after, before, 'refresh_token_error'), 0, 'nothing was sent to the provider');
+    assert.equal((await api(client, '/app/')).status, 200, 'the session itself is fine');
+  });
+});
+
 describe('automatic refresh with rotating refresh tokens', () => {
   // Accounts named short* get access tokens that live 20 s at the provider; the gateway
   // refreshes 30 s before expiry, so every request with such a session refreshes inline.
@@ -470,6 +491,34 @@ describe('bearer-token routes (auth = "oauth20") with introspection at oidc-prov
   });
 });
 
+describe('bearer-token routes with JWT access tokens (oauth.jwt = true)', () => {
+  const bearer = (token) => ({ authorization: `Bearer ${token}`, ...JSON_ACCEPT });
+
+  test('an oidc-provider JWT access token is verified locally against its JWKS (no introspection)', async () => {
+    const jwt = await jwtAccessToken();
+    assert.equal(jwt.split('.').length, 3, 'the provider issued a JWT');
+    const before = await opStats();
+    const ok = await request(`${GATEWAY()}/api/jwt`, { headers: bearer(jwt) });
+    assert.equal(ok.status, 200, ok.text);
+    const h = ok.json().headers;
+    assert.equal(h.oidc_claim_client_id, 'api-client');
+    assert.equal(h.oidc_claim_aud, 'urn:e2e:api');
+    assert.equal(h.oidc_claim_iss, ISSUER());
+    assert.equal(h.oidc_claim_scope, 'api:read');
+    assert.equal(h.oidc_access_token, jwt);
+    const after = await opStats();
+    assert.equal(delta(after, before, 'introspection'), 0, 'validated locally');
+
+    const [head, body, sig] = jwt.split('.');
+    const claims = JSON.parse(Buffer.from(body, 'base64url').toString());
+    const forged = `${head}.${Buffer.from(JSON.stringify({ ...claims, scope: 'api:admin' })).toString('base64url')}.${sig}`;
+    const res = await request(`${GATEWAY()}/api/jwt`, { headers: bearer(forged) });
+    assert.equal(res.status, 401, 'a JWT whose payload was changed is refused');
+    const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'at+jwt' })).toString('base64url')}.${body}.`;
+    assert.equal((await request(`${GATEWAY()}/api/jwt`, { headers: bearer(none) })).status, 401, 'alg none is refused');
+  });
+});
+
 describe('logout', () => {
   test('a logout target that fails validation: 400 and the session is kept', async () => {
     const { client } = await loggedIn('alice');
@@ -531,5 +580,27 @@ describe('logout', () => {
     assert.equal(anon.status, 200);
     assert.match(anon.text, /Logged out/);
     await sleep(0);
+  });
+
+  test('back-channel logout: the user logs out at the provider, which tells the gateway; the cookie is refused', async () => {
+    const { client, echo } = await loggedIn('alice');
+    const bystander = await loggedIn('bob');
+    const cookie = client.jar.header(`${GATEWAY()}/`);
+    const before = await opStats();
+    // Logout started at the provider (as another app of the same provider would), not here.
+    const md = await opMetadata();
+    const confirm = await client.get(md.end_session_endpoint);
+    assert.equal(confirm.status, 200);
+    const f = confirm.text.match(/<form[^>]*action="([^"]+)"[\s\S]*?name="xsrf" value="([^"]+)"/);
+    assert.ok(f, 'the provider shows its logout confirmation form');
+    const done = await client.postForm(new URL(f[1], md.end_session_endpoint).href, { xsrf: f[2], logout: 'yes' });
+    assert.ok([200, 302, 303].includes(done.status));
+    const after = await opStats();
+    assert.equal(delta(after, before, 'backchannel_success'), 1, 'the provider delivered a logout token to the gateway');
+    assert.equal(delta(after, before, 'backchannel_error'), 0);
+    const res = await request(`${GATEWAY()}/app/`, { headers: { accept: 'text/html', cookie } });
+    assertLoginRedirect(res);
+    assert.equal((await api(bystander.client, '/app/')).status, 200, 'another user\'s session is untouched');
+    assert.ok(echo.headers.oidc_claim_sid, 'the ID token carried the sid the logout token names');
   });
 });

@@ -240,8 +240,20 @@ export async function opMetadata() {
   return discovery;
 }
 
-function basic() {
-  return `Basic ${Buffer.from(`gateway:${CLIENT_SECRET()}`).toString('base64')}`;
+function basic(clientId = 'gateway') {
+  return `Basic ${Buffer.from(`${clientId}:${CLIENT_SECRET()}`).toString('base64')}`;
+}
+
+/** A JWT access token for the resource urn:e2e:api (client_credentials as `api-client`). */
+export async function jwtAccessToken() {
+  const md = await opMetadata();
+  const res = await request(md.token_endpoint, {
+    method: 'POST',
+    headers: { authorization: basic('api-client'), 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ grant_type: 'client_credentials', resource: 'urn:e2e:api', scope: 'api:read' }).toString(),
+  });
+  if (res.status !== 200) throw new Error(`client_credentials: ${res.status} ${res.text}`);
+  return res.json().access_token;
 }
 
 /** Calls the provider's revocation endpoint as the gateway's client. */

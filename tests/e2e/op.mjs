@@ -7,18 +7,24 @@
 // E2E_SHORT_AT_TTL (seconds, default 20: accounts whose login starts with "short" get it,
 // so the gateway refreshes them on every request).
 //
-// Accounts: any login is accepted (devInteractions, any password). `big…` logins carry a
-// large incompressible `bio` claim (session cookie chunking); every login gets
-// `<login>@example.com`, except `mallory…` (mallory@evil.test).
+// Clients: `gateway` (the gateway under test) and `api-client` (client_credentials, JWT
+// access tokens for the resource urn:e2e:api), both with E2E_CLIENT_SECRET.
 //
-// Test-only endpoints on the provider's port: GET /_e2e/stats (counters of token grants,
-// introspections, revocations, userinfo and end_session calls).
+// Accounts: any login is accepted (devInteractions, any password). `big…` logins carry a
+// large incompressible `bio` claim (session cookie chunking); `nort…` logins get no refresh
+// token; `zoe…` logins have a non-ASCII name; every login gets `<login>@example.com`,
+// except `mallory…` (mallory@evil.test, and not in the admins group).
+// Back-channel logout: the gateway's `?logout=backchannel` is registered; the provider
+// calls it when a session with the gateway ends at the provider.
+//
+// Test-only endpoint on the provider's port: GET /_e2e/stats (counters of token grants,
+// introspections, revocations, userinfo, end_session and back-channel logout calls).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const { values: args } = parseArgs({
   options: {
@@ -54,6 +60,7 @@ function account(id) {
     groups: id.startsWith('mallory') ? ['users'] : ['admins', 'users'],
   };
   if (id.startsWith('big')) claims.bio = BIG_BIO;
+  if (id.startsWith('zoe')) claims.name = 'Zoë Ünïcødé 名前';
   return {
     accountId: id,
     async claims() {
@@ -71,6 +78,8 @@ const stats = {
   userinfo: 0,
   end_session: 0,
   grants_revoked: 0,
+  backchannel_success: 0,
+  backchannel_error: 0,
 };
 
 const server = http.createServer();
@@ -84,8 +93,20 @@ const issuer = `http://${args.host}:${port}`;
 const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'e2e-rs256', use: 'sig', alg: 'RS256' };
 
+// A resource server whose access tokens are JWTs (the gateway's `oauth.jwt = true` path):
+// `api-client` gets them with a client_credentials grant and resource=API_RESOURCE.
+const API_RESOURCE = 'urn:e2e:api';
+
 const provider = new Provider(issuer, {
   clients: [
+    {
+      client_id: 'api-client',
+      client_secret: clientSecret,
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+    },
     {
       client_id: 'gateway',
       client_secret: clientSecret,
@@ -94,6 +115,8 @@ const provider = new Provider(issuer, {
       response_types: ['code'],
       redirect_uris: gateways.map((g) => `${g}/oauth2/callback`),
       post_logout_redirect_uris: gateways.flatMap((g) => [`${g}/`, `${g}/public/`, `${g}/public/logged-out`]),
+      backchannel_logout_uri: `${gateways[0]}/oauth2/callback?logout=backchannel`,
+      backchannel_logout_session_required: true,
     },
   ],
   jwks: { keys: [signingKey] },
@@ -110,7 +133,36 @@ const provider = new Provider(issuer, {
     introspection: { enabled: true },
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: true },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      // No resource parameter (the gateway's logins): opaque tokens for userinfo, as before.
+      defaultResource: (_ctx, _client, oneOf) => oneOf,
+      useGrantedResource: () => false,
+      getResourceServerInfo: (_ctx, resource) => {
+        if (resource !== API_RESOURCE) throw new errors.InvalidTarget();
+        return {
+          scope: 'api:read',
+          audience: API_RESOURCE,
+          accessTokenTTL: 300,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
   },
+  // oidc-provider refuses outgoing calls (back-channel logout) to special-use addresses such
+  // as loopback (SSRF protection); here every part runs on loopback on purpose.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
+  // As oidc-provider's default (refresh tokens only with offline_access, which it keeps only
+  // with prompt=consent), except that `nort…` accounts never get one.
+  issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token')
+    && code.scopes.has('offline_access')
+    && !String(code.accountId).startsWith('nort'),
   // Every refresh grant consumes the refresh token and issues a new one; presenting a
   // consumed one revokes the whole grant (oidc-provider's reuse detection).
   rotateRefreshToken: true,
@@ -129,6 +181,7 @@ const provider = new Provider(issuer, {
 provider.on('grant.success', (ctx) => {
   const gty = ctx.oidc.params?.grant_type;
   if (gty in stats) stats[gty] += 1;
+  else if (gty) stats[gty] = (stats[gty] || 0) + 1;
 });
 provider.on('grant.error', (ctx) => {
   if (ctx.oidc?.params?.grant_type === 'refresh_token') stats.refresh_token_error += 1;
@@ -138,6 +191,13 @@ provider.on('grant.revoked', () => {
 });
 provider.on('end_session.success', () => {
   stats.end_session += 1;
+});
+provider.on('backchannel.success', () => {
+  stats.backchannel_success += 1;
+});
+provider.on('backchannel.error', (_ctx, err) => {
+  stats.backchannel_error += 1;
+  console.error('op: back-channel logout failed:', err.message);
 });
 provider.on('server_error', (_ctx, err) => {
   console.error('op: server_error', err);

@@ -1,0 +1,160 @@
+// Real-browser end-to-end checks: headless Chromium (Debian's, driven by playwright-core; no
+// browser download) logs in through the gateway at the real oidc-provider. The provider runs
+// on another loopback address (127.0.0.2) than the gateway (127.0.0.1), so it is another
+// site: the return from the provider is a cross-site navigation, as in production, and the
+// browser's SameSite rules apply to the gateway's cookies.
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { chromium } from 'playwright-core';
+
+import { GATEWAY, ISSUER, opStats } from './lib.mjs';
+
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/** A fresh Chromium profile (its own --user-data-dir), removed on close. */
+async function launch() {
+  const dir = await mkdtemp(join(tmpdir(), 'oidc-gateway-e2e-chromium-'));
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: process.env.E2E_CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: FLAGS,
+    timeout: 30000,
+  });
+  context.setDefaultTimeout(15000);
+  const page = context.pages()[0] || (await context.newPage());
+  return {
+    context,
+    page,
+    async close() {
+      await context.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Opens `path` behind the gateway and logs `user` in with the provider's forms, as a person would. */
+async function loginAs(page, path, user) {
+  await page.goto(`${GATEWAY()}${path}`);
+  assert.ok(page.url().startsWith(`${ISSUER()}/interaction/`), `at the provider's login page: ${page.url()}`);
+  assert.equal(await page.textContent('h1'), 'Sign-in');
+  await page.fill('input[name="login"]', user);
+  await page.fill('input[name="password"]', 'any password');
+  await page.click('button[type="submit"]');
+  await page.waitForSelector('button:has-text("Continue")');
+  assert.equal(await page.textContent('h1'), 'Authorize', 'the provider asks for consent');
+  await Promise.all([page.waitForURL(`${GATEWAY()}${path}`), page.click('button:has-text("Continue")')]);
+}
+
+const cookieMap = async (context) => Object.fromEntries((await context.cookies(GATEWAY())).map((c) => [c.name, c]));
+
+describe('headless Chromium against the gateway and oidc-provider', () => {
+  let b;
+  before(async () => {
+    b = await launch();
+  });
+  after(async () => {
+    await b?.close();
+  });
+
+  test('protected page -> provider login form -> consent -> back on the app with its identity headers', async () => {
+    const { page, context } = b;
+    await loginAs(page, '/app/welcome?from=browser', 'alice');
+    assert.equal(await page.textContent('#user'), 'alice', 'the app greets the user the gateway named');
+    const h = await page.evaluate(() => window.echo.headers);
+    assert.equal(h.oidc_claim_sub, 'alice');
+    assert.equal(h.oidc_claim_email, 'alice@example.com');
+    assert.equal(h.oidc_claim_groups, 'admins,users');
+    assert.ok(h.oidc_access_token);
+    assert.ok(!(h.cookie || '').includes('oidc_'), 'the gateway cookies did not reach the app');
+    if (process.env.E2E_ARTIFACTS) await page.screenshot({ path: join(process.env.E2E_ARTIFACTS, 'app.png') });
+  });
+
+  test('the session cookie is HttpOnly, SameSite=Lax, Path=/ (and script cannot read it)', async () => {
+    const { page, context } = b;
+    const cookies = await cookieMap(context);
+    const s = cookies.oidc_session;
+    assert.ok(s, `a session cookie: ${Object.keys(cookies).join(', ')}`);
+    assert.equal(s.httpOnly, true);
+    assert.equal(s.sameSite, 'Lax');
+    assert.equal(s.path, '/');
+    assert.equal(s.secure, false, 'plain http: not Secure');
+    assert.equal(Object.keys(cookies).filter((n) => n.startsWith('oidc_state_')).length, 0, 'the state cookie was cleared');
+    const visible = await page.evaluate(() => document.cookie);
+    assert.ok(!visible.includes('oidc_session'), 'HttpOnly: invisible to page script');
+  });
+
+  test('the refresh hook called from page JavaScript with the access token the app saw', async () => {
+    const { page } = b;
+    const at = await page.evaluate(() => window.echo.headers.oidc_access_token);
+    const before = await opStats();
+    const hop = await page.evaluate(async (token) => {
+      const r = await fetch(`/oauth2/callback?refresh=${encodeURIComponent('/app/after')}&access_token=${encodeURIComponent(token)}`, { redirect: 'manual' });
+      return { type: r.type };
+    }, at);
+    assert.equal(hop.type, 'opaqueredirect', 'the hook answered with a redirect');
+    const after = await opStats();
+    assert.equal(after.refresh_token - before.refresh_token, 1, 'one refresh grant at the provider');
+    const seen = await page.evaluate(async () => (await fetch('/app/after', { headers: { accept: 'application/json' } })).json());
+    assert.notEqual(seen.headers.oidc_access_token, at, 'the browser stored the new session cookie; the app sees the new token');
+    assert.equal(seen.headers.oidc_claim_sub, 'alice');
+    const mismatch = await page.evaluate(async () => {
+      const r = await fetch(`/oauth2/callback?refresh=${encodeURIComponent('/app/after')}&access_token=stale`);
+      return r.url;
+    });
+    assert.equal(new URL(mismatch).searchParams.get('error_code'), 'no_access_token_match');
+  });
+
+  test('logout goes through the provider\'s end_session and back; the next visit needs a new login', async () => {
+    const { page, context } = b;
+    await page.goto(`${GATEWAY()}/oauth2/callback?logout=${encodeURIComponent('/public/logged-out')}`);
+    assert.ok(page.url().startsWith(`${ISSUER()}/session/end`), `at the provider: ${page.url()}`);
+    await Promise.all([page.waitForURL(`${GATEWAY()}/public/logged-out`), page.click('button[value="yes"]')]);
+    const cookies = await cookieMap(context);
+    assert.equal(cookies.oidc_session, undefined, 'the session cookie is gone');
+    const h = await page.evaluate(() => window.echo.headers);
+    assert.equal(h.oidc_claim_sub, undefined, 'anonymous on the public page');
+    await page.goto(`${GATEWAY()}/app/`);
+    assert.ok(page.url().startsWith(`${ISSUER()}/interaction/`));
+    assert.equal(await page.textContent('h1'), 'Sign-in', 'the provider session ended too: credentials again');
+  });
+});
+
+describe('headless Chromium: large claims', () => {
+  test('a large session is stored in chunk cookies, all HttpOnly and SameSite=Lax, and works', async () => {
+    const b = await launch();
+    try {
+      await loginAs(b.page, '/app/big', 'big-browser');
+      const cookies = await cookieMap(b.context);
+      const chunks = Object.values(cookies).filter((c) => /^oidc_session_\d+$/.test(c.name));
+      assert.ok(chunks.length >= 2, `chunk cookies: ${Object.keys(cookies).join(', ')}`);
+      assert.equal(cookies.oidc_session_chunks?.value, String(chunks.length));
+      assert.equal(cookies.oidc_session, undefined, 'no unchunked cookie beside the chunks');
+      for (const c of [...chunks, cookies.oidc_session_chunks]) {
+        assert.equal(c.httpOnly, true, c.name);
+        assert.equal(c.sameSite, 'Lax', c.name);
+      }
+      const h = await b.page.evaluate(() => window.echo.headers);
+      assert.equal(h.oidc_claim_sub, 'big-browser');
+      assert.ok(h.oidc_claim_bio.length >= 6000);
+      // The browser sends every chunk back: a second page load works without a new login.
+      await b.page.goto(`${GATEWAY()}/app/again`);
+      assert.equal(b.page.url(), `${GATEWAY()}/app/again`);
+      assert.equal(await b.page.textContent('#user'), 'big-browser');
+    } finally {
+      await b.close();
+    }
+  });
+});
