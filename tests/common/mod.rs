@@ -28,6 +28,8 @@ pub struct Options {
     pub issuer: Option<String>,
     /// Use this upstream instead of the echo server.
     pub upstream: Option<String>,
+    /// Written as `passphrases = [...]` instead of the default single `passphrase`.
+    pub passphrases: Option<Vec<String>>,
 }
 
 pub struct Harness {
@@ -92,7 +94,7 @@ scopes = ["openid", "profile", "email", "offline_access"]
 {provider}
 
 [session]
-passphrase = "{PASSPHRASE}"
+{passphrase}
 {session}
 
 [headers]
@@ -112,6 +114,10 @@ passphrase = "{PASSPHRASE}"
         headers = o.headers,
         oauth = o.oauth,
         hooks = o.hooks,
+        passphrase = match &o.passphrases {
+            Some(list) => format!("passphrases = {list:?}"),
+            None => format!("passphrase = \"{PASSPHRASE}\""),
+        },
     )
 }
 
@@ -134,16 +140,9 @@ impl Harness {
             .expect("echo starts");
         let issuer = options.issuer.clone().unwrap_or_else(|| op.issuer());
         let upstream = options.upstream.clone().unwrap_or_else(|| echo.url());
-        let text = toml(&issuer, &upstream, &options);
-        let config =
-            Config::from_toml(&text, "test", None).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let gw = oidc_gateway::server::start(config, clock.clone())
-            .await
-            .expect("gateway starts");
+        let gw = start_gateway(&issuer, &upstream, &options, &clock).await;
         let base = format!("http://{}", gw.addr());
-        op.add_redirect_uri(&format!("{base}/oauth2/callback"));
-        op.add_post_logout_redirect_uri(&format!("{base}/"));
-        op.add_post_logout_redirect_uri(&format!("{base}/public/bye"));
+        register_with_op(&op, &base);
         Harness {
             op,
             echo,
@@ -160,26 +159,8 @@ impl Harness {
     /// Logs `user` in through the real flow, starting at `path`; returns the final
     /// response (the upstream's echo of `path`).
     pub async fn login(&self, client: &Browser, path: &str, user: &str) -> Response {
-        let start = client.get(&self.url(path)).await;
-        assert_eq!(
-            start.status(),
-            StatusCode::FOUND,
-            "expected a login redirect for {path}"
-        );
-        let authorize = location(&start);
-        assert!(
-            authorize.starts_with(&self.op.issuer()),
-            "redirect goes to the OP: {authorize}"
-        );
-        let form = client.get(&authorize).await;
-        assert_eq!(form.status(), StatusCode::OK);
-        let consented = client.post_form(&authorize, &[("username", user)]).await;
-        assert_eq!(consented.status(), StatusCode::FOUND);
-        let callback = location(&consented);
-        assert!(
-            callback.starts_with(&self.url("/oauth2/callback")),
-            "{callback}"
-        );
+        let authorize = self.start_login(client, path).await;
+        let callback = self.authorize(client, &authorize, user).await;
         let finished = client.get(&callback).await;
         assert_eq!(
             finished.status(),
@@ -191,6 +172,125 @@ impl Harness {
         assert_eq!(back, path, "back to the original URL");
         client.get(&self.url(&back)).await
     }
+
+    /// Requests `path` without a session and returns the OP authorization URL the gateway
+    /// redirected to (the state cookie is now in the browser's jar).
+    pub async fn start_login(&self, client: &Browser, path: &str) -> String {
+        let start = client.get(&self.url(path)).await;
+        assert_eq!(
+            start.status(),
+            StatusCode::FOUND,
+            "expected a login redirect for {path}"
+        );
+        let authorize = location(&start);
+        assert!(
+            authorize.starts_with(&format!("{}/authorize?", self.op.issuer())),
+            "redirect goes to the OP: {authorize}"
+        );
+        authorize
+    }
+
+    /// Signs `user` in at the OP's login form; returns the callback URL (not yet visited).
+    pub async fn authorize(&self, client: &Browser, authorize: &str, user: &str) -> String {
+        let form = client.get(authorize).await;
+        assert_eq!(form.status(), StatusCode::OK);
+        let consented = client.post_form(authorize, &[("username", user)]).await;
+        assert_eq!(consented.status(), StatusCode::FOUND);
+        let callback = location(&consented);
+        assert!(
+            callback.starts_with(&self.url("/oauth2/callback?")),
+            "{callback}"
+        );
+        callback
+    }
+
+    /// The session info hook (`?info=json`) as this browser sees it.
+    pub async fn info(&self, client: &Browser) -> Value {
+        let r = client.get(&self.url("/oauth2/callback?info=json")).await;
+        assert_eq!(r.status(), StatusCode::OK, "info hook");
+        r.json().await.expect("info JSON")
+    }
+
+    /// Starts another gateway in front of the same OP, echo and clock, with `options`
+    /// (its `issuer` and `upstream` are honoured too). Returns it and its base URL.
+    pub async fn another_gateway(&self, options: Options) -> (Running, String) {
+        let issuer = options.issuer.clone().unwrap_or_else(|| self.op.issuer());
+        let upstream = options
+            .upstream
+            .clone()
+            .unwrap_or_else(|| self.echo.url());
+        let gw = start_gateway(&issuer, &upstream, &options, &self.clock).await;
+        let base = format!("http://{}", gw.addr());
+        register_with_op(&self.op, &base);
+        (gw, base)
+    }
+}
+
+async fn start_gateway(issuer: &str, upstream: &str, o: &Options, clock: &Clock) -> Running {
+    let text = toml(issuer, upstream, o);
+    let config = Config::from_toml(&text, "test", None).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    oidc_gateway::server::start(config, clock.clone())
+        .await
+        .expect("gateway starts")
+}
+
+fn register_with_op(op: &DevOp, base: &str) {
+    op.add_redirect_uri(&format!("{base}/oauth2/callback"));
+    op.add_post_logout_redirect_uri(&format!("{base}/"));
+    op.add_post_logout_redirect_uri(&format!("{base}/public/bye"));
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A GET from a client without a jar, sending exactly `cookie` as the Cookie header.
+pub async fn get_with_cookie(url: &str, cookie: &str) -> Response {
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut req = client.get(url).header("accept", "*/*");
+    if !cookie.is_empty() {
+        req = req.header("cookie", cookie);
+    }
+    req.send().await.expect("request")
+}
+
+/// Every Set-Cookie header of a response.
+pub fn set_cookies(r: &Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// The Set-Cookie line that sets or expires cookie `name`, if any.
+pub fn set_cookie_for(r: &Response, name: &str) -> Option<String> {
+    set_cookies(r)
+        .into_iter()
+        .find(|c| c.split('=').next() == Some(name))
+}
+
+/// Whether the response expires cookie `name` (empty value, `Max-Age=0`).
+pub fn clears_cookie(r: &Response, name: &str) -> bool {
+    set_cookie_for(r, name)
+        .is_some_and(|c| c.starts_with(&format!("{name}=;")) && c.contains("Max-Age=0"))
+}
+
+/// Asserts the response carries `Cache-Control: no-store`.
+pub fn assert_no_store(r: &Response) {
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store"),
+        "Cache-Control of a {} response",
+        r.status()
+    );
 }
 
 pub fn location(r: &Response) -> String {
@@ -244,6 +344,41 @@ impl Browser {
             .expect("request")
     }
 
+    /// Like [`Browser::new`] but speaking HTTP/2 only (prior knowledge, cleartext).
+    pub fn http2() -> Browser {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        Browser { client, jar }
+    }
+
+    /// The `(name, value)` cookies this jar would send to `url`.
+    pub fn cookies(&self, url: &str) -> Vec<(String, String)> {
+        self.cookie_header(url)
+            .split("; ")
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The value of cookie `name` this jar would send to `url`.
+    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
+        self.cookies(url)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Puts `name=value` into the jar for `url` (path `/`).
+    pub fn set_cookie(&self, url: &str, name: &str, value: &str) {
+        self.jar
+            .add_cookie_str(&format!("{name}={value}; Path=/"), &url.parse().unwrap());
+    }
+
     /// The Cookie header this jar would send to `url`.
     pub fn cookie_header(&self, url: &str) -> String {
         use reqwest::cookie::CookieStore;
@@ -275,5 +410,19 @@ impl Echo {
 
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers(name).into_iter().next()
+    }
+
+    /// Every header name the upstream received (lowercase, in order).
+    pub fn names(&self) -> Vec<String> {
+        self.0["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pair| pair[0].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn body_len(&self) -> u64 {
+        self.0["body_len"].as_u64().expect("body_len")
     }
 }
