@@ -426,3 +426,52 @@ impl Echo {
         self.0["body_len"].as_u64().expect("body_len")
     }
 }
+
+/// An upstream that records the raw bytes of each request head (up to the blank line) and
+/// answers `200 {}`: for asserting exact header bytes (encodings) that the JSON echo would
+/// show lossily.
+pub async fn start_raw_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 8192];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                head.truncate(end);
+                let _ = tx.send(head);
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                          content-length: 2\r\nconnection: close\r\n\r\n{}",
+                    )
+                    .await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// The values (raw bytes) of header `name` (case-insensitive) in a raw request head.
+pub fn raw_header(head: &[u8], name: &str) -> Vec<Vec<u8>> {
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (n, v) = line.split_at(colon);
+            n.eq_ignore_ascii_case(name.as_bytes())
+                .then(|| v[1..].trim_ascii().to_vec())
+        })
+        .collect()
+}
