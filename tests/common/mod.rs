@@ -191,16 +191,15 @@ impl Harness {
     }
 
     /// Signs `user` in at the OP's login form; returns the callback URL (not yet visited).
+    /// Works for logins started at any gateway in front of `self.op`.
     pub async fn authorize(&self, client: &Browser, authorize: &str, user: &str) -> String {
         let form = client.get(authorize).await;
         assert_eq!(form.status(), StatusCode::OK);
         let consented = client.post_form(authorize, &[("username", user)]).await;
         assert_eq!(consented.status(), StatusCode::FOUND);
         let callback = location(&consented);
-        assert!(
-            callback.starts_with(&self.url("/oauth2/callback?")),
-            "{callback}"
-        );
+        // Any of this OP's gateways (see `another_gateway`), so only the path is checked.
+        assert!(callback.contains("/oauth2/callback?"), "{callback}");
         callback
     }
 
