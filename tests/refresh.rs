@@ -489,3 +489,18 @@ async fn concurrent_requests_share_one_refresh_grant() {
     assert_eq!(c.refresh_grants - before, 1, "still one grant after the second wave");
     assert_eq!(c.refresh_failures, 0);
 }
+
+/// The refreshed ID token is signed by a key the gateway has not seen yet: the JWKS is
+/// refetched for the unknown kid and the refresh succeeds.
+#[tokio::test]
+async fn refresh_after_the_op_rotated_its_signing_key() {
+    let h = Harness::with(options()).await;
+    let b = Browser::new();
+    let (at, _) = login(&h, &b, "alice").await;
+    h.op.rotate_signing_key();
+    h.op.retire_old_keys();
+    assert_redirect(&hook(&h, &b, "/app", Some(&at)).await, "/app");
+    let info = h.info(&b).await;
+    assert_ne!(info["access_token"].as_str(), Some(at.as_str()));
+    assert_eq!(info["id_token"]["sub"], "alice");
+}

@@ -40,7 +40,9 @@ pub struct Harness {
 }
 
 pub fn toml(issuer: &str, upstream: &str, o: &Options) -> String {
-    let routes = o.routes.clone().unwrap_or_else(|| {
+    // Custom routes may write `{upstream}` for the echo server's URL.
+    let custom = o.routes.as_ref().map(|r| r.replace("{upstream}", upstream));
+    let routes = custom.unwrap_or_else(|| {
         format!(
             r#"
 [[route]]
