@@ -184,6 +184,15 @@ async fn hook_error_codes_follow_the_table_order() {
         &hook(&h, &b, "/app?x=1", None).await,
         "/app?x=1&error_code=no_access_token",
     );
+    // A fragment stays last: the error_code goes into the query, where the app sees it.
+    assert_redirect(
+        &hook(&h, &b, "/app?x=1#top", None).await,
+        "/app?x=1&error_code=no_access_token#top",
+    );
+    assert_redirect(
+        &hook(&h, &b, "/app#a?b", None).await,
+        "/app?error_code=no_access_token#a?b",
+    );
     // An empty access_token is still "present": it cannot match.
     assert_redirect(
         &hook(&h, &b, "/app", Some("")).await,
@@ -242,6 +251,13 @@ async fn hook_error_codes_follow_the_table_order() {
     // The session survives a refused refresh: same token upstream.
     let echo = Echo::of(b.get(&h.url("/app")).await).await;
     assert_eq!(token_of(&echo).0, at);
+
+    // A session that timed out is no session.
+    h.clock.advance(3601);
+    assert_redirect(
+        &hook(&h, &b, "/app", Some(&at)).await,
+        "/app?error_code=no_access_token_exists",
+    );
 }
 
 #[tokio::test]
@@ -503,4 +519,47 @@ async fn refresh_after_the_op_rotated_its_signing_key() {
     let info = h.info(&b).await;
     assert_ne!(info["access_token"].as_str(), Some(at.as_str()));
     assert_eq!(info["id_token"]["sub"], "alice");
+}
+
+#[tokio::test]
+async fn automatic_refresh_after_expiry_succeeds_inline() {
+    let h = Harness::with(options()).await;
+    let b = Browser::new();
+    let (old_at, _) = login(&h, &b, "alice").await;
+    h.clock.advance(400);
+    let r = b.get(&h.url("/app")).await;
+    assert!(sets_session_cookie(&r), "{:?}", set_cookies(&r));
+    let (new_at, new_exp) = token_of(&Echo::of(r).await);
+    assert_ne!(new_at, old_at);
+    assert!(new_exp > h.clock.now() + 200, "a fresh expiry: {new_exp}");
+    assert_eq!(h.op.counters().refresh_grants, 1);
+}
+
+/// A refused grant is shared too: 20 requests at once cause one attempt at the OP, and
+/// each passes with the still-valid old token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_share_one_refused_grant() {
+    let h = Harness::with(options()).await;
+    let b = Browser::new();
+    let (old_at, _) = login(&h, &b, "alice").await;
+    let cookie = b.cookie_header(&h.base);
+    h.op.set_refuse_refresh(true);
+    h.clock.advance(250);
+    let client = raw_client();
+    let requests = (0..20).map(|i| {
+        client
+            .get(h.url(&format!("/app/{i}")))
+            .header("cookie", &cookie)
+            .send()
+    });
+    for (i, r) in futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let echo = Echo::of(r.unwrap()).await;
+        assert_eq!(token_of(&echo).0, old_at, "request {i}");
+    }
+    let c = h.op.counters();
+    assert_eq!((c.refresh_grants, c.refresh_failures), (1, 1));
 }
