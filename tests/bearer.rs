@@ -78,7 +78,12 @@ async fn no_token_is_401_invalid_request() {
     let c = raw_client();
     let r = c.get(h.url("/api/x")).send().await.unwrap();
     assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_request");
-    for auth in ["Basic Z2F0ZXdheTpzZWNyZXQ=", "Bearer", "Bearer ", "Bearer a b"] {
+    for auth in [
+        "Basic Z2F0ZXdheTpzZWNyZXQ=",
+        "Bearer",
+        "Bearer ",
+        "Bearer a b",
+    ] {
         let r = c
             .get(h.url("/api/x"))
             .header("authorization", auth)
@@ -141,8 +146,14 @@ async fn failing_claim_rules_are_403_insufficient_scope() {
     let alice = h.op.issue_access_token("alice", "openid read write", 300);
     let bob = h.op.issue_access_token("bob", "openid read", 300);
 
-    assert_eq!(bearer(&h, "/api/admin/x", &alice).await.status(), StatusCode::OK);
-    assert_eq!(bearer(&h, "/api/write/x", &alice).await.status(), StatusCode::OK);
+    assert_eq!(
+        bearer(&h, "/api/admin/x", &alice).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        bearer(&h, "/api/write/x", &alice).await.status(),
+        StatusCode::OK
+    );
     let r = bearer(&h, "/api/admin/x", &bob).await;
     assert_bearer_error(&r, StatusCode::FORBIDDEN, "insufficient_scope");
     let r = bearer(&h, "/api/write/x", &bob).await;
@@ -176,7 +187,10 @@ async fn op_unreachable_is_503_and_not_cached() {
     gate.open();
     let r = bearer(&h, "/api/x", &t).await;
     assert_eq!(r.status(), StatusCode::OK, "the 503 was not cached");
-    assert_eq!(Echo::of(r).await.header("oidc_claim_sub").as_deref(), Some("alice"));
+    assert_eq!(
+        Echo::of(r).await.header("oidc_claim_sub").as_deref(),
+        Some("alice")
+    );
     assert_eq!(introspections(&h), 2);
     assert_eq!(bearer(&h, "/api/x", &t).await.status(), StatusCode::OK);
     assert_eq!(introspections(&h), 2, "the success is cached");
@@ -215,13 +229,20 @@ async fn upstream_gets_the_token_and_claims_and_never_client_look_alikes() {
         .await
         .unwrap();
     let echo = Echo::of(r).await;
-    assert_eq!(echo.headers("oidc_access_token"), [t.clone()]);
-    let sent_exp: i64 = echo.header("oidc_access_token_expires").unwrap().parse().unwrap();
+    assert_eq!(echo.headers("oidc_access_token"), [t.as_str()]);
+    let sent_exp: i64 = echo
+        .header("oidc_access_token_expires")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((sent_exp - exp).abs() <= 2, "{sent_exp} vs {exp}");
     assert_eq!(echo.headers("oidc_claim_sub"), ["alice"]);
     assert_eq!(echo.headers("oidc_claim_scope"), ["openid profile"]);
     assert_eq!(echo.headers("oidc_claim_groups"), ["staff,admins"]);
-    assert!(echo.headers("oidc_claim_role").is_empty(), "look-alike passed");
+    assert!(
+        echo.headers("oidc_claim_role").is_empty(),
+        "look-alike passed"
+    );
     for dashed in ["oidc-claim-sub", "oidc-access-token-expires"] {
         assert!(echo.headers(dashed).is_empty(), "{dashed} passed");
     }
@@ -238,7 +259,10 @@ async fn token_from_query_form_and_cookie_per_accept_token_as() {
         .send()
         .await
         .unwrap();
-    assert_eq!(Echo::of(r).await.header("oidc_claim_sub").as_deref(), Some("alice"));
+    assert_eq!(
+        Echo::of(r).await.header("oidc_claim_sub").as_deref(),
+        Some("alice")
+    );
 
     let form = format!("a=1&access_token={t}&b=2");
     let r = c
@@ -250,7 +274,11 @@ async fn token_from_query_form_and_cookie_per_accept_token_as() {
         .unwrap();
     let echo = Echo::of(r).await;
     assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"));
-    assert_eq!(echo.0["body_len"], form.len(), "the body still reaches the upstream");
+    assert_eq!(
+        echo.0["body_len"],
+        form.len(),
+        "the body still reaches the upstream"
+    );
 
     let r = c
         .get(h.url("/api/cookie"))
@@ -258,7 +286,10 @@ async fn token_from_query_form_and_cookie_per_accept_token_as() {
         .send()
         .await
         .unwrap();
-    assert_eq!(Echo::of(r).await.header("oidc_claim_sub").as_deref(), Some("alice"));
+    assert_eq!(
+        Echo::of(r).await.header("oidc_claim_sub").as_deref(),
+        Some("alice")
+    );
 
     // Repeated token parameters, or tokens in two places: invalid_request.
     let r = c
@@ -303,17 +334,29 @@ async fn revocation_is_seen_after_remove_at_cache() {
     // remove_at_cache needs no session: a client without cookies.
     let c = raw_client();
     let get = |q: String| c.get(h.hook_url(&q)).send();
-    assert_eq!(get("remove_at_cache=".into()).await.unwrap().status(), StatusCode::BAD_REQUEST);
     assert_eq!(
-        get("remove_at_cache=never-seen".into()).await.unwrap().status(),
+        get("remove_at_cache=".into()).await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get("remove_at_cache=never-seen".into())
+            .await
+            .unwrap()
+            .status(),
         StatusCode::NOT_FOUND
     );
     assert_eq!(
-        get(format!("remove_at_cache={}", enc(&t))).await.unwrap().status(),
+        get(format!("remove_at_cache={}", enc(&t)))
+            .await
+            .unwrap()
+            .status(),
         StatusCode::OK
     );
     assert_eq!(
-        get(format!("remove_at_cache={}", enc(&t))).await.unwrap().status(),
+        get(format!("remove_at_cache={}", enc(&t)))
+            .await
+            .unwrap()
+            .status(),
         StatusCode::NOT_FOUND,
         "already removed"
     );
@@ -340,7 +383,10 @@ auth = "oauth20"
     .await;
     let t = h.op.issue_access_token("alice", "openid", 300);
     let c = raw_client();
-    let remove = || c.get(h.hook_url(&format!("remove_at_cache={}", enc(&t)))).send();
+    let remove = || {
+        c.get(h.hook_url(&format!("remove_at_cache={}", enc(&t))))
+            .send()
+    };
     assert_eq!(remove().await.unwrap().status(), StatusCode::NOT_FOUND);
     assert_eq!(bearer(&h, "/anything", &t).await.status(), StatusCode::OK);
     h.op.revoke(&t);
@@ -398,7 +444,10 @@ async fn concurrent_requests_with_one_fresh_token_introspect_once() {
     for (i, r) in responses.into_iter().enumerate() {
         let r = r.unwrap();
         assert_eq!(r.status(), StatusCode::OK, "request {i}");
-        assert_eq!(Echo::of(r).await.header("oidc_claim_sub").as_deref(), Some("alice"));
+        assert_eq!(
+            Echo::of(r).await.header("oidc_claim_sub").as_deref(),
+            Some("alice")
+        );
     }
     assert_eq!(n, 1, "exactly one introspection for the burst");
 }
@@ -457,18 +506,24 @@ async fn cors_preflight_without_a_token_reaches_the_upstream() {
 #[tokio::test]
 async fn valid_jwt_is_accepted_without_introspection() {
     let h = start("jwt = true").await;
-    let jwt = h
-        .op
-        .issue_jwt_access_token(json!({"sub": "alice", "scope": "openid api"}));
+    let jwt =
+        h.op.issue_jwt_access_token(json!({"sub": "alice", "scope": "openid api"}));
     let r = bearer(&h, "/api/x", &jwt).await;
     let echo = Echo::of(r).await;
     assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"));
-    assert_eq!(echo.header("oidc_access_token").as_deref(), Some(jwt.as_str()));
+    assert_eq!(
+        echo.header("oidc_access_token").as_deref(),
+        Some(jwt.as_str())
+    );
     assert_eq!(bearer(&h, "/api/x", &jwt).await.status(), StatusCode::OK);
     // Opaque tokens are still introspected.
     let opaque = h.op.issue_access_token("bob", "openid", 300);
     assert_eq!(bearer(&h, "/api/x", &opaque).await.status(), StatusCode::OK);
-    assert_eq!(introspections(&h), 1, "only the opaque token was introspected");
+    assert_eq!(
+        introspections(&h),
+        1,
+        "only the opaque token was introspected"
+    );
 }
 
 #[tokio::test]
@@ -480,8 +535,15 @@ async fn jwt_signed_by_a_rotated_key_is_accepted_after_a_jwks_refetch() {
     h.op.rotate_signing_key();
     let after = h.op.issue_jwt_access_token(json!({"sub": "bob"}));
     let r = bearer(&h, "/api/x", &after).await;
-    assert_eq!(r.status(), StatusCode::OK, "unknown kid: the JWKS is refetched");
-    assert_eq!(Echo::of(r).await.header("oidc_claim_sub").as_deref(), Some("bob"));
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "unknown kid: the JWKS is refetched"
+    );
+    assert_eq!(
+        Echo::of(r).await.header("oidc_claim_sub").as_deref(),
+        Some("bob")
+    );
     assert_eq!(introspections(&h), 0);
 }
 
@@ -497,19 +559,23 @@ async fn bad_jwts_are_401_invalid_token() {
         ("unpublished key", h.op.sign_jwt_with(false, base.clone())),
         (
             "wrong iss",
-            h.op
-                .issue_jwt_access_token(json!({"sub": "alice", "iss": "https://evil.example"})),
+            h.op.issue_jwt_access_token(json!({"sub": "alice", "iss": "https://evil.example"})),
         ),
         (
             "expired",
-            h.op
-                .issue_jwt_access_token(json!({"sub": "alice", "iat": now - 600, "exp": now - 120})),
+            h.op.issue_jwt_access_token(
+                json!({"sub": "alice", "iat": now - 600, "exp": now - 120}),
+            ),
         ),
     ];
     for (what, token) in &cases {
         let r = bearer(&h, "/api/x", token).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what}");
-        assert_eq!(www_authenticate(&r), "Bearer error=\"invalid_token\"", "{what}");
+        assert_eq!(
+            www_authenticate(&r),
+            "Bearer error=\"invalid_token\"",
+            "{what}"
+        );
     }
     assert_eq!(introspections(&h), 0, "JWTs are judged locally");
 
@@ -527,8 +593,23 @@ async fn jwt_audience_is_checked_when_configured() {
     let wrong = h.op.issue_jwt_access_token(json!({"sub": "alice"}));
     let r = bearer(&h, "/api/x", &wrong).await;
     assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
-    let right = h
-        .op
-        .issue_jwt_access_token(json!({"sub": "alice", "aud": ["api://orders", "other"]}));
+    let right =
+        h.op.issue_jwt_access_token(json!({"sub": "alice", "aud": ["api://orders", "other"]}));
     assert_eq!(bearer(&h, "/api/x", &right).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn jwt_with_a_far_future_exp_is_cached_without_trouble() {
+    let h = start("jwt = true").await;
+    for exp in [
+        h.clock.now() + 10 * 365 * 86_400,
+        253_402_300_799,
+        9_999_999_999_999,
+    ] {
+        let jwt =
+            h.op.issue_jwt_access_token(json!({"sub": "alice", "exp": exp}));
+        let r = bearer(&h, "/api/x", &jwt).await;
+        assert_eq!(r.status(), StatusCode::OK, "exp {exp}");
+        assert_eq!(bearer(&h, "/api/x", &jwt).await.status(), StatusCode::OK);
+    }
 }

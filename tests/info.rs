@@ -48,7 +48,10 @@ async fn info_json_has_the_configured_members_with_their_types() {
         .as_str()
         .expect("access_token_expires is a string");
     assert!(expires.bytes().all(|b| b.is_ascii_digit()), "{expires}");
-    assert_eq!(Some(expires), echo.header("oidc_access_token_expires").as_deref());
+    assert_eq!(
+        Some(expires),
+        echo.header("oidc_access_token_expires").as_deref()
+    );
     let expires: i64 = expires.parse().unwrap();
     assert!((expires - (login_time + 300)).abs() <= 2, "{expires}");
 
@@ -63,7 +66,10 @@ async fn info_json_has_the_configured_members_with_their_types() {
     let exp = info["exp"].as_i64().expect("exp is an integer");
     assert!((exp - (login_time + 8 * 3600)).abs() <= 2, "exp {exp}");
     let timeout = info["timeout"].as_i64().expect("timeout is an integer");
-    assert!((timeout - (login_time + 300)).abs() <= 2, "timeout {timeout}");
+    assert!(
+        (timeout - (login_time + 300)).abs() <= 2,
+        "timeout {timeout}"
+    );
     assert_eq!(info["remote_user"], "alice");
 }
 
@@ -77,7 +83,12 @@ async fn info_members_follow_the_hooks_config() {
     let b = Browser::new();
     h.login(&b, "/app", "alice").await;
     let info = h.info(&b).await;
-    let mut keys: Vec<&str> = info.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = info
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
     assert_eq!(keys, ["access_token_expires", "refresh_token", "timeout"]);
     assert!(info["access_token_expires"].is_string());
@@ -167,7 +178,11 @@ async fn inactivity_timeout_extends_on_use_without_resealing_every_request() {
     for _ in 0..3 {
         let r = b.get(&h.url("/app")).await;
         assert_eq!(r.status(), StatusCode::OK);
-        assert!(set_cookies(&r).is_empty(), "re-sealed: {:?}", set_cookies(&r));
+        assert!(
+            set_cookies(&r).is_empty(),
+            "re-sealed: {:?}",
+            set_cookies(&r)
+        );
     }
     h.clock.advance(10);
     let r = b.get(&h.url("/app")).await;
@@ -178,11 +193,18 @@ async fn inactivity_timeout_extends_on_use_without_resealing_every_request() {
     h.clock.advance(190);
     let r = b.get(&h.url("/app")).await;
     assert_eq!(r.status(), StatusCode::OK);
-    assert!(sets_session_cookie(&r), "not re-sealed: {:?}", set_cookies(&r));
+    assert!(
+        sets_session_cookie(&r),
+        "not re-sealed: {:?}",
+        set_cookies(&r)
+    );
     let timeout1 = h.info(&b).await["timeout"].as_i64().unwrap();
     assert!(timeout1 >= timeout0 + 200, "{timeout1} vs {timeout0}");
     let r = b.get(&h.url("/app")).await;
-    assert!(set_cookies(&r).is_empty(), "re-sealed right after re-sealing");
+    assert!(
+        set_cookies(&r).is_empty(),
+        "re-sealed right after re-sealing"
+    );
 
     // 290 s after login's timeout would have ended it, the extended session lives on.
     h.clock.advance(290);
@@ -215,7 +237,11 @@ async fn max_duration_is_absolute() {
         let r = b.get(&h.url("/app")).await;
         assert_eq!(r.status(), StatusCode::OK);
     }
-    assert_eq!(h.info(&b).await["exp"].as_i64().unwrap(), exp, "exp never moves");
+    assert_eq!(
+        h.info(&b).await["exp"].as_i64().unwrap(),
+        exp,
+        "exp never moves"
+    );
     h.clock.advance(121);
     let r = b.get(&h.url("/app")).await;
     assert_eq!(r.status(), StatusCode::FOUND, "ended by max_duration");

@@ -44,7 +44,11 @@ async fn hook(h: &Harness, b: &Browser, return_to: &str, at: Option<&str>) -> re
 }
 
 fn assert_redirect(r: &reqwest::Response, expected: &str) {
-    assert_eq!(r.status(), StatusCode::FOUND, "expected a redirect to {expected}");
+    assert_eq!(
+        r.status(),
+        StatusCode::FOUND,
+        "expected a redirect to {expected}"
+    );
     assert_eq!(location(r), expected);
 }
 
@@ -163,10 +167,7 @@ async fn hook_refuses_empty_or_hostile_return_to_with_a_400_page() {
     // The same-host forms are accepted (the check is not simply refusing everything).
     let absolute = format!("http://{}/app/x?y=1", h.host());
     let r = hook(&h, &b, &absolute, Some("not-the-token")).await;
-    assert_redirect(
-        &r,
-        &format!("{absolute}&error_code=no_access_token_match"),
-    );
+    assert_redirect(&r, &format!("{absolute}&error_code=no_access_token_match"));
 }
 
 #[tokio::test]
@@ -238,7 +239,11 @@ async fn hook_error_codes_follow_the_table_order() {
     assert_redirect(&r, "/app?error_code=session_corruption");
     assert!(clears_session_cookie(&r), "{:?}", set_cookies(&r));
 
-    assert_eq!(h.op.counters().refresh_grants, 0, "no row above reaches the OP");
+    assert_eq!(
+        h.op.counters().refresh_grants,
+        0,
+        "no row above reaches the OP"
+    );
 
     // The OP refuses the grant.
     h.op.set_refuse_refresh(true);
@@ -283,7 +288,10 @@ async fn hook_success_redirects_unchanged_with_a_new_cookie_and_new_tokens_upstr
 
     let echo = Echo::of(b.get(&h.url("/app")).await).await;
     let (new_at, new_exp) = token_of(&echo);
-    assert_ne!(new_at, old_at, "the next request carries the NEW access token");
+    assert_ne!(
+        new_at, old_at,
+        "the next request carries the NEW access token"
+    );
     assert!(
         new_exp >= old_exp + 20,
         "new expiry {new_exp} vs old {old_exp}"
@@ -304,12 +312,18 @@ async fn refresh_rotates_the_refresh_token_and_the_op_rejects_the_old_one() {
     let b = Browser::new();
     let (at, _) = login(&h, &b, "alice").await;
     let before = h.info(&b).await;
-    let old_rt = before["refresh_token"].as_str().expect("refresh token").to_string();
+    let old_rt = before["refresh_token"]
+        .as_str()
+        .expect("refresh token")
+        .to_string();
 
     assert_redirect(&hook(&h, &b, "/app", Some(&at)).await, "/app");
     let after = h.info(&b).await;
     let new_rt = after["refresh_token"].as_str().unwrap().to_string();
-    assert_ne!(new_rt, old_rt, "the session keeps the rotated refresh token");
+    assert_ne!(
+        new_rt, old_rt,
+        "the session keeps the rotated refresh token"
+    );
     assert_ne!(after["access_token"], before["access_token"]);
 
     // The OP refuses the old refresh token (and, as a real OP, treats it as a replay).
@@ -411,7 +425,10 @@ async fn op_unreachable_during_refresh() {
         &hook(&h, &b, "/app", Some(&old_at)).await,
         "/app?error_code=refresh_failed",
     );
-    assert_eq!(token_of(&Echo::of(b.get(&h.url("/app")).await).await).0, old_at);
+    assert_eq!(
+        token_of(&Echo::of(b.get(&h.url("/app")).await).await).0,
+        old_at
+    );
 
     h.clock.advance(60);
     let xhr = raw_client()
@@ -497,12 +514,20 @@ async fn concurrent_requests_share_one_refresh_grant() {
 
     let second = wave(20).await;
     for (i, (status, cookie, at)) in second.iter().enumerate() {
-        assert_eq!(*status, StatusCode::OK, "late request {i} with the old cookie");
+        assert_eq!(
+            *status,
+            StatusCode::OK,
+            "late request {i} with the old cookie"
+        );
         assert!(cookie, "late request {i} got the new cookie");
         assert_eq!(at.as_deref(), Some(new_at.as_str()), "late request {i}");
     }
     let c = h.op.counters();
-    assert_eq!(c.refresh_grants - before, 1, "still one grant after the second wave");
+    assert_eq!(
+        c.refresh_grants - before,
+        1,
+        "still one grant after the second wave"
+    );
     assert_eq!(c.refresh_failures, 0);
 }
 

@@ -306,9 +306,9 @@ pub fn sets_session_cookie(r: &Response) -> bool {
 
 /// Whether the response clears (expires) the session cookie.
 pub fn clears_session_cookie(r: &Response) -> bool {
-    set_cookies(r).iter().any(|c| {
-        c.starts_with("oidc_session") && c.to_ascii_lowercase().contains("max-age=0")
-    })
+    set_cookies(r)
+        .iter()
+        .any(|c| c.starts_with("oidc_session") && c.to_ascii_lowercase().contains("max-age=0"))
 }
 
 /// A client without a cookie jar that does not follow redirects: requests carry exactly
