@@ -413,16 +413,17 @@ async fn introspection_cache_off_introspects_every_request() {
 }
 
 /// A duration policy re-validates after it. The cache runs on real time, so this one test
-/// sleeps a little over the (1 s) interval.
+/// sleeps a little over the interval (3 s: wide enough that the second request, under a
+/// loaded CI machine, still falls inside it).
 #[tokio::test]
 async fn introspection_cache_duration_revalidates_after_it() {
-    let h = start(r#"introspection_cache = "1s""#).await;
+    let h = start(r#"introspection_cache = "3s""#).await;
     let t = h.op.issue_access_token("alice", "openid", 300);
     assert_eq!(bearer(&h, "/api/x", &t).await.status(), StatusCode::OK);
     h.op.revoke(&t);
     assert_eq!(bearer(&h, "/api/x", &t).await.status(), StatusCode::OK);
     assert_eq!(introspections(&h), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3300)).await;
     let r = bearer(&h, "/api/x", &t).await;
     assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
     assert_eq!(introspections(&h), 2);

@@ -367,6 +367,16 @@ async fn automatic_refresh_near_expiry_answers_with_the_new_token_and_cookie() {
     let r = b.get(&h.url("/app")).await;
     assert_eq!(token_of(&Echo::of(r).await).0, new_at);
     assert_eq!(h.op.counters().refresh_grants, 1);
+
+    // Near expiry again: the rotated refresh token is used for a second grant.
+    h.clock.advance(250);
+    let r = b.get(&h.url("/app")).await;
+    assert!(sets_session_cookie(&r), "{:?}", set_cookies(&r));
+    let (third_at, _) = token_of(&Echo::of(r).await);
+    assert_ne!(third_at, new_at);
+    assert_ne!(third_at, old_at);
+    let c = h.op.counters();
+    assert_eq!((c.refresh_grants, c.refresh_failures), (2, 0));
 }
 
 #[tokio::test]
@@ -473,7 +483,19 @@ async fn a_refreshed_id_token_with_another_sub_is_rejected() {
 /// request answered by the upstream with the new token; then 20 more with the OLD cookie.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_share_one_refresh_grant() {
-    let h = Harness::with(options()).await;
+    burst(options(), "cookie").await;
+}
+
+/// The same with the server-side memory store (the cookie holds only a session id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_share_one_refresh_grant_memory_store() {
+    let mut o = options();
+    o.session.push_str("\nstore = \"memory\"");
+    burst(o, "memory").await;
+}
+
+async fn burst(options: Options, store: &str) {
+    let h = Harness::with(options).await;
     let b = Browser::new();
     let (old_at, _) = login(&h, &b, "alice").await;
     let old_cookie = b.cookie_header(&h.base);
@@ -502,12 +524,16 @@ async fn concurrent_requests_share_one_refresh_grant() {
 
     let first = wave(20).await;
     let grants = h.op.counters().refresh_grants - before;
-    println!("refresh burst: 20 concurrent requests -> {grants} refresh grant(s) at the OP");
+    println!("refresh burst ({store} store): 20 concurrent requests -> {grants} refresh grant(s) at the OP");
     let new_at = first[0].2.clone().expect("token upstream");
     assert_ne!(new_at, old_at);
     for (i, (status, cookie, at)) in first.iter().enumerate() {
         assert_eq!(*status, StatusCode::OK, "request {i}");
-        assert!(cookie, "request {i} got the new cookie");
+        // The memory store's cookie names the session, whose tokens are updated in place.
+        assert!(
+            *cookie || store == "memory",
+            "request {i} got the new cookie"
+        );
         assert_eq!(at.as_deref(), Some(new_at.as_str()), "request {i}");
     }
     assert_eq!(grants, 1, "exactly one refresh grant for the burst");
@@ -519,7 +545,10 @@ async fn concurrent_requests_share_one_refresh_grant() {
             StatusCode::OK,
             "late request {i} with the old cookie"
         );
-        assert!(cookie, "late request {i} got the new cookie");
+        assert!(
+            *cookie || store == "memory",
+            "late request {i} got the new cookie"
+        );
         assert_eq!(at.as_deref(), Some(new_at.as_str()), "late request {i}");
     }
     let c = h.op.counters();
@@ -587,4 +616,23 @@ async fn concurrent_requests_share_one_refused_grant() {
     }
     let c = h.op.counters();
     assert_eq!((c.refresh_grants, c.refresh_failures), (1, 1));
+}
+
+/// A session sealed with the same passphrase by a gateway in front of another provider:
+/// its issuer is not ours, so the hook answers session_corruption and grants nothing.
+#[tokio::test]
+async fn hook_with_a_session_of_another_provider_is_session_corruption() {
+    let ours = Harness::with(options()).await;
+    let theirs = Harness::with(options()).await;
+    let b = Browser::new();
+    let (at, _) = login(&theirs, &b, "alice").await;
+    let r = raw_client()
+        .get(ours.hook_url(&refresh_query("/app", Some(&at))))
+        .header("cookie", b.cookie_header(&theirs.base))
+        .send()
+        .await
+        .unwrap();
+    assert_redirect(&r, "/app?error_code=session_corruption");
+    assert_eq!(ours.op.counters().refresh_grants, 0);
+    assert_eq!(theirs.op.counters().refresh_grants, 0);
 }
