@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::devop::serve::{spawn_on, Stopper};
+use crate::response::escape_html;
 
 /// Where the page's "Log out" link points by default: the gateway's logout hook.
 pub const DEFAULT_LOGOUT_HREF: &str = "/oauth2/callback?logout=%2F";
@@ -167,13 +168,13 @@ fn html_page(
             };
             format!(
                 "<tr{class}><th>{}</th><td>{}</td></tr>",
-                escape(name),
-                escape(value)
+                escape_html(name),
+                escape_html(value)
             )
         })
         .collect();
     let logout = logout_href
-        .map(|href| format!("<p><a href=\"{}\">Log out</a></p>", escape(href)))
+        .map(|href| format!("<p><a href=\"{}\">Log out</a></p>", escape_html(href)))
         .unwrap_or_default();
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -189,18 +190,170 @@ you in and added the highlighted headers.</p>\
 <p><code>{method} {uri}</code> &middot; body: {body_len} bytes</p>{logout}\
 <table><thead><tr><th>Header</th><th>Value</th></tr></thead><tbody>{rows}</tbody></table>\
 </body></html>\n",
-        method = escape(method.as_str()),
-        uri = escape(&uri.to_string()),
+        method = escape_html(method.as_str()),
+        uri = escape_html(&uri.to_string()),
     )
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 #[cfg(test)]
-mod tests {}
+mod tests {
+    use super::*;
+    use reqwest::header::ACCEPT;
+    use reqwest::{Client, StatusCode};
+
+    async fn start() -> EchoServer {
+        start_echo("127.0.0.1:0".parse().unwrap()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn reports_the_request_as_json() {
+        let echo = start().await;
+        assert_eq!(
+            echo.url(),
+            format!("http://127.0.0.1:{}", echo.addr().port())
+        );
+        let body = vec![b'x'; 200_000];
+        let resp = Client::new()
+            .post(format!("{}/some/path?a=1&b=%20", echo.url()))
+            .header("x-first", "1")
+            .header("oidc_claim_sub", "alice")
+            .header("x-bytes", &b"caf\xc3\xa9"[..])
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let report: Value = resp.json().await.unwrap();
+        assert_eq!(report["method"], "POST");
+        assert_eq!(report["path"], "/some/path");
+        assert_eq!(report["query"], "a=1&b=%20");
+        assert_eq!(report["body_len"], 200_000);
+        assert_eq!(report["version"], "HTTP/1.1");
+        let headers = report["headers"].as_array().unwrap();
+        let names: Vec<&str> = headers.iter().map(|h| h[0].as_str().unwrap()).collect();
+        let first = names.iter().position(|n| *n == "x-first").unwrap();
+        let second = names.iter().position(|n| *n == "oidc_claim_sub").unwrap();
+        assert!(first < second, "received order kept: {names:?}");
+        assert!(headers.contains(&json!(["x-bytes", "café"])));
+
+        let report: Value = Client::new()
+            .get(echo.url())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(report["query"], Value::Null);
+        assert_eq!(report["body_len"], 0);
+    }
+
+    #[tokio::test]
+    async fn keeps_connections_alive_and_speaks_http2() {
+        let echo = start().await;
+        let client = Client::new();
+        for _ in 0..3 {
+            assert_eq!(
+                client.get(echo.url()).send().await.unwrap().status(),
+                StatusCode::OK
+            );
+        }
+        let h2 = Client::builder().http2_prior_knowledge().build().unwrap();
+        let report: Value = h2
+            .get(echo.url())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(report["version"], "HTTP/2.0");
+    }
+
+    #[tokio::test]
+    async fn browsers_get_an_escaped_page_with_highlights() {
+        let echo = start().await;
+        let page = Client::new()
+            .get(format!("{}/app?q=<i>", echo.url()))
+            .header(ACCEPT, "text/html,application/xhtml+xml")
+            .header("OIDC_CLAIM_name", "<script>alert(1)</script>")
+            .header("X-Forwarded-For", "10.0.0.1")
+            .header("X-Remote-User", "alice")
+            .header("X-Other", "plain")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("<title>oidc-gateway demo upstream</title>"));
+        assert!(
+            !page.contains("<script>") && page.contains("&lt;script&gt;alert(1)&lt;/script&gt;")
+        );
+        assert!(page.contains("<tr class=\"id\"><th>oidc_claim_name</th>"));
+        assert!(page.contains("<tr class=\"id\"><th>x-forwarded-for</th>"));
+        assert!(page.contains("<tr class=\"id\"><th>x-remote-user</th>"));
+        assert!(page.contains("<tr><th>x-other</th>"));
+        assert!(page.contains("<a href=\"/oauth2/callback?logout=%2F\">Log out</a>"));
+
+        let custom = start_echo_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Some("/cb?logout=\"x\"".into()),
+        )
+        .await
+        .unwrap();
+        let page = Client::new()
+            .get(custom.url())
+            .header(ACCEPT, "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert!(page
+            .text()
+            .await
+            .unwrap()
+            .contains("href=\"/cb?logout=&quot;x&quot;\""));
+        let bare = start_echo_with("127.0.0.1:0".parse().unwrap(), None)
+            .await
+            .unwrap();
+        let page = Client::new()
+            .get(bare.url())
+            .header(ACCEPT, "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert!(!page.text().await.unwrap().contains("Log out"));
+    }
+
+    #[tokio::test]
+    async fn status_paths_answer_that_status() {
+        let echo = start().await;
+        let client = Client::new();
+        let get = |path: &str| client.get(format!("{}{path}", echo.url())).send();
+        let resp = get("/status/418").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::IM_A_TEAPOT);
+        assert_eq!(resp.json::<Value>().await.unwrap()["path"], "/status/418");
+        assert_eq!(
+            get("/status/503").await.unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let resp = get("/status/204").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        assert!(resp.bytes().await.unwrap().is_empty());
+        for bad in ["/status/99", "/status/600", "/status/abc"] {
+            assert_eq!(
+                get(bad).await.unwrap().status(),
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_serving() {
+        let echo = start().await;
+        echo.shutdown();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(Client::new().get(echo.url()).send().await.is_err());
+    }
+}

@@ -75,8 +75,8 @@ impl Gateway {
             );
         };
         if request.uri().path() == self.config.redirect_path() {
-            let (parts, _body) = request.into_parts();
-            return hooks::dispatch(self, &ctx, &parts).await;
+            let (parts, body) = request.into_parts();
+            return hooks::dispatch(self, &ctx, &parts, body).await;
         }
         let route = match self.router.route(request.uri().path()) {
             Ok(Some(route)) => route,
@@ -157,8 +157,11 @@ impl Gateway {
                 Err(e) => tracing::warn!(error = %e, "session could not be re-saved"),
             }
         }
-        for (name, value) in self.identity.for_session(&session) {
-            parts.headers.insert(name, value);
+        let identity = session
+            .identity
+            .get_or_init(|| self.identity.for_session(&session));
+        for (name, value) in identity.iter() {
+            parts.headers.insert(name.clone(), value.clone());
         }
         self.forward(route, parts, Body::Left(body), ctx, cookies)
             .await

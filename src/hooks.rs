@@ -11,6 +11,7 @@ use crate::secret::constant_time_eq;
 use crate::session::{InvalidReason, Loaded, Session};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
+use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 /// The first value of each hook parameter present in the query.
@@ -23,6 +24,8 @@ struct HookParams {
     access_token: Option<String>,
     remove_at_cache: Option<String>,
     info: Option<String>,
+    sid: Option<String>,
+    iss: Option<String>,
 }
 
 impl HookParams {
@@ -43,6 +46,8 @@ impl HookParams {
                 "access_token" => &mut p.access_token,
                 "remove_at_cache" => &mut p.remove_at_cache,
                 "info" => &mut p.info,
+                "sid" => &mut p.sid,
+                "iss" => &mut p.iss,
                 _ => continue,
             };
             slot.get_or_insert_with(|| v.into_owned());
@@ -51,7 +56,12 @@ impl HookParams {
     }
 }
 
-pub async fn dispatch(gw: &Gateway, ctx: &RequestCtx, parts: &Parts) -> Response<Body> {
+pub async fn dispatch(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    parts: &Parts,
+    body: Incoming,
+) -> Response<Body> {
     let query = parts.uri.query().unwrap_or("");
     let params = HookParams::parse(query);
     if parts.method == Method::GET && params.has_code_or_error && params.has_state {
@@ -64,7 +74,13 @@ pub async fn dispatch(gw: &Gateway, ctx: &RequestCtx, parts: &Parts) -> Response
         .await;
     }
     if let Some(target) = params.logout {
-        return logout::logout(gw, ctx, &parts.headers, &target).await;
+        return match (target.as_str(), &parts.method) {
+            ("backchannel", &Method::POST) => logout::backchannel(gw, body).await,
+            ("get", _) if params.sid.is_some() => {
+                logout::frontchannel(gw, params.sid.as_deref(), params.iss.as_deref())
+            }
+            _ => logout::logout(gw, ctx, &parts.headers, &target).await,
+        };
     }
     if let Some(return_to) = params.refresh {
         return refresh_hook(gw, ctx, parts, &return_to, params.access_token.as_deref()).await;
@@ -87,10 +103,15 @@ pub fn invalid_request() -> Response<Body> {
     )
 }
 
-/// `302 <return_to>` with `error_code` appended (`&` when it already has a query).
+/// `302 <return_to>` with `error_code` appended to its query (`&` when it already has
+/// one), before any `#fragment`, which the browser never sends to the application.
 fn refresh_error(return_to: &str, code: &str) -> Response<Body> {
-    let sep = if return_to.contains('?') { '&' } else { '?' };
-    response::redirect(&format!("{return_to}{sep}error_code={code}"))
+    let (url, fragment) = match return_to.find('#') {
+        Some(i) => return_to.split_at(i),
+        None => (return_to, ""),
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    response::redirect(&format!("{url}{sep}error_code={code}{fragment}"))
 }
 
 /// `?refresh=<return_to>&access_token=<at>`: SPEC §6, checks in table order.

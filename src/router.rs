@@ -69,7 +69,10 @@ mod tests {
     fn route(path: &str) -> RouteConfig {
         RouteConfig {
             path: path.into(),
-            upstream: url::Url::parse("http://127.0.0.1:1/").unwrap(),
+            upstream: crate::config::UpstreamTarget::new(
+                url::Url::parse("http://127.0.0.1:1/").unwrap(),
+            )
+            .unwrap(),
             auth: AuthKind::None,
             unauth_action: UnauthAction::Auth,
             require_claims: vec![],

@@ -227,11 +227,44 @@ pub enum UnauthAction {
 pub struct RouteConfig {
     /// Normalised: starts with `/`, no trailing `/` except for the root.
     pub path: String,
-    pub upstream: Url,
+    pub upstream: UpstreamTarget,
     pub auth: AuthKind,
     pub unauth_action: UnauthAction,
     pub require_claims: Vec<ClaimRule>,
     pub preserve_host: bool,
+}
+
+/// A route's upstream, split once at start into the parts every forwarded request's URI
+/// is built from.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    pub url: Url,
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// The upstream URL's path without its trailing `/` ("" for the root).
+    pub base_path: String,
+}
+
+impl UpstreamTarget {
+    /// Splits an http(s) URL with a host (as validated config guarantees).
+    pub fn new(url: Url) -> Option<UpstreamTarget> {
+        let scheme = if url.scheme() == "https" {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        };
+        let host = url.host_str()?;
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        Some(UpstreamTarget {
+            scheme,
+            authority: authority.parse().ok()?,
+            base_path: url.path().trim_end_matches('/').to_string(),
+            url,
+        })
+    }
 }
 
 /// One problem found in a configuration file.

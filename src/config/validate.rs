@@ -29,6 +29,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `route[1].upstream` style, from serde_ignored's path.
+fn key_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        P::Map { parent, key } => {
+            let parent = key_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            key_path(parent)
+        }
+    }
+}
+
 /// Collects problems; each check records its key path.
 struct Checker<'a> {
     problems: Vec<ConfigProblem>,
@@ -158,7 +178,17 @@ pub(super) fn from_toml(text: &str, base_dir: Option<&Path>) -> Result<Config, V
     })?;
     let mut problems = Vec::new();
     interpolate(&mut value, "", &mut problems);
-    let raw: RawConfig = match serde_path_to_error::deserialize(value) {
+    let mut unknown = Vec::new();
+    let mut collect = |path: serde_ignored::Path| unknown.push(key_path(&path));
+    let ignored = serde_ignored::Deserializer::new(value, &mut collect);
+    let raw: Result<RawConfig, _> = serde_path_to_error::deserialize(ignored);
+    for key in unknown {
+        problems.push(ConfigProblem {
+            key,
+            reason: "unknown key".into(),
+        });
+    }
+    let raw = match raw {
         Ok(raw) => raw,
         Err(e) => {
             let key = e.path().to_string();
@@ -418,10 +448,15 @@ fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
             Vec::new()
         }
     };
+    let single = passphrases.len() == 1;
     for (i, p) in passphrases.iter().enumerate() {
         if p.expose().len() < 16 {
             c.problem(
-                format!("session.passphrases[{i}]"),
+                if single {
+                    "session.passphrase".to_string()
+                } else {
+                    format!("session.passphrases[{i}]")
+                },
                 "must be at least 16 characters (32 random characters recommended)",
             );
         }
@@ -780,7 +815,9 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
         }
         routes.push(RouteConfig {
             path,
-            upstream: upstream.unwrap_or_else(|| Url::parse("http://invalid.invalid/").unwrap()),
+            upstream: upstream.and_then(UpstreamTarget::new).unwrap_or_else(|| {
+                UpstreamTarget::new(Url::parse("http://invalid.invalid/").unwrap()).unwrap()
+            }),
             auth,
             unauth_action,
             require_claims,
@@ -788,4 +825,58 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
         });
     }
     routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+[server]
+listen = "nope"
+colour = "red"
+[provider]
+issuer = "http://idp.example.com"
+client_id = "x"
+typo = 1
+[session]
+passphrase = "short"
+inactivity_timeout = "5 parsecs"
+[[route]]
+path = "/"
+upstream = "ftp://x"
+[[route]]
+path = "/a"
+upstream = "http://127.0.0.1:1"
+auth = "magic"
+extra = true
+"#;
+        let problems = from_toml(text, None).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "server.listen[0]",
+            "server.colour",
+            "provider.issuer",
+            "provider.typo",
+            "session.passphrase",
+            "session.inactivity_timeout",
+            "route[0].upstream",
+            "route[1].auth",
+            "route[1].extra",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("8h").unwrap(), Duration::from_secs(8 * 3600));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
 }

@@ -22,9 +22,12 @@ pub(crate) async fn handle(op: &Provider, parts: Parts, body: Incoming) -> Resp 
         Ok(params) => params,
         Err(err) => return TokenError::from(err).response(),
     };
-    let is_refresh = params.get("grant_type") == Some("refresh_token");
+    let grant_type = params.get("grant_type");
+    let is_refresh = grant_type == Some("refresh_token");
     if is_refresh {
         op.count(|c| c.refresh_grants += 1);
+    } else if grant_type == Some("authorization_code") {
+        op.count(|c| c.code_grants += 1);
     }
     match grant(op, &parts, &params) {
         Ok(body) => json(StatusCode::OK, &body),
@@ -47,10 +50,7 @@ fn grant(op: &Provider, parts: &Parts, params: &Params) -> Result<Value, TokenEr
         .ok_or(TokenError::MissingParameter("grant_type"))?;
     authenticate(op, &parts.headers, params)?;
     match grant_type {
-        "authorization_code" => {
-            op.count(|c| c.code_grants += 1);
-            code_grant(op, params)
-        }
+        "authorization_code" => code_grant(op, params),
         "refresh_token" => refresh_grant(op, params),
         other => Err(TokenError::UnsupportedGrantType(other.to_owned())),
     }
@@ -134,17 +134,16 @@ pub(crate) fn is_pkce_value(s: &str) -> bool {
 }
 
 fn refresh_grant(op: &Provider, params: &Params) -> Result<Value, TokenError> {
+    if params.get("scope").is_some() {
+        op.count(|c| c.refresh_scope_params += 1);
+    }
     let token = params
         .get("refresh_token")
         .ok_or(TokenError::MissingParameter("refresh_token"))?;
     if op.refuses_refresh() {
         return Err(TokenError::RefreshRefused);
     }
-    let record = rotate_refresh(op, token)?;
-    let scope = match params.get("scope") {
-        Some(requested) => narrowed_scope(&record.scope, requested)?,
-        None => record.scope.clone(),
-    };
+    let (record, scope) = rotate_refresh(op, token, params.get("scope"))?;
     let issue = Issue {
         login: &record.login,
         scope: &scope,
@@ -155,9 +154,14 @@ fn refresh_grant(op: &Provider, params: &Params) -> Result<Value, TokenError> {
     Ok(token_response(op, &issue))
 }
 
-/// Marks the refresh token used. Presenting a used one again revokes its whole grant,
-/// as oidc-provider does with rotation: a replayed refresh token means it leaked.
-fn rotate_refresh(op: &Provider, token: &str) -> Result<RefreshToken, TokenError> {
+/// Checks the refresh token (and any narrowed scope), then marks it used and returns it
+/// with the scope of the new access token. Presenting a used one again revokes its whole
+/// grant, as oidc-provider does with rotation: a replayed refresh token means it leaked.
+fn rotate_refresh(
+    op: &Provider,
+    token: &str,
+    requested_scope: Option<&str>,
+) -> Result<(RefreshToken, String), TokenError> {
     let now = op.now();
     let mut store = lock(&op.store);
     let record = store
@@ -174,8 +178,12 @@ fn rotate_refresh(op: &Provider, token: &str) -> Result<RefreshToken, TokenError
         store.revoke_grant(&grant_id);
         return Err(TokenError::RefreshConsumed);
     }
+    let scope = match requested_scope {
+        Some(requested) => narrowed_scope(&record.scope, requested)?,
+        None => record.scope.clone(),
+    };
     record.consumed = true;
-    Ok(record.clone())
+    Ok((record.clone(), scope))
 }
 
 /// RFC 6749 §6: a requested scope must be a subset of the original grant.

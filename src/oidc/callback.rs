@@ -181,6 +181,7 @@ async fn complete(
         id_token: Some(id_token.raw),
         created_at: now,
         last_seen: now,
+        identity: Default::default(),
     };
     let cookies = gw
         .sessions

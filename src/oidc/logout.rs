@@ -113,3 +113,143 @@ pub async fn revoke(gw: &Gateway, endpoint: &str, token: &str, hint: &str) {
         Err(e) => tracing::warn!(error = %e, "revocation failed"),
     }
 }
+
+/// The event a back-channel logout token must carry.
+const BACKCHANNEL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+/// Largest logout request body read.
+const MAX_LOGOUT_BODY: usize = 64 * 1024;
+
+fn logout_token_error(description: &str) -> Response<Body> {
+    response::json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({"error": "invalid_request", "error_description": description}),
+    )
+}
+
+/// OpenID Connect Back-Channel Logout 1.0: `POST <redirect_uri>?logout=backchannel` with a
+/// `logout_token`. Ends every session with its `sid` (or, without one, its `sub`), in
+/// every store including the cookie store.
+pub async fn backchannel(gw: &Gateway, body: hyper::body::Incoming) -> Response<Body> {
+    use http_body_util::{BodyExt, Limited};
+    let Ok(collected) = Limited::new(body, MAX_LOGOUT_BODY).collect().await else {
+        return logout_token_error("the request body is too large or broken");
+    };
+    let bytes = collected.to_bytes();
+    let tokens: Vec<String> = form_urlencoded::parse(&bytes)
+        .filter(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    let [token] = tokens.as_slice() else {
+        return logout_token_error("exactly one logout_token is required");
+    };
+    let client_id = gw.provider.config().client_id.clone();
+    let claims = match super::jwt::verify(&gw.provider, token, |rules| {
+        rules.set_audience(&[client_id]);
+        rules.set_required_spec_claims(&["iss", "aud", "iat"]);
+    })
+    .await
+    {
+        Ok(claims) => claims,
+        Err(super::jwt::JwtError::Unavailable(cause)) => {
+            tracing::warn!(%cause, "back-channel logout: provider keys unavailable");
+            return response::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": "temporarily_unavailable"}),
+            );
+        }
+        Err(super::jwt::JwtError::Invalid(check)) => {
+            tracing::info!(%check, "back-channel logout token rejected");
+            return logout_token_error(&format!("logout_token rejected: {check}"));
+        }
+    };
+    if let Err(why) = check_logout_claims(gw, &claims) {
+        tracing::info!(check = why, "back-channel logout token rejected");
+        return logout_token_error(why);
+    }
+    let iss = claims
+        .get("iss")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    match (
+        claims.get("sid").and_then(|v| v.as_str()),
+        claims.get("sub").and_then(|v| v.as_str()),
+    ) {
+        (Some(sid), _) => gw.sessions.end_by_sid(iss, sid),
+        (None, Some(sub)) => gw.sessions.end_by_sub(iss, sub),
+        (None, None) => {
+            return logout_token_error("sid/sub: the token names no session or subject")
+        }
+    }
+    gw.metrics.sessions_ended.inc();
+    tracing::info!("back-channel logout accepted");
+    let mut resp = response::text(StatusCode::OK, "");
+    resp.headers_mut().remove(http::header::CONTENT_TYPE);
+    resp
+}
+
+/// The checks jsonwebtoken does not know: the event, sid/sub, jti (no replay), no nonce,
+/// a recent iat.
+fn check_logout_claims(
+    gw: &Gateway,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), &'static str> {
+    let event_ok = claims
+        .get("events")
+        .and_then(|e| e.as_object())
+        .is_some_and(|e| e.get(BACKCHANNEL_EVENT).is_some_and(|v| v.is_object()));
+    if !event_ok {
+        return Err("events: the back-channel logout event is missing");
+    }
+    if claims.contains_key("nonce") {
+        return Err("nonce: a logout token must not carry one");
+    }
+    let sid = claims.get("sid").and_then(|v| v.as_str());
+    let sub = claims.get("sub").and_then(|v| v.as_str());
+    if sid.is_none() && sub.is_none() {
+        return Err("sid/sub: the token names no session or subject");
+    }
+    let iat = claims.get("iat").and_then(|v| v.as_i64()).unwrap_or(0);
+    if (gw.clock.now() - iat).abs() > 600 {
+        return Err("iat: not recent");
+    }
+    let Some(jti) = claims.get("jti").and_then(|v| v.as_str()) else {
+        return Err("jti: missing");
+    };
+    if gw.sessions.seen_logout_jti(jti) {
+        return Err("jti: this logout token was already used");
+    }
+    Ok(())
+}
+
+/// OpenID Connect Front-Channel Logout 1.0: `GET <redirect_uri>?logout=get&sid=…&iss=…`,
+/// loaded by the provider in an iframe. Ends every session with that `sid`.
+pub fn frontchannel(gw: &Gateway, sid: Option<&str>, iss: Option<&str>) -> Response<Body> {
+    let issuer = &gw.provider.config().issuer;
+    let Some(sid) = sid.filter(|s| !s.is_empty()) else {
+        return response::page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "Front-channel logout needs a sid.",
+            None,
+        );
+    };
+    if let Some(iss) = iss {
+        if iss.trim_end_matches('/') != issuer.trim_end_matches('/') {
+            return response::page(
+                StatusCode::BAD_REQUEST,
+                "Invalid request",
+                "The issuer is not this gateway's provider.",
+                None,
+            );
+        }
+    }
+    gw.sessions.end_by_sid(issuer, sid);
+    gw.metrics.sessions_ended.inc();
+    tracing::info!("front-channel logout accepted");
+    response::page(
+        StatusCode::OK,
+        "Logged out",
+        "The session has been ended.",
+        None,
+    )
+}

@@ -102,16 +102,24 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 }
 
 /// The upstream's scheme and authority, its base path, then the request's path and query.
+/// Without a base path (the usual case) nothing is formatted or parsed.
 fn upstream_uri(route: &RouteConfig, uri: &Uri) -> Result<Uri, GatewayError> {
-    let base = &route.upstream;
-    let base_path = base.path().trim_end_matches('/');
-    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let authority = match base.port() {
-        Some(port) => format!("{}:{port}", base.host_str().unwrap_or_default()),
-        None => base.host_str().unwrap_or_default().to_string(),
+    let target = &route.upstream;
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(target.scheme.clone());
+    parts.authority = Some(target.authority.clone());
+    parts.path_and_query = if target.base_path.is_empty() {
+        uri.path_and_query().cloned()
+    } else {
+        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        Some(format!("{}{pq}", target.base_path).parse().map_err(|_| {
+            GatewayError::BadRequest("the request target cannot be forwarded".into())
+        })?)
     };
-    let text = format!("{}://{authority}{base_path}{path_and_query}", base.scheme());
-    text.parse()
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts)
         .map_err(|_| GatewayError::BadRequest("the request target cannot be forwarded".into()))
 }
 
@@ -123,7 +131,8 @@ mod tests {
     fn route(upstream: &str) -> RouteConfig {
         RouteConfig {
             path: "/".into(),
-            upstream: url::Url::parse(upstream).unwrap(),
+            upstream: crate::config::UpstreamTarget::new(url::Url::parse(upstream).unwrap())
+                .unwrap(),
             auth: AuthKind::None,
             unauth_action: UnauthAction::Auth,
             require_claims: vec![],

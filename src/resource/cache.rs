@@ -24,6 +24,8 @@ pub struct Validation {
     pub exp: Option<i64>,
     /// How long this result may be reused (set when it is made).
     pub ttl: Duration,
+    /// The identity headers for this token, built on first use.
+    pub headers: crate::session::IdentityCache,
 }
 
 pub fn key(token: &str) -> Key {

@@ -5,7 +5,7 @@
 use super::cache::Validation;
 use crate::gateway::Gateway;
 use crate::oidc::client_authenticated_post;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation as JwtRules};
+use crate::oidc::jwt::{self, JwtError};
 use serde_json::{Map, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +34,7 @@ pub async fn validate(gw: &Gateway, token: &str) -> Result<Validation, ValidateE
         claims,
         exp,
         ttl,
+        headers: Default::default(),
     })
 }
 
@@ -90,74 +91,27 @@ async fn introspect(
     Ok((active, if active { claims } else { Map::new() }))
 }
 
-/// Asymmetric algorithms only: `none` and HMAC (which would need a shared secret) never.
-const ALLOWED_ALGS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
-
 /// Local JWT validation; `None` for a token that fails any check.
 async fn verify_jwt(
     gw: &Gateway,
     token: &str,
 ) -> Result<Option<Map<String, Value>>, ValidateError> {
-    let Ok(header) = jsonwebtoken::decode_header(token) else {
-        return Ok(None);
-    };
-    if !ALLOWED_ALGS.contains(&header.alg) {
-        return Ok(None);
-    }
-    let mut loaded = gw
-        .provider
-        .get()
-        .await
-        .map_err(|e| ValidateError::Unavailable(e.0))?;
-    let find = |jwks: &jsonwebtoken::jwk::JwkSet| match &header.kid {
-        Some(kid) => jwks.find(kid).cloned(),
-        None if jwks.keys.len() == 1 => jwks.keys.first().cloned(),
-        None => None,
-    };
-    let jwk = match find(&loaded.jwks) {
-        Some(k) => k,
-        None => match gw.provider.refetch_jwks().await {
-            Some(reloaded) => {
-                loaded = reloaded;
-                match find(&loaded.jwks) {
-                    Some(k) => k,
-                    None => return Ok(None),
-                }
-            }
-            None => return Ok(None),
-        },
-    };
-    let Ok(key) = DecodingKey::from_jwk(&jwk) else {
-        return Ok(None);
-    };
-    let mut rules = JwtRules::new(header.alg);
-    rules.set_issuer(&[
-        gw.provider.config().issuer.as_str(),
-        gw.provider.config().issuer.trim_end_matches('/'),
-    ]);
-    rules.set_required_spec_claims(&["exp", "iss"]);
-    rules.leeway = 30;
-    rules.validate_nbf = true;
-    match &gw.config.oauth.audience {
-        Some(aud) => rules.set_audience(&[aud]),
-        None => rules.validate_aud = false,
-    }
-    // jsonwebtoken checks exp against the system clock; check ours too (tests move it).
-    match jsonwebtoken::decode::<Map<String, Value>>(token, &key, &rules) {
-        Ok(data) => {
-            let exp = data.claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
-            Ok((exp > gw.clock.now()).then_some(data.claims))
+    let audience = gw.config.oauth.audience.clone();
+    let result = jwt::verify(&gw.provider, token, |rules| {
+        rules.set_required_spec_claims(&["exp", "iss"]);
+        rules.validate_nbf = true;
+        match &audience {
+            Some(aud) => rules.set_audience(&[aud]),
+            None => rules.validate_aud = false,
         }
-        Err(_) => Ok(None),
+    })
+    .await;
+    match result {
+        Ok(claims) => Ok(Some(claims)),
+        Err(JwtError::Unavailable(cause)) => Err(ValidateError::Unavailable(cause)),
+        Err(JwtError::Invalid(check)) => {
+            tracing::debug!(%check, "JWT access token rejected");
+            Ok(None)
+        }
     }
 }

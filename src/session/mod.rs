@@ -17,7 +17,7 @@ mod tests;
 pub use codec::{Codec, CodecError, Purpose, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN};
 pub use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
 pub use memory::MemoryBackend;
-pub use model::Session;
+pub use model::{IdentityCache, Session};
 pub use store::Backend;
 
 use crate::clock::Clock;
@@ -116,6 +116,8 @@ pub struct Sessions {
     ended: Cache<String, ()>,
     by_sid: Cache<String, Records>,
     by_sub: Cache<String, Records>,
+    /// `jti`s of accepted back-channel logout tokens (replay protection).
+    logout_jtis: Cache<String, ()>,
 }
 
 impl fmt::Debug for Sessions {
@@ -171,6 +173,10 @@ impl Sessions {
             ended,
             by_sid: records(),
             by_sub: records(),
+            logout_jtis: Cache::builder()
+                .max_capacity(LOGOUT_CAPACITY)
+                .time_to_live(Duration::from_secs(900))
+                .build(),
         }
     }
 
@@ -394,6 +400,15 @@ impl Sessions {
     /// second (back-channel logout without `sid`).
     pub fn end_by_sub(&self, iss: &str, sub: &str) {
         record(&self.by_sub, iss, sub, self.clock.now());
+    }
+
+    /// Records a back-channel logout token's `jti`; true when it was seen before (a replay).
+    pub fn seen_logout_jti(&self, jti: &str) -> bool {
+        !self
+            .logout_jtis
+            .entry(jti.to_string())
+            .or_insert(())
+            .is_fresh()
     }
 
     /// Whether the inactivity timer should be refreshed by re-saving with `last_seen = now`.

@@ -1,9 +1,11 @@
 //! The session: who logged in, their tokens and claims, and when it started and was last
 //! used. Short serde names keep sealed cookies small.
 
+use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Session {
@@ -39,6 +41,42 @@ pub struct Session {
     /// Epoch seconds of the last request that refreshed the inactivity timer.
     #[serde(rename = "ls")]
     pub last_seen: i64,
+    /// The identity headers built from this session, kept with it so that repeat requests
+    /// (served from the decoded-session cache) do not rebuild them.
+    #[serde(skip)]
+    pub identity: IdentityCache,
+}
+
+/// Headers derived from a session, built once on first use. Never compared and never
+/// cloned: a cloned session may be changed (refresh, touch), so it starts empty.
+#[derive(Default)]
+pub struct IdentityCache(OnceLock<Arc<[(HeaderName, HeaderValue)]>>);
+
+impl IdentityCache {
+    pub fn get_or_init(
+        &self,
+        build: impl FnOnce() -> Vec<(HeaderName, HeaderValue)>,
+    ) -> &Arc<[(HeaderName, HeaderValue)]> {
+        self.0.get_or_init(|| build().into())
+    }
+}
+
+impl Clone for IdentityCache {
+    fn clone(&self) -> Self {
+        IdentityCache::default()
+    }
+}
+
+impl fmt::Debug for IdentityCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdentityCache")
+    }
+}
+
+impl PartialEq for IdentityCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Session {

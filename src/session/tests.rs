@@ -60,6 +60,7 @@ fn session(clock: &Clock, groups: usize) -> Session {
         id_token: Some("it-".repeat(200)),
         created_at: now,
         last_seen: now,
+        identity: Default::default(),
     }
 }
 

@@ -42,7 +42,9 @@ pub struct Harness {
 }
 
 pub fn toml(issuer: &str, upstream: &str, o: &Options) -> String {
-    let routes = o.routes.clone().unwrap_or_else(|| {
+    // Custom routes may write `{upstream}` for the echo server's URL.
+    let custom = o.routes.as_ref().map(|r| r.replace("{upstream}", upstream));
+    let routes = custom.unwrap_or_else(|| {
         format!(
             r#"
 [[route]]
@@ -473,4 +475,178 @@ pub fn raw_header(head: &[u8], name: &str) -> Vec<Vec<u8>> {
                 .then(|| v[1..].trim_ascii().to_vec())
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Additions for the refresh, info and bearer-route tests.
+
+/// Every `Set-Cookie` value of a response.
+pub fn set_cookies(r: &Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// Whether the response writes a (non-empty, non-expiring) session cookie `oidc_session`
+/// or a chunk of it.
+pub fn sets_session_cookie(r: &Response) -> bool {
+    set_cookies(r).iter().any(|c| {
+        let (name, rest) = c.split_once('=').unwrap_or((c, ""));
+        let value = rest.split(';').next().unwrap_or("");
+        name.starts_with("oidc_session")
+            && !value.is_empty()
+            && !c.to_ascii_lowercase().contains("max-age=0")
+    })
+}
+
+/// Whether the response clears (expires) the session cookie.
+pub fn clears_session_cookie(r: &Response) -> bool {
+    set_cookies(r)
+        .iter()
+        .any(|c| c.starts_with("oidc_session") && c.to_ascii_lowercase().contains("max-age=0"))
+}
+
+/// A client without a cookie jar that does not follow redirects: requests carry exactly
+/// the headers a test gives them.
+pub fn raw_client() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+impl Harness {
+    /// `<base>/oauth2/callback?<query>` (the redirect URI with a hook query).
+    pub fn hook_url(&self, query: &str) -> String {
+        self.url(&format!("/oauth2/callback?{query}"))
+    }
+
+    /// The session as `?info=json` shows it (asserts a 200).
+    pub async fn info(&self, b: &Browser) -> Value {
+        let r = b.get(&self.hook_url("info=json")).await;
+        assert_eq!(r.status(), StatusCode::OK, "info hook answered");
+        r.json().await.expect("info JSON")
+    }
+
+    /// `host:port` of the gateway, as browsers send it in `Host`.
+    pub fn host(&self) -> String {
+        self.gw.addr().to_string()
+    }
+}
+
+impl Browser {
+    /// GET with extra request headers (the jar's cookies are added as usual).
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = self.client.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// The value of cookie `name` this jar would send to `url`.
+    pub fn cookie_value(&self, url: &str, name: &str) -> Option<String> {
+        self.cookie_header(url).split("; ").find_map(|pair| {
+            let (n, v) = pair.split_once('=')?;
+            (n == name).then(|| v.to_string())
+        })
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A TCP forwarder that can be closed and reopened, to make a service unreachable for a
+/// while (closing also cuts every connection already open through it, so pooled
+/// keep-alive connections cannot sneak past).
+pub struct Gate {
+    addr: std::net::SocketAddr,
+    target: Arc<std::sync::Mutex<Option<std::net::SocketAddr>>>,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Gate {
+    /// Binds a free loopback port; closed until [`Gate::forward_to`] and [`Gate::open`].
+    pub async fn start() -> Gate {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = Arc::new(std::sync::Mutex::new(None));
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (t, o, c) = (target.clone(), open.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let to = *t.lock().unwrap();
+                let Some(to) = to.filter(|_| o.load(Ordering::SeqCst)) else {
+                    drop(inbound);
+                    continue;
+                };
+                let mut cut = c.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Gate {
+            addr,
+            target,
+            open,
+            cut,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Forwards to `to` and opens.
+    pub fn forward_to(&self, to: std::net::SocketAddr) {
+        *self.target.lock().unwrap() = Some(to);
+        self.open();
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+}
+
+/// `cookie_header` with one character in the middle of the (first chunk of the) session
+/// cookie's value changed.
+pub fn tamper_session_cookie(cookie_header: &str) -> String {
+    cookie_header
+        .split("; ")
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if name != "oidc_session" && name != "oidc_session_0" {
+                return pair.to_string();
+            }
+            let mut bytes = value.as_bytes().to_vec();
+            let mid = bytes.len() / 2;
+            bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+            format!("{name}={}", String::from_utf8(bytes).unwrap())
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -295,6 +295,7 @@ fn typical_session_sealed_size() {
         id_token: Some(id_token.clone()),
         created_at: now,
         last_seen: now,
+        identity: Default::default(),
     };
     let json = serde_json::to_vec(&session).unwrap();
     let c = codec(&[NEW]);

@@ -1,0 +1,154 @@
+//! Back-channel and front-channel logout end every session with the OP's `sid`, even
+//! with the cookie store, and logout tokens are checked like the spec says.
+mod common;
+use common::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+async fn sid_of(h: &Harness, b: &Browser) -> String {
+    let info: serde_json::Value = b
+        .client
+        .get(h.url("/oauth2/callback?info=json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    info["id_token"]["sid"]
+        .as_str()
+        .expect("sid claim")
+        .to_string()
+}
+
+async fn post_logout_token(h: &Harness, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(h.url("/oauth2/callback?logout=backchannel"))
+        .form(&[("logout_token", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+fn logout_claims(h: &Harness, sid: &str, jti: &str) -> serde_json::Value {
+    json!({
+        "iss": h.op.issuer(),
+        "aud": "gateway",
+        "iat": h.clock.now(),
+        "jti": jti,
+        "sid": sid,
+        "events": { EVENT: {} },
+    })
+}
+
+#[tokio::test]
+async fn backchannel_logout_ends_the_cookie_session_and_refuses_replays() {
+    let h = Harness::start().await;
+    let alice = Browser::new();
+    let other = Browser::new();
+    h.login(&alice, "/a", "alice").await;
+    h.login(&other, "/b", "bob").await;
+    let sid = sid_of(&h, &alice).await;
+
+    let token =
+        h.op.issue_jwt_access_token(logout_claims(&h, &sid, "jti-1"));
+    let r = post_logout_token(&h, &token).await;
+    let status = r.status();
+    let headers = r.headers().clone();
+    assert_eq!(status, StatusCode::OK, "{}", r.text().await.unwrap());
+    let r = headers;
+    assert_eq!(r["cache-control"], "no-store");
+
+    // Alice's (cookie-store) session is refused; Bob's is untouched.
+    assert_eq!(alice.get(&h.url("/a")).await.status(), StatusCode::FOUND);
+    assert_eq!(other.get(&h.url("/b")).await.status(), StatusCode::OK);
+
+    // The same token again is a replay.
+    let r = post_logout_token(&h, &token).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().await.unwrap().contains("jti"));
+}
+
+#[tokio::test]
+async fn bad_logout_tokens_are_refused_and_end_nothing() {
+    let h = Harness::start().await;
+    let alice = Browser::new();
+    h.login(&alice, "/a", "alice").await;
+    let sid = sid_of(&h, &alice).await;
+
+    let mut no_event = logout_claims(&h, &sid, "j1");
+    no_event["events"] = json!({});
+    let mut with_nonce = logout_claims(&h, &sid, "j2");
+    with_nonce["nonce"] = json!("n");
+    let mut wrong_aud = logout_claims(&h, &sid, "j3");
+    wrong_aud["aud"] = json!("someone-else");
+    let mut wrong_iss = logout_claims(&h, &sid, "j4");
+    wrong_iss["iss"] = json!("https://evil.example");
+    let mut no_sid = logout_claims(&h, &sid, "j5");
+    no_sid.as_object_mut().unwrap().remove("sid");
+    no_sid["sub"] = json!(null);
+    let cases = [
+        ("no event", h.op.issue_jwt_access_token(no_event)),
+        ("nonce", h.op.issue_jwt_access_token(with_nonce)),
+        ("aud", h.op.issue_jwt_access_token(wrong_aud)),
+        ("iss", h.op.issue_jwt_access_token(wrong_iss)),
+        (
+            "alg none",
+            h.op.sign_jwt_with(true, logout_claims(&h, &sid, "j6")),
+        ),
+        (
+            "foreign key",
+            h.op.sign_jwt_with(false, logout_claims(&h, &sid, "j7")),
+        ),
+        ("garbage", "not-a-jwt".to_string()),
+    ];
+    for (what, token) in cases {
+        let r = post_logout_token(&h, &token).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{what}");
+    }
+    let r = reqwest::Client::new()
+        .post(h.url("/oauth2/callback?logout=backchannel"))
+        .form(&[("other", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        alice.get(&h.url("/a")).await.status(),
+        StatusCode::OK,
+        "session survives"
+    );
+}
+
+#[tokio::test]
+async fn frontchannel_logout_ends_sessions_with_that_sid() {
+    let h = Harness::start().await;
+    let alice = Browser::new();
+    h.login(&alice, "/a", "alice").await;
+    let sid = sid_of(&h, &alice).await;
+    let url = format!(
+        "/oauth2/callback?logout=get&sid={sid}&iss={}",
+        url_escape(&h.op.issuer())
+    );
+    let r = reqwest::get(h.url(&url)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(alice.get(&h.url("/a")).await.status(), StatusCode::FOUND);
+
+    let r = reqwest::get(h.url("/oauth2/callback?logout=get&sid=x&iss=https%3A%2F%2Fevil"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
