@@ -120,7 +120,7 @@ async fn unusable_session_cookies_mean_a_fresh_login_never_a_5xx() {
     let h = Harness::start().await;
     let b = Browser::new();
     Echo::of(h.login(&b, "/", "alice").await).await;
-    let good = b.cookie(&h.base, "oidc_session").unwrap();
+    let good = b.cookie_value(&h.base, "oidc_session").unwrap();
     assert_eq!(
         get_with_cookie(&h.url("/x"), &format!("oidc_session={good}"))
             .await
@@ -153,7 +153,7 @@ async fn unusable_session_cookies_mean_a_fresh_login_never_a_5xx() {
     let authorize = location(&r);
     let callback = h.authorize(&foreign, &authorize, "alice").await;
     assert_eq!(foreign.get(&callback).await.status(), StatusCode::FOUND);
-    let old_key = foreign.cookie(&other_base, "oidc_session").unwrap();
+    let old_key = foreign.cookie_value(&other_base, "oidc_session").unwrap();
     assert_ne!(old_key, good);
 
     let n = good.len();
@@ -225,7 +225,7 @@ async fn passphrase_rotation_reads_old_cookies_and_writes_new_ones() {
     let h = Harness::start().await; // seals with PASSPHRASE
     let b = Browser::new();
     Echo::of(h.login(&b, "/", "alice").await).await;
-    let old = format!("oidc_session={}", b.cookie(&h.base, "oidc_session").unwrap());
+    let old = format!("oidc_session={}", b.cookie_value(&h.base, "oidc_session").unwrap());
     let new_pass = "the-new-passphrase-0123456789".to_string();
 
     let (_rotated, rotated_base) = h

@@ -420,7 +420,7 @@ async fn the_gateways_own_cookies_never_reach_the_upstream() {
     let h = Harness::start().await;
     let b = Browser::new();
     Echo::of(h.login(&b, "/", "alice").await).await;
-    let session = b.cookie(&h.base, "oidc_session").expect("session cookie");
+    let session = b.cookie_value(&h.base, "oidc_session").expect("session cookie");
     let cookie = format!(
         "theme=dark; oidc_session={session}; oidc_state_abc=leftover; lang=nl; \
          oidc_session_7=stray; oidc_session_chunks=2; oidc_sessionx=other-app"

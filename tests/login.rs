@@ -117,7 +117,7 @@ async fn a_login_never_reuses_the_session_presented_to_the_callback() {
     let authorize = h.start_login(&other, "/again").await;
     let state = query_of(&authorize)["state"].clone();
     let state_name = format!("oidc_state_{state}");
-    let state_value = other.cookie(&h.base, &state_name).unwrap();
+    let state_value = other.cookie_value(&h.base, &state_name).unwrap();
     a.set_cookie(&h.base, &state_name, &state_value);
     let callback = h.authorize(&a, &authorize, "alice").await;
     let r = a.get(&callback).await;

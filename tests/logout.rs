@@ -88,7 +88,7 @@ async fn logout_revokes_ends_the_session_and_goes_through_the_op() {
     assert_eq!(h.op.counters().end_sessions, 1);
 
     // The browser has no session any more.
-    assert!(b.cookie(&h.base, "oidc_session").is_none());
+    assert!(b.cookie_value(&h.base, "oidc_session").is_none());
     let r = b.get(&h.url("/")).await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert!(location(&r).starts_with(&h.op.issuer()));

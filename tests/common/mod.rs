@@ -205,13 +205,6 @@ impl Harness {
         callback
     }
 
-    /// The session info hook (`?info=json`) as this browser sees it.
-    pub async fn info(&self, client: &Browser) -> Value {
-        let r = client.get(&self.url("/oauth2/callback?info=json")).await;
-        assert_eq!(r.status(), StatusCode::OK, "info hook");
-        r.json().await.expect("info JSON")
-    }
-
     /// Starts another gateway in front of the same OP, echo and clock, with `options`
     /// (its `issuer` and `upstream` are honoured too). Returns it and its base URL.
     pub async fn another_gateway(&self, options: Options) -> (Running, String) {
@@ -258,15 +251,6 @@ pub async fn get_with_cookie(url: &str, cookie: &str) -> Response {
         req = req.header("cookie", cookie);
     }
     req.send().await.expect("request")
-}
-
-/// Every Set-Cookie header of a response.
-pub fn set_cookies(r: &Response) -> Vec<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect()
 }
 
 /// The Set-Cookie line that sets or expires cookie `name`, if any.
@@ -364,14 +348,6 @@ impl Browser {
             .filter_map(|pair| pair.split_once('='))
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect()
-    }
-
-    /// The value of cookie `name` this jar would send to `url`.
-    pub fn cookie(&self, url: &str, name: &str) -> Option<String> {
-        self.cookies(url)
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
     }
 
     /// Puts `name=value` into the jar for `url` (path `/`).
