@@ -194,7 +194,16 @@ pub(super) fn from_toml(text: &str, base_dir: Option<&Path>) -> Result<Config, V
             let key = e.path().to_string();
             problems.push(ConfigProblem {
                 key: if key == "." { String::new() } else { key },
-                reason: e.into_inner().to_string(),
+                // toml appends "\nin `key`" to type errors: the key path is already
+                // printed before the reason, and one problem must stay one line.
+                reason: e
+                    .into_inner()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_string(),
             });
             return Err(problems);
         }
