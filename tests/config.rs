@@ -81,11 +81,7 @@ fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
 fn check(text: &str, env: &[(&str, &str)]) -> Outcome {
     let dir = scratch_dir();
     std::fs::write(dir.join("gateway.toml"), text).unwrap();
-    run_in(
-        &dir,
-        &["check-config", "--config", "gateway.toml"],
-        env,
-    )
+    run_in(&dir, &["check-config", "--config", "gateway.toml"], env)
 }
 
 /// Asserts a failed check whose problems are exactly `expected` (each a `key: reason`
@@ -116,7 +112,11 @@ fn assert_problems(out: &Outcome, expected: &[&str]) {
 fn a_valid_file_passes() {
     let out = check(VALID, &[]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("configuration is valid"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("configuration is valid"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stderr.is_empty(), "{}", out.stderr);
 }
 
@@ -157,7 +157,11 @@ fn a_bad_duration_is_named() {
     );
     let out = check(&text, &[]);
     assert_problems(&out, &["session.inactivity_timeout: "]);
-    assert!(out.problems()[0].contains("minutes"), "{:?}", out.problems());
+    assert!(
+        out.problems()[0].contains("minutes"),
+        "{:?}",
+        out.problems()
+    );
     let text = VALID.replace("[server]\n", "[server]\nupstream_timeout = \"soon\"\n");
     assert_problems(&check(&text, &[]), &["server.upstream_timeout: "]);
 }
@@ -170,12 +174,12 @@ fn a_missing_passphrase_is_named() {
 
 #[test]
 fn a_short_passphrase_is_refused_without_printing_it() {
-    let text = VALID.replace(
-        "0123456789abcdef0123456789abcdef",
-        "tooshort-secret",
-    );
+    let text = VALID.replace("0123456789abcdef0123456789abcdef", "tooshort-secret");
     let out = check(&text, &[]);
-    assert_problems(&out, &["session.passphrase: must be at least 16 characters"]);
+    assert_problems(
+        &out,
+        &["session.passphrase: must be at least 16 characters"],
+    );
     assert!(!out.stderr.contains("tooshort-secret"), "{}", out.stderr);
 }
 
@@ -187,7 +191,10 @@ fn an_unset_environment_variable_is_named_with_the_key_that_uses_it() {
         &["provider.client_secret: environment variable OIDCGW_TEST_UNSET_VARIABLE is not set"],
     );
     // Set, it is used (and not echoed).
-    let out = check(&text, &[("OIDCGW_TEST_UNSET_VARIABLE", "from-the-environment")]);
+    let out = check(
+        &text,
+        &[("OIDCGW_TEST_UNSET_VARIABLE", "from-the-environment")],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!out.stdout.contains("from-the-environment"));
 }
@@ -200,7 +207,9 @@ fn an_unreadable_secret_file_is_named() {
     );
     let out = check(&text, &[]);
     assert_problems(&out, &["provider.client_secret_file: cannot read"]);
-    assert!(out.stderr.contains("/nonexistent/oidc-gateway/client_secret"));
+    assert!(out
+        .stderr
+        .contains("/nonexistent/oidc-gateway/client_secret"));
 }
 
 #[test]
@@ -228,8 +237,14 @@ fn secret_files_are_read_relative_to_the_config_file() {
 #[test]
 fn several_problems_are_all_listed_at_once() {
     let text = VALID
-        .replace("[server]\n", "[server]\nlisn = \"x\"\nshutdown_grace = \"forever\"\n")
-        .replace("passphrase = \"0123456789abcdef0123456789abcdef\"", "same_site = \"sometimes\"")
+        .replace(
+            "[server]\n",
+            "[server]\nlisn = \"x\"\nshutdown_grace = \"forever\"\n",
+        )
+        .replace(
+            "passphrase = \"0123456789abcdef0123456789abcdef\"",
+            "same_site = \"sometimes\"",
+        )
         .replace("s3cret-client-secret", "${OIDCGW_TEST_UNSET_VARIABLE}")
         .replace("http://127.0.0.1:7001", "ftp://127.0.0.1:7001")
         .replace("auth = \"none\"", "auth = \"maybe\"");
@@ -250,7 +265,10 @@ fn several_problems_are_all_listed_at_once() {
 
 #[test]
 fn a_wrongly_typed_value_is_named_on_one_line() {
-    let text = VALID.replace("client_id = \"gateway\"", "client_id = \"gateway\"\nuserinfo = \"yes\"");
+    let text = VALID.replace(
+        "client_id = \"gateway\"",
+        "client_id = \"gateway\"\nuserinfo = \"yes\"",
+    );
     let out = check(&text, &[]);
     assert_problems(&out, &["provider.userinfo: invalid type"]);
     assert_eq!(
@@ -289,7 +307,11 @@ fn run_refuses_to_start_on_a_broken_file_and_a_missing_file_is_an_error() {
     ] {
         let out = run_in(&dir, args, &[]);
         assert_ne!(out.code, 0, "{args:?}");
-        assert!(out.stderr.contains("route[1].upstream: "), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("route[1].upstream: "),
+            "{args:?}: {}",
+            out.stderr
+        );
     }
     let out = run_in(&dir, &["check-config", "--config", "missing.toml"], &[]);
     assert_ne!(out.code, 0);

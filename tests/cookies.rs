@@ -42,7 +42,9 @@ fn random_hex(bytes: usize) -> String {
 #[tokio::test]
 async fn a_large_session_is_chunked_and_still_works() {
     let h = Harness::start().await;
-    let groups: Vec<String> = (0..120).map(|i| format!("g{i}-{}", random_hex(24))).collect();
+    let groups: Vec<String> = (0..120)
+        .map(|i| format!("g{i}-{}", random_hex(24)))
+        .collect();
     let mut claims = Map::new();
     claims.insert("groups".into(), json!(groups));
     h.op.set_user_claims("bigbob", claims);
@@ -51,7 +53,10 @@ async fn a_large_session_is_chunked_and_still_works() {
     let callback = h.authorize(&b, &authorize, "bigbob").await;
     let r = b.get(&callback).await;
     assert_eq!(r.status(), StatusCode::FOUND);
-    assert!(set_cookie_for(&r, "oidc_session").is_none(), "not one cookie");
+    assert!(
+        set_cookie_for(&r, "oidc_session").is_none(),
+        "not one cookie"
+    );
     let count: usize = set_cookie_for(&r, "oidc_session_chunks")
         .expect("chunk count cookie")
         .trim_start_matches("oidc_session_chunks=")
@@ -64,7 +69,11 @@ async fn a_large_session_is_chunked_and_still_works() {
     for i in 0..count {
         let c = set_cookie_for(&r, &format!("oidc_session_{i}")).expect("chunk cookie");
         let value = c.split(';').next().unwrap().split_once('=').unwrap().1;
-        assert!(!value.is_empty() && value.len() <= 4000, "chunk {i}: {}", value.len());
+        assert!(
+            !value.is_empty() && value.len() <= 4000,
+            "chunk {i}: {}",
+            value.len()
+        );
         for attr in ["Path=/", "HttpOnly", "SameSite=Lax"] {
             assert!(c.contains(attr), "{attr} in chunk {i}");
         }
@@ -90,7 +99,12 @@ async fn a_large_session_is_chunked_and_still_works() {
             .join("; ")
     };
     let r = get_with_cookie(&h.url("/big"), &without("oidc_session_1")).await;
-    assert_fresh_login(&r, &h, "missing chunk", &["oidc_session_chunks", "oidc_session_0"]);
+    assert_fresh_login(
+        &r,
+        &h,
+        "missing chunk",
+        &["oidc_session_chunks", "oidc_session_0"],
+    );
     let lying = format!(
         "{}; oidc_session_chunks={}",
         without("oidc_session_chunks"),
@@ -100,7 +114,9 @@ async fn a_large_session_is_chunked_and_still_works() {
     assert_fresh_login(&r, &h, "count too high", &["oidc_session_chunks"]);
 
     // Logout clears every chunk.
-    let r = b.get(&h.url("/oauth2/callback?logout=%2Fpublic%2Fbye")).await;
+    let r = b
+        .get(&h.url("/oauth2/callback?logout=%2Fpublic%2Fbye"))
+        .await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert!(clears_cookie(&r, "oidc_session_chunks"));
     for i in 0..count {
@@ -158,31 +174,99 @@ async fn unusable_session_cookies_mean_a_fresh_login_never_a_5xx() {
 
     let n = good.len();
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
-        ("tampered middle", format!("oidc_session={}", flip(&good, n / 2)), vec!["oidc_session"]),
-        ("tampered tag", format!("oidc_session={}", flip(&good, n - 1)), vec!["oidc_session"]),
-        ("tampered key id", format!("oidc_session={}", flip(&good, 2)), vec!["oidc_session"]),
-        ("truncated half", format!("oidc_session={}", &good[..n / 2]), vec!["oidc_session"]),
-        ("truncated one", format!("oidc_session={}", &good[..n - 1]), vec!["oidc_session"]),
-        ("extended", format!("oidc_session={good}AAAA"), vec!["oidc_session"]),
-        ("garbage", "oidc_session=garbage".into(), vec!["oidc_session"]),
-        ("not base64", "oidc_session=!!!***".into(), vec!["oidc_session"]),
+        (
+            "tampered middle",
+            format!("oidc_session={}", flip(&good, n / 2)),
+            vec!["oidc_session"],
+        ),
+        (
+            "tampered tag",
+            format!("oidc_session={}", flip(&good, n - 1)),
+            vec!["oidc_session"],
+        ),
+        (
+            "tampered key id",
+            format!("oidc_session={}", flip(&good, 2)),
+            vec!["oidc_session"],
+        ),
+        (
+            "truncated half",
+            format!("oidc_session={}", &good[..n / 2]),
+            vec!["oidc_session"],
+        ),
+        (
+            "truncated one",
+            format!("oidc_session={}", &good[..n - 1]),
+            vec!["oidc_session"],
+        ),
+        (
+            "extended",
+            format!("oidc_session={good}AAAA"),
+            vec!["oidc_session"],
+        ),
+        (
+            "garbage",
+            "oidc_session=garbage".into(),
+            vec!["oidc_session"],
+        ),
+        (
+            "not base64",
+            "oidc_session=!!!***".into(),
+            vec!["oidc_session"],
+        ),
         ("empty", "oidc_session=".into(), vec!["oidc_session"]),
-        ("huge", format!("oidc_session={}", "A".repeat(80_000)), vec!["oidc_session"]),
-        ("wrong purpose", format!("oidc_session={state_value}"), vec!["oidc_session"]),
-        ("old key", format!("oidc_session={old_key}"), vec!["oidc_session"]),
+        (
+            "huge",
+            format!("oidc_session={}", "A".repeat(80_000)),
+            vec!["oidc_session"],
+        ),
+        (
+            "wrong purpose",
+            format!("oidc_session={state_value}"),
+            vec!["oidc_session"],
+        ),
+        (
+            "old key",
+            format!("oidc_session={old_key}"),
+            vec!["oidc_session"],
+        ),
         (
             "chunk bomb",
             "oidc_session_chunks=99999999; oidc_session_0=AAAA".into(),
             vec!["oidc_session_chunks", "oidc_session_0"],
         ),
-        ("chunk count alone", "oidc_session_chunks=3".into(), vec!["oidc_session_chunks"]),
-        ("chunk count zero", "oidc_session_chunks=0; oidc_session_0=AAAA".into(), vec!["oidc_session_chunks"]),
-        ("chunk count 17", "oidc_session_chunks=17; oidc_session_0=AAAA".into(), vec!["oidc_session_chunks"]),
-        ("chunk count negative", "oidc_session_chunks=-1; oidc_session_0=AAAA".into(), vec!["oidc_session_chunks"]),
-        ("chunk count text", "oidc_session_chunks=two; oidc_session_0=AAAA".into(), vec!["oidc_session_chunks"]),
+        (
+            "chunk count alone",
+            "oidc_session_chunks=3".into(),
+            vec!["oidc_session_chunks"],
+        ),
+        (
+            "chunk count zero",
+            "oidc_session_chunks=0; oidc_session_0=AAAA".into(),
+            vec!["oidc_session_chunks"],
+        ),
+        (
+            "chunk count 17",
+            "oidc_session_chunks=17; oidc_session_0=AAAA".into(),
+            vec!["oidc_session_chunks"],
+        ),
+        (
+            "chunk count negative",
+            "oidc_session_chunks=-1; oidc_session_0=AAAA".into(),
+            vec!["oidc_session_chunks"],
+        ),
+        (
+            "chunk count text",
+            "oidc_session_chunks=two; oidc_session_0=AAAA".into(),
+            vec!["oidc_session_chunks"],
+        ),
         (
             "chunk missing",
-            format!("oidc_session_chunks=3; oidc_session_0={}; oidc_session_2={}", &good[..10], &good[10..20]),
+            format!(
+                "oidc_session_chunks=3; oidc_session_0={}; oidc_session_2={}",
+                &good[..10],
+                &good[10..20]
+            ),
             vec!["oidc_session_chunks", "oidc_session_0", "oidc_session_2"],
         ),
         (
@@ -194,7 +278,11 @@ async fn unusable_session_cookies_mean_a_fresh_login_never_a_5xx() {
             ),
             vec!["oidc_session_chunks", "oidc_session_0", "oidc_session_1"],
         ),
-        ("chunk without count", "oidc_session_0=AAAA".into(), vec!["oidc_session_0"]),
+        (
+            "chunk without count",
+            "oidc_session_0=AAAA".into(),
+            vec!["oidc_session_0"],
+        ),
     ];
     for (what, cookie, cleared) in &cases {
         let r = get_with_cookie(&h.url("/x"), cookie).await;
@@ -213,7 +301,11 @@ async fn unusable_session_cookies_mean_a_fresh_login_never_a_5xx() {
         let r = get_with_cookie(&h.url("/oauth2/callback?info=json"), cookie).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what} on info");
         let r = get_with_cookie(&h.url("/oauth2/callback?logout=%2F"), cookie).await;
-        assert!(!r.status().is_server_error(), "{what} on logout: {}", r.status());
+        assert!(
+            !r.status().is_server_error(),
+            "{what} on logout: {}",
+            r.status()
+        );
     }
     // The genuine cookie still works: nothing above disturbed it.
     let r = get_with_cookie(&h.url("/x"), &format!("oidc_session={good}")).await;
@@ -225,7 +317,10 @@ async fn passphrase_rotation_reads_old_cookies_and_writes_new_ones() {
     let h = Harness::start().await; // seals with PASSPHRASE
     let b = Browser::new();
     Echo::of(h.login(&b, "/", "alice").await).await;
-    let old = format!("oidc_session={}", b.cookie_value(&h.base, "oidc_session").unwrap());
+    let old = format!(
+        "oidc_session={}",
+        b.cookie_value(&h.base, "oidc_session").unwrap()
+    );
     let new_pass = "the-new-passphrase-0123456789".to_string();
 
     let (_rotated, rotated_base) = h
@@ -256,7 +351,12 @@ async fn passphrase_rotation_reads_old_cookies_and_writes_new_ones() {
     let echo = Echo::of(get_with_cookie(&format!("{new_only_base}/x"), &resealed).await).await;
     assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"));
     let r = get_with_cookie(&h.url("/x"), &resealed).await;
-    assert_fresh_login(&r, &h, "new key at a gateway that only knows the old", &["oidc_session"]);
+    assert_fresh_login(
+        &r,
+        &h,
+        "new key at a gateway that only knows the old",
+        &["oidc_session"],
+    );
 }
 
 #[tokio::test]
@@ -324,7 +424,10 @@ async fn cookie_attributes_follow_same_site_and_the_scheme() {
         .collect();
     assert_eq!(q["redirect_uri"], format!("{https_base}/oauth2/callback"));
     let state_cookie = set_cookies(&r)[0].clone();
-    assert!(state_cookie.contains("SameSite=Lax"), "state cookie must survive the OP's redirect back: {state_cookie}");
+    assert!(
+        state_cookie.contains("SameSite=Lax"),
+        "state cookie must survive the OP's redirect back: {state_cookie}"
+    );
     assert!(state_cookie.contains("Secure"), "{state_cookie}");
     let state_pair = state_cookie.split(';').next().unwrap().to_string();
 
@@ -346,5 +449,8 @@ async fn cookie_attributes_follow_same_site_and_the_scheme() {
     }
     let state_name = state_pair.split('=').next().unwrap();
     let cleared = set_cookie_for(&r, state_name).unwrap();
-    assert!(cleared.contains("Max-Age=0") && cleared.contains("Secure"), "{cleared}");
+    assert!(
+        cleared.contains("Max-Age=0") && cleared.contains("Secure"),
+        "{cleared}"
+    );
 }

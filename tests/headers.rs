@@ -88,7 +88,10 @@ async fn every_claim_becomes_one_header_with_the_spec_value_rules() {
     for present in ["oidc_claim_nonce", "oidc_claim_sid", "oidc_claim_at_hash"] {
         assert!(!only(&echo, present).is_empty(), "{present}");
     }
-    assert!(echo.header("oidc_claim_nullish").is_none(), "null sends nothing");
+    assert!(
+        echo.header("oidc_claim_nullish").is_none(),
+        "null sends nothing"
+    );
     assert!(echo.header("x-injected").is_none(), "no header injection");
 
     // Access token and its expiry: the session's, as the info hook reports them.
@@ -151,7 +154,10 @@ remote_user_claim = "email"
     assert_eq!(header["alg"], "RS256");
     assert!(header["kid"].is_string());
     let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-    assert_eq!(claims, payload, "the serialized token is the one whose claims we pass");
+    assert_eq!(
+        claims, payload,
+        "the serialized token is the one whose claims we pass"
+    );
 
     let userinfo: Value = serde_json::from_str(&only(&echo, "oidc_userinfo_json")).unwrap();
     assert_eq!(userinfo, info["userinfo"]);
@@ -420,7 +426,9 @@ async fn the_gateways_own_cookies_never_reach_the_upstream() {
     let h = Harness::start().await;
     let b = Browser::new();
     Echo::of(h.login(&b, "/", "alice").await).await;
-    let session = b.cookie_value(&h.base, "oidc_session").expect("session cookie");
+    let session = b
+        .cookie_value(&h.base, "oidc_session")
+        .expect("session cookie");
     let cookie = format!(
         "theme=dark; oidc_session={session}; oidc_state_abc=leftover; lang=nl; \
          oidc_session_7=stray; oidc_session_chunks=2; oidc_sessionx=other-app"
@@ -437,8 +445,13 @@ async fn the_gateways_own_cookies_never_reach_the_upstream() {
     assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"));
 
     // Only our cookies: no Cookie header at all.
-    let echo = Echo::of(get_with_cookie(&h.url("/x"), &format!("oidc_session={session}")).await).await;
-    assert!(echo.header("cookie").is_none(), "{:?}", echo.headers("cookie"));
+    let echo =
+        Echo::of(get_with_cookie(&h.url("/x"), &format!("oidc_session={session}")).await).await;
+    assert!(
+        echo.header("cookie").is_none(),
+        "{:?}",
+        echo.headers("cookie")
+    );
 
     // Other cookies sent in several Cookie headers are all kept.
     let r = b

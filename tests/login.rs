@@ -64,7 +64,10 @@ async fn login_redirect_carries_every_authorization_parameter_and_a_sealed_state
     for attr in ["Path=/", "Max-Age=300", "HttpOnly", "SameSite=Lax"] {
         assert!(cookie.contains(attr), "{attr} in {cookie}");
     }
-    assert!(!cookie.contains("Secure"), "no Secure on plain http: {cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "no Secure on plain http: {cookie}"
+    );
 
     // The round trip lands on the original URL, query included.
     let r = h.login(&b, "/app/page?x=1&y=%20", "alice").await;
@@ -142,7 +145,10 @@ async fn unknown_state_is_a_400_page_with_a_link_to_start_again() {
     assert_no_store(&r);
     let page = r.text().await.unwrap();
     assert!(page.contains("could not be matched"), "{page}");
-    assert!(page.contains("<a href=\"/\">"), "link to start again: {page}");
+    assert!(
+        page.contains("<a href=\"/\">"),
+        "link to start again: {page}"
+    );
     assert_eq!(h.op.counters().code_grants, 0, "no code exchange attempted");
 }
 
@@ -168,7 +174,11 @@ async fn replayed_callback_is_refused_and_creates_nothing() {
     let r = thief.get(&callback).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(set_cookie_for(&r, "oidc_session").is_none());
-    assert_eq!(h.op.counters().code_grants, 1, "the code was exchanged once");
+    assert_eq!(
+        h.op.counters().code_grants,
+        1,
+        "the code was exchanged once"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +249,10 @@ async fn each_failing_id_token_check_is_named_and_creates_no_session() {
             "{tamper:?}: state cookie cleared"
         );
         let page = r.text().await.unwrap();
-        assert!(page.contains(named), "{tamper:?}: page names {named:?}: {page}");
+        assert!(
+            page.contains(named),
+            "{tamper:?}: page names {named:?}: {page}"
+        );
         assert!(page.contains("<a href="), "{tamper:?}: link: {page}");
         // No session was created: the app is still behind a login.
         let again = b.get(&h.url("/x")).await;
@@ -275,8 +288,14 @@ async fn provider_error_is_a_400_page_that_escapes_what_it_reflects() {
         .unwrap()
         .starts_with("text/html"));
     let page = r.text().await.unwrap();
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
-    assert!(page.contains("&lt;img src=x onerror=alert(2)&gt;&quot;&#39;"), "{page}");
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    assert!(
+        page.contains("&lt;img src=x onerror=alert(2)&gt;&quot;&#39;"),
+        "{page}"
+    );
     assert!(!page.contains("<script>"), "{page}");
     assert!(!page.contains("<img"), "{page}");
 
@@ -457,7 +476,10 @@ async fn unreachable_provider_is_a_503_page_and_the_gateway_keeps_serving() {
         let r = b.get(&h.url("/app")).await;
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_no_store(&r);
-        assert!(set_cookies(&r).is_empty(), "no state cookie without a provider");
+        assert!(
+            set_cookies(&r).is_empty(),
+            "no state cookie without a provider"
+        );
         let page = r.text().await.unwrap();
         assert!(page.contains("provider is unreachable"), "{page}");
         // Routes that need no provider still work.

@@ -244,10 +244,18 @@ async fn hostile_logout_targets_are_refused_and_the_session_is_kept() {
         assert!(page.contains("not allowed"), "{target:?}: {page}");
         assert!(!page.contains("<script>"), "{target:?}: escaped");
     }
-    assert!(accepted.is_empty(), "accepted hostile targets:\n{}", accepted.join("\n"));
+    assert!(
+        accepted.is_empty(),
+        "accepted hostile targets:\n{}",
+        accepted.join("\n")
+    );
     assert_eq!(h.op.counters().revocations, 0, "nothing was revoked");
     let echo = Echo::of(b.get(&h.url("/x")).await).await;
-    assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"), "session kept");
+    assert_eq!(
+        echo.header("oidc_claim_sub").as_deref(),
+        Some("alice"),
+        "session kept"
+    );
 }
 
 #[tokio::test]
@@ -280,12 +288,20 @@ async fn redirect_urls_allowed_replaces_the_same_host_rule() {
         ..Options::default()
     })
     .await;
-    for target in ["https://evil.com/", "/public/bye", "https://partner.example.evil.com/"] {
+    for target in [
+        "https://evil.com/",
+        "/public/bye",
+        "https://partner.example.evil.com/",
+    ] {
         let b = Browser::new();
         Echo::of(h.login(&b, "/", "alice").await).await;
         let r = b.get(&logout_url(&h, target)).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{target}");
-        assert_eq!(b.get(&h.url("/x")).await.status(), StatusCode::OK, "{target}");
+        assert_eq!(
+            b.get(&h.url("/x")).await.status(),
+            StatusCode::OK,
+            "{target}"
+        );
     }
     let b = Browser::new();
     Echo::of(h.login(&b, "/", "alice").await).await;

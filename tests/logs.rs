@@ -51,7 +51,10 @@ struct Secrets(Vec<(String, String)>);
 
 impl Secrets {
     fn add(&mut self, what: &str, value: &str) {
-        assert!(value.len() >= 8, "{what} is too short to search for: {value:?}");
+        assert!(
+            value.len() >= 8,
+            "{what} is too short to search for: {value:?}"
+        );
         self.0.push((what.to_string(), value.to_string()));
     }
 
@@ -107,7 +110,13 @@ pass_refresh_token = true
     let start = b.get(&h.url("/app?x=1")).await;
     assert_eq!(start.status(), StatusCode::FOUND);
     let state_cookie = set_cookies(&start)[0].clone();
-    let state_value = state_cookie.split(';').next().unwrap().split_once('=').unwrap().1;
+    let state_value = state_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1;
     secrets.add_cookie("state cookie", state_value);
     let authorize = location(&start);
     let callback = h.authorize(&b, &authorize, "alice").await;
@@ -126,9 +135,15 @@ pass_refresh_token = true
     h.clock.advance(280);
     let echo = Echo::of(b.get(&h.url("/app")).await).await;
     let refreshed = echo.header("oidc_access_token").unwrap();
-    assert_ne!(refreshed, secrets.0.iter().find(|s| s.0 == "access token").unwrap().1);
+    assert_ne!(
+        refreshed,
+        secrets.0.iter().find(|s| s.0 == "access token").unwrap().1
+    );
     secrets.add("refreshed access token", &refreshed);
-    secrets.add("rotated refresh token", &echo.header("oidc_refresh_token").unwrap());
+    secrets.add(
+        "rotated refresh token",
+        &echo.header("oidc_refresh_token").unwrap(),
+    );
     secrets.add_token("refreshed ID token", &echo.header("oidc_id_token").unwrap());
     let session = b.cookie_value(&h.base, "oidc_session").unwrap();
     secrets.add_cookie("refreshed session cookie", &session);
@@ -179,13 +194,18 @@ pass_refresh_token = true
     h.op.set_tamper(None);
 
     // Logout: revocation and the end_session redirect carry tokens.
-    let r = b.get(&h.url("/oauth2/callback?logout=%2Fpublic%2Fbye")).await;
+    let r = b
+        .get(&h.url("/oauth2/callback?logout=%2Fpublic%2Fbye"))
+        .await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert_eq!(h.op.counters().revocations, 1);
 
     let logs = capture.text();
     assert!(logs.contains("login completed"), "capture works:\n{logs}");
-    assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "all levels captured");
+    assert!(
+        logs.contains("TRACE") || logs.contains("DEBUG"),
+        "all levels captured"
+    );
     let leaked: Vec<String> = secrets
         .0
         .iter()
@@ -195,5 +215,9 @@ pass_refresh_token = true
             format!("{what}: {line}")
         })
         .collect();
-    assert!(leaked.is_empty(), "secrets in the logs:\n{}", leaked.join("\n"));
+    assert!(
+        leaked.is_empty(),
+        "secrets in the logs:\n{}",
+        leaked.join("\n")
+    );
 }

@@ -123,7 +123,8 @@ async fn upstream_statuses_and_headers_pass_through() {
         let r = b.get(&h.url(&format!("/status/{code}"))).await;
         assert_eq!(r.status().as_u16(), code);
         assert_eq!(
-            r.headers()["content-type"], "application/json",
+            r.headers()["content-type"],
+            "application/json",
             "the upstream's body, not a gateway page"
         );
         let echo: serde_json::Value = r.json().await.unwrap();
@@ -446,6 +447,8 @@ async fn start_ws_echo() -> (String, mpsc::UnboundedReceiver<http::HeaderMap>) {
         while let Ok((stream, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
+                // The Err type is tungstenite's (the callback signature is fixed).
+                #[allow(clippy::result_large_err)]
                 let callback = |req: &Request, resp: Response| {
                     let _ = tx.send(req.headers().clone());
                     Ok(resp)

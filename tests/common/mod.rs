@@ -209,10 +209,7 @@ impl Harness {
     /// (its `issuer` and `upstream` are honoured too). Returns it and its base URL.
     pub async fn another_gateway(&self, options: Options) -> (Running, String) {
         let issuer = options.issuer.clone().unwrap_or_else(|| self.op.issuer());
-        let upstream = options
-            .upstream
-            .clone()
-            .unwrap_or_else(|| self.echo.url());
+        let upstream = options.upstream.clone().unwrap_or_else(|| self.echo.url());
         let gw = start_gateway(&issuer, &upstream, &options, &self.clock).await;
         let base = format!("http://{}", gw.addr());
         register_with_op(&self.op, &base);
