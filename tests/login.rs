@@ -527,3 +527,132 @@ async fn provider_that_comes_up_later_is_used_without_a_restart() {
     };
     assert!(authorize.starts_with(&format!("{issuer}/authorize?")));
 }
+
+#[tokio::test]
+async fn a_response_naming_another_issuer_is_refused() {
+    // RFC 9207 mix-up defence: the callback's `iss` must be our provider.
+    let h = Harness::start().await;
+    let b = Browser::new();
+    let authorize = h.start_login(&b, "/x").await;
+    let callback = h.authorize(&b, &authorize, "alice").await;
+    let mut url = url::Url::parse(&callback).unwrap();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "iss" {
+                "https://evil.example".to_string()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    let r = b.get(url.as_str()).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(set_cookie_for(&r, "oidc_session").is_none());
+    assert_eq!(h.op.counters().code_grants, 0, "the code was not exchanged");
+}
+
+#[tokio::test]
+async fn pkce_methods_and_client_authentication_methods_all_log_in() {
+    for (provider, method) in [
+        (r#"pkce = "plain""#, Some("plain")),
+        (r#"pkce = "none""#, None),
+        (r#"token_endpoint_auth = "client_secret_post""#, Some("S256")),
+    ] {
+        let h = Harness::with(Options {
+            provider: provider.into(),
+            ..Options::default()
+        })
+        .await;
+        let b = Browser::new();
+        let authorize = h.start_login(&b, "/x").await;
+        let q = query_of(&authorize);
+        assert_eq!(
+            q.get("code_challenge_method").map(String::as_str),
+            method,
+            "{provider}"
+        );
+        assert_eq!(q.contains_key("code_challenge"), method.is_some(), "{provider}");
+        let callback = h.authorize(&b, &authorize, "alice").await;
+        let r = b.get(&callback).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::FOUND,
+            "{provider}: {}",
+            r.text().await.unwrap()
+        );
+        let echo = Echo::of(b.get(&h.url("/x")).await).await;
+        assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"));
+    }
+}
+
+#[tokio::test]
+async fn userinfo_off_means_no_userinfo_call_and_no_userinfo_claims() {
+    let h = Harness::with(Options {
+        provider: "userinfo = false".into(),
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    let echo = Echo::of(h.login(&b, "/", "alice").await).await;
+    assert_eq!(h.op.counters().userinfo, 0);
+    assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"));
+    assert!(
+        echo.header("oidc_claim_locale").is_none(),
+        "locale comes only from userinfo"
+    );
+}
+
+#[tokio::test]
+async fn userinfo_for_another_subject_is_refused() {
+    let h = Harness::start().await;
+    h.op.set_userinfo_sub(Some("mallory".into()));
+    let b = Browser::new();
+    let authorize = h.start_login(&b, "/x").await;
+    let callback = h.authorize(&b, &authorize, "alice").await;
+    let r = b.get(&callback).await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(set_cookie_for(&r, "oidc_session").is_none());
+    let page = r.text().await.unwrap();
+    assert!(page.contains("sub does not match"), "{page}");
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_is_fetched_once_and_logins_continue() {
+    let h = Harness::start().await;
+    Echo::of(h.login(&Browser::new(), "/", "alice").await).await;
+    h.op.rotate_signing_key();
+    h.op.retire_old_keys();
+    Echo::of(h.login(&Browser::new(), "/", "bob").await).await;
+}
+
+#[tokio::test]
+async fn a_provider_that_goes_down_mid_login_is_a_503_and_sessions_keep_working() {
+    let h = Harness::start().await;
+    let alice = Browser::new();
+    Echo::of(h.login(&alice, "/", "alice").await).await;
+
+    let bob = Browser::new();
+    let authorize = h.start_login(&bob, "/x").await;
+    let callback = h.authorize(&bob, &authorize, "bob").await;
+    h.op.shutdown();
+    let r = bob.get(&callback).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_no_store(&r);
+    assert!(set_cookie_for(&r, "oidc_session").is_none());
+    let page = r.text().await.unwrap();
+    assert!(page.contains("provider is unreachable"), "{page}");
+
+    // Existing sessions do not need the provider for every request.
+    let echo = Echo::of(alice.get(&h.url("/x")).await).await;
+    assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"));
+    // Logout still ends the session locally even though revocation fails.
+    let before = alice.cookie_header(&h.base);
+    let r = alice.get(&h.url("/oauth2/callback?logout=%2Fpublic%2Fbye")).await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(clears_cookie(&r, "oidc_session"));
+    let r = get_with_cookie(&h.url("/x"), &before).await;
+    assert_ne!(r.status(), StatusCode::OK, "ended session refused");
+}
