@@ -99,6 +99,7 @@ impl Gateway {
         };
         let (mut parts, body) = request.into_parts();
         self.identity.scrub(&mut parts.headers);
+        crate::proxy::hop::drop_connection_named(&mut parts.headers);
         match route.auth {
             AuthKind::None => {
                 self.forward(route, parts, Body::Left(body), &ctx, Vec::new())
