@@ -467,3 +467,40 @@ async fn the_gateways_own_cookies_never_reach_the_upstream() {
     assert!(sent.contains("a=1") && sent.contains("b=2"), "{sent}");
     assert!(!sent.contains("oidc_session"), "{sent}");
 }
+
+#[tokio::test]
+async fn a_connection_header_cannot_strip_the_gateways_headers() {
+    // Headers named in `Connection` are hop-by-hop and dropped before forwarding; a client
+    // must not be able to use that to remove the identity headers the gateway adds.
+    let h = Harness::with(Options {
+        headers: r#"remote_user_header = "X-Remote-User""#.into(),
+        ..Options::default()
+    })
+    .await;
+    h.op.set_user_claims("zoe", rich_claims());
+    let b = Browser::new();
+    Echo::of(h.login(&b, "/", "zoe").await).await;
+    let r = b
+        .client
+        .get(h.url("/x"))
+        .header(
+            "connection",
+            "keep-alive, OIDC_CLAIM_groups, oidc_claim_sub, OIDC_access_token, \
+             oidc_access_token_expires, X-Remote-User, X-Forwarded-For, x-hop",
+        )
+        .header("x-hop", "1")
+        .send()
+        .await
+        .unwrap();
+    let echo = Echo::of(r).await;
+    assert_eq!(echo.headers("oidc_claim_groups"), vec!["a,b,c"]);
+    assert_eq!(echo.headers("oidc_claim_sub"), vec!["zoe"]);
+    assert_eq!(echo.headers("x-remote-user"), vec!["zoe"]);
+    assert_eq!(echo.headers("oidc_access_token").len(), 1);
+    assert_eq!(echo.headers("oidc_access_token_expires").len(), 1);
+    assert_eq!(echo.headers("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert!(
+        echo.header("x-hop").is_none(),
+        "a client's own hop header still goes"
+    );
+}

@@ -559,7 +559,10 @@ async fn pkce_methods_and_client_authentication_methods_all_log_in() {
     for (provider, method) in [
         (r#"pkce = "plain""#, Some("plain")),
         (r#"pkce = "none""#, None),
-        (r#"token_endpoint_auth = "client_secret_post""#, Some("S256")),
+        (
+            r#"token_endpoint_auth = "client_secret_post""#,
+            Some("S256"),
+        ),
     ] {
         let h = Harness::with(Options {
             provider: provider.into(),
@@ -574,7 +577,11 @@ async fn pkce_methods_and_client_authentication_methods_all_log_in() {
             method,
             "{provider}"
         );
-        assert_eq!(q.contains_key("code_challenge"), method.is_some(), "{provider}");
+        assert_eq!(
+            q.contains_key("code_challenge"),
+            method.is_some(),
+            "{provider}"
+        );
         let callback = h.authorize(&b, &authorize, "alice").await;
         let r = b.get(&callback).await;
         assert_eq!(
@@ -650,7 +657,9 @@ async fn a_provider_that_goes_down_mid_login_is_a_503_and_sessions_keep_working(
     assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"));
     // Logout still ends the session locally even though revocation fails.
     let before = alice.cookie_header(&h.base);
-    let r = alice.get(&h.url("/oauth2/callback?logout=%2Fpublic%2Fbye")).await;
+    let r = alice
+        .get(&h.url("/oauth2/callback?logout=%2Fpublic%2Fbye"))
+        .await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert!(clears_cookie(&r, "oidc_session"));
     let r = get_with_cookie(&h.url("/x"), &before).await;
