@@ -61,6 +61,13 @@ pub async fn start(
     }
 }
 
+/// `return_to` with any run of leading slashes or backslashes collapsed to one `/`. A
+/// request for `//evil.com/x` routes like `/evil.com/x`, but sent back verbatim after the
+/// login it would be a scheme-relative redirect to evil.com.
+fn on_site(return_to: &str) -> String {
+    format!("/{}", return_to.trim_start_matches(['/', '\\']))
+}
+
 async fn build(
     gw: &Gateway,
     ctx: &RequestCtx,
@@ -107,7 +114,7 @@ async fn build(
     let now = gw.clock.now();
     let login = LoginState {
         state: csrf.secret().clone(),
-        return_to: return_to.to_string(),
+        return_to: on_site(return_to),
         method: method.as_str().to_string(),
         nonce: nonce.secret().clone(),
         pkce_verifier: verifier,
@@ -119,4 +126,18 @@ async fn build(
     let mut cookies = state::prune(codec, session_cfg, headers, now, ctx.secure());
     cookies.extend(state::seal(codec, session_cfg, &login, ctx.secure()));
     Ok((url.to_string(), cookies))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_site;
+
+    #[test]
+    fn return_addresses_stay_on_site() {
+        assert_eq!(on_site("/app?x=1"), "/app?x=1");
+        assert_eq!(on_site("//evil.com/x"), "/evil.com/x");
+        assert_eq!(on_site("/\\evil.com"), "/evil.com");
+        assert_eq!(on_site("///\\/evil.com?a=//b"), "/evil.com?a=//b");
+        assert_eq!(on_site("/"), "/");
+    }
 }
