@@ -665,3 +665,33 @@ async fn a_provider_that_goes_down_mid_login_is_a_503_and_sessions_keep_working(
     let r = get_with_cookie(&h.url("/x"), &before).await;
     assert_ne!(r.status(), StatusCode::OK, "ended session refused");
 }
+
+#[tokio::test]
+async fn the_return_address_after_login_never_leaves_the_site() {
+    // `https://gateway//evil.com/x` is routed like `/evil.com/x`; after the login the
+    // browser must come back to this site, not follow `//evil.com/x` off it.
+    let h = Harness::start().await;
+    for path in [
+        "//evil.com/x",
+        "///evil.com/x",
+        "/%2F%2Fevil.com",
+        "//evil.com",
+    ] {
+        let b = Browser::new();
+        let authorize = h.start_login(&b, path).await;
+        let callback = h.authorize(&b, &authorize, "alice").await;
+        let r = b.get(&callback).await;
+        assert_eq!(r.status(), StatusCode::FOUND, "{path}");
+        let back = location(&r);
+        assert!(
+            back.starts_with('/') && !back.starts_with("//") && !back.starts_with("/\\"),
+            "{path}: redirected to {back}"
+        );
+        let resolved = url::Url::parse(&h.base).unwrap().join(&back).unwrap();
+        assert_eq!(
+            resolved.host_str(),
+            Some("127.0.0.1"),
+            "{path}: {back} resolves off-site"
+        );
+    }
+}
