@@ -454,3 +454,36 @@ async fn cookie_attributes_follow_same_site_and_the_scheme() {
         "{cleared}"
     );
 }
+
+#[tokio::test]
+async fn the_memory_store_keeps_only_a_sealed_id_in_the_cookie() {
+    let h = Harness::with(Options {
+        session: r#"store = "memory""#.into(),
+        headers: "pass_refresh_token = true".into(),
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    let echo = Echo::of(h.login(&b, "/", "alice").await).await;
+    let refresh_token = echo.header("oidc_refresh_token").unwrap();
+    let cookie = b.cookie_value(&h.base, "oidc_session").unwrap();
+    assert!(
+        cookie.len() < 200,
+        "an id, not a session: {} chars",
+        cookie.len()
+    );
+    assert!(b.cookie_value(&h.base, "oidc_session_chunks").is_none());
+    assert!(!cookie.contains(&refresh_token));
+    let before = b.cookie_header(&h.base);
+
+    let r = get_with_cookie(&h.url("/x"), &tamper_session_cookie(&before)).await;
+    assert_fresh_login(&r, &h, "tampered id", &["oidc_session"]);
+
+    let r = b
+        .get(&h.url("/oauth2/callback?logout=%2Fpublic%2Fbye"))
+        .await;
+    assert_eq!(r.status(), StatusCode::FOUND);
+    assert!(clears_cookie(&r, "oidc_session"));
+    let r = get_with_cookie(&h.url("/x"), &before).await;
+    assert_fresh_login(&r, &h, "replayed id after logout", &["oidc_session"]);
+}

@@ -568,3 +568,33 @@ async fn websockets_are_tunnelled_on_open_and_logged_in_routes() {
     );
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
 }
+
+#[tokio::test]
+async fn preserve_host_sends_the_clients_host_and_the_base_path_is_kept() {
+    let h = Harness::with(Options {
+        routes: Some(
+            r#"
+[[route]]
+path = "/kept"
+upstream = "{upstream}"
+auth = "none"
+preserve_host = true
+
+[[route]]
+path = "/based"
+upstream = "{upstream}/base/"
+auth = "none"
+"#
+            .into(),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    let echo = Echo::of(b.get(&h.url("/kept/x")).await).await;
+    assert_eq!(echo.header("host").unwrap(), h.gw.addr().to_string());
+    let echo = Echo::of(b.get(&h.url("/based/x?y=1")).await).await;
+    assert_eq!(echo.0["path"], "/base/based/x");
+    assert_eq!(echo.0["query"], "y=1");
+    assert_eq!(echo.header("host").unwrap(), h.echo.addr().to_string());
+}
