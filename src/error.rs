@@ -13,13 +13,14 @@ pub enum GatewayError {
     #[error("login could not be matched: {0}")]
     LoginMismatch(&'static str),
     /// The provider answered the authorization request with an error.
-    #[error("provider returned error {error}")]
+    // Debug formatting: the provider's text is attacker-influenced; no raw newlines in logs.
+    #[error("provider returned error {error:?}")]
     ProviderError {
         error: String,
         description: Option<String>,
     },
     /// The token endpoint refused or failed the code exchange.
-    #[error("code exchange failed: {0}")]
+    #[error("code exchange failed: {0:?}")]
     TokenExchange(String),
     /// The ID token failed a check; the string names it.
     #[error("ID token rejected: {0}")]

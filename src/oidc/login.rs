@@ -18,6 +18,10 @@ use std::borrow::Cow;
 /// redirect) rather than from script or an API client (which gets a 401).
 pub fn is_browser_navigation(headers: &HeaderMap) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // A WebSocket (or other protocol upgrade) cannot follow a login redirect.
+    if headers.contains_key(http::header::UPGRADE) {
+        return false;
+    }
     if header("x-requested-with").is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest")) {
         return false;
     }
