@@ -945,6 +945,81 @@ extra = true
         }
     }
 
+    const MINIMAL: &str = r#"
+[provider]
+issuer = "https://idp.example.com"
+client_id = "x"
+client_secret = "y"
+[[route]]
+path = "/"
+upstream = "http://127.0.0.1:7000"
+[session]
+passphrase = "0123456789abcdef0123"
+"#;
+
+    #[test]
+    fn redis_store_defaults() {
+        let cfg = from_toml(&format!("{MINIMAL}store = \"redis\"\n"), None).unwrap();
+        assert_eq!(cfg.session.store, StoreKind::Redis);
+        assert_eq!(cfg.session.redis.url.expose().as_str(), DEFAULT_REDIS_URL);
+        assert_eq!(cfg.session.redis.prefix, "oidc_gateway:session:");
+        assert_eq!(cfg.session.redis.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn redis_keys_are_read_and_the_password_never_printed() {
+        let text = format!(
+            "{MINIMAL}store = \"redis\"\nredis_url = \"redis://gw:s3cret-pw@redis.internal:6380/2\"\n\
+             redis_prefix = \"gw:\"\nredis_timeout = \"750ms\"\n"
+        );
+        let cfg = from_toml(&text, None).unwrap();
+        let redis = &cfg.session.redis;
+        assert_eq!(redis.url.expose().password(), Some("s3cret-pw"));
+        assert_eq!(redis.prefix, "gw:");
+        assert_eq!(redis.timeout, Duration::from_millis(750));
+        assert_eq!(
+            redis.url.redacted(),
+            "redis://[redacted]@redis.internal:6380/2"
+        );
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+        assert!(debug.contains("redis.internal:6380"));
+    }
+
+    #[test]
+    fn bad_redis_keys_are_reported_with_their_paths() {
+        for (url, expect) in [
+            ("rediss://:s3cret-pw@redis.example.com", "not supported"),
+            ("http://:s3cret-pw@redis.example.com", "is not redis://"),
+            (
+                "redis://:s3cret-pw@redis.example.com/zero",
+                "database number",
+            ),
+            ("redis://:s3cret-pw@0.0.0.0:6379", "wildcard"),
+            (
+                "redis://:s3cret-pw@redis.example.com/0?protocol=9",
+                "usable",
+            ),
+            ("s3cret-pw", "is not a URL"),
+        ] {
+            let text = format!("{MINIMAL}store = \"redis\"\nredis_url = \"{url}\"\n");
+            let problems = from_toml(&text, None).unwrap_err();
+            let p = problems
+                .iter()
+                .find(|p| p.key == "session.redis_url")
+                .unwrap_or_else(|| panic!("{url}: {problems:?}"));
+            assert!(p.reason.contains(expect), "{url}: {}", p.reason);
+            assert!(!p.reason.contains("s3cret-pw"), "{url}: {}", p.reason);
+        }
+        let text = format!("{MINIMAL}redis_timeout = \"0s\"\nredis_colour = 1\n");
+        let keys: Vec<String> = from_toml(&text, None)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(keys, ["session.redis_colour", "session.redis_timeout"]);
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));

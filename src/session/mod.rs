@@ -18,12 +18,12 @@ pub(crate) mod test_redis;
 #[cfg(test)]
 mod tests;
 
+pub use self::redis::RedisBackend;
 pub use codec::{
     Codec, CodecError, Purpose, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN, MAX_STORED_SEALED_LEN,
 };
 pub use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
 pub use memory::MemoryBackend;
-pub use self::redis::RedisBackend;
 pub use model::{IdentityCache, Session};
 pub use store::Backend;
 
@@ -108,7 +108,8 @@ enum Store {
         decoded: Cache<String, Arc<Session>>,
     },
     Memory(MemoryBackend),
-    Redis(RedisBackend),
+    /// Boxed: its client and connection state dwarf the other variants.
+    Redis(Box<RedisBackend>),
 }
 
 /// The session manager: built once at start, shared by every request.
@@ -159,7 +160,9 @@ impl Sessions {
                     .build(),
             },
             StoreKind::Memory => Store::Memory(MemoryBackend::new(cfg.memory_capacity)),
-            StoreKind::Redis => Store::Redis(RedisBackend::new(&cfg.redis, Arc::clone(&codec))),
+            StoreKind::Redis => {
+                Store::Redis(Box::new(RedisBackend::new(&cfg.redis, Arc::clone(&codec))))
+            }
         };
         // Nothing older than max_duration can be loaded anyway, so records need not outlive it.
         let record_ttl = cfg.max_duration.max(Duration::from_secs(1));
@@ -213,7 +216,7 @@ impl Sessions {
         let opened = match &self.store {
             Store::Cookie { decoded } => self.open_cookie(decoded, sealed),
             Store::Memory(backend) => self.open_id(backend, &sealed).await,
-            Store::Redis(backend) => self.open_id(backend, &sealed).await,
+            Store::Redis(backend) => self.open_id(backend.as_ref(), &sealed).await,
         };
         match opened.and_then(|s| self.check(&s).map(|()| s)) {
             Ok(session) => Loaded::Valid(session),
@@ -301,7 +304,10 @@ impl Sessions {
                 Ok(cookies)
             }
             Store::Memory(backend) => self.save_id(backend, session, secure, presented).await,
-            Store::Redis(backend) => self.save_id(backend, session, secure, presented).await,
+            Store::Redis(backend) => {
+                self.save_id(backend.as_ref(), session, secure, presented)
+                    .await
+            }
         }
     }
 

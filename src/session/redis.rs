@@ -219,7 +219,11 @@ impl Backend for RedisBackend {
         let sealed: Vec<u8> = match self.run::<Option<Vec<u8>>>(&cmd).await {
             Ok(value) => value?,
             Err(e) => {
-                self.warn("GET", &e, "session store failed; treating the session as missing");
+                self.warn(
+                    "GET",
+                    &e,
+                    "session store failed; treating the session as missing",
+                );
                 return None;
             }
         };

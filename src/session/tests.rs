@@ -1,7 +1,7 @@
 //! One conformance suite, run against every session store.
 
-use super::*;
 use super::test_redis::{free_port, RedisServer};
+use super::*;
 use crate::config::{RedisConfig, RedisUrl, SameSite};
 use crate::secret::Secret;
 use http::header::COOKIE;
@@ -820,7 +820,8 @@ async fn redis_values_that_do_not_open_are_no_session() {
     let mut conn = raw_connection(store.redis.as_ref().unwrap()).await;
     let key = format!("oidc_gateway:test:{}", s.id);
     let json = serde_json::to_string(&s).unwrap();
-    let foreign = Codec::new(&[Secret::new(OTHER_KEY)]).seal(Purpose::StoredSession, json.as_bytes());
+    let foreign =
+        Codec::new(&[Secret::new(OTHER_KEY)]).seal(Purpose::StoredSession, json.as_bytes());
     let as_cookie = sessions.codec().seal(Purpose::Session, json.as_bytes());
     let other_id = session(&clock, 0);
     let other_id = sessions.codec().seal(
@@ -849,7 +850,11 @@ async fn redis_values_that_do_not_open_are_no_session() {
         );
     }
     // A key of another type is a failed command, not a panic; the store still works after.
-    let _: () = ::redis::cmd("DEL").arg(&key).query_async(&mut conn).await.unwrap();
+    let _: () = ::redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let _: () = ::redis::cmd("LPUSH")
         .arg(&key)
         .arg("x")
@@ -910,15 +915,24 @@ async fn redis_unreachable_means_no_session_and_failed_saves_without_panics() {
     let s = session(&clock, 0);
     for _ in 0..3 {
         let started = std::time::Instant::now();
-        assert!(matches!(sessions.load(&HeaderMap::new()).await, Loaded::Missing));
+        assert!(matches!(
+            sessions.load(&HeaderMap::new()).await,
+            Loaded::Missing
+        ));
         assert_eq!(
             invalid(sessions.load(&cookie_for(&sessions, &s.id)).await),
             InvalidReason::NotFound
         );
-        let err = sessions.save(&s, true, &HeaderMap::new()).await.unwrap_err();
+        let err = sessions
+            .save(&s, true, &HeaderMap::new())
+            .await
+            .unwrap_err();
         assert!(matches!(err, SessionError::Store(_)), "{err:?}");
         let message = err.to_string();
-        assert!(!message.contains(&s.id), "the session id is not in {message:?}");
+        assert!(
+            !message.contains(&s.id),
+            "the session id is not in {message:?}"
+        );
         let cleared = sessions.end(&s, true, &cookie_for(&sessions, &s.id)).await;
         assert_eq!(cleared.len(), 1);
         assert!(sessions.is_ended(&s.id));
@@ -980,10 +994,13 @@ async fn redis_paused_restarted_or_back_is_survived() {
         InvalidReason::NotFound
     );
     assert!(sessions.save(&s, true, &HeaderMap::new()).await.is_err());
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     server.resume();
-    eventually(|| async { matches!(sessions.load(&jar.headers()).await, Loaded::Valid(_)) })
-        .await;
+    eventually(|| async { matches!(sessions.load(&jar.headers()).await, Loaded::Valid(_)) }).await;
 
     // Restarted (empty, no persistence): the old session is gone, new ones work.
     let port = server.port();
@@ -1008,7 +1025,10 @@ where
 {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !check().await {
-        assert!(std::time::Instant::now() < deadline, "did not recover within 5 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not recover within 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

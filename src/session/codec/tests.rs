@@ -171,7 +171,10 @@ fn stored_sessions_have_a_larger_bound_than_cookies() {
     let edge = noise(MAX_PLAINTEXT_LEN);
     let sealed = c.seal(Purpose::StoredSession, &edge);
     assert!(sealed.len() <= MAX_STORED_SEALED_LEN, "{}", sealed.len());
-    assert_eq!(c.open(Purpose::StoredSession, &sealed).unwrap().len(), edge.len());
+    assert_eq!(
+        c.open(Purpose::StoredSession, &sealed).unwrap().len(),
+        edge.len()
+    );
     assert_eq!(
         c.open(
             Purpose::StoredSession,
