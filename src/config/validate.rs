@@ -474,15 +474,13 @@ fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
         "session.store",
         raw.store.as_deref(),
         StoreKind::Cookie,
-        &[("cookie", StoreKind::Cookie), ("memory", StoreKind::Memory)],
+        &[
+            ("cookie", StoreKind::Cookie),
+            ("memory", StoreKind::Memory),
+            ("redis", StoreKind::Redis),
+        ],
     );
-    if raw.store.as_deref() == Some("redis") {
-        c.problems.pop();
-        c.problem(
-            "session.store",
-            "\"redis\" is not available in this build yet; use cookie or memory",
-        );
-    }
+    let redis = build_redis(c, raw.redis_url, raw.redis_prefix, raw.redis_timeout);
     let cookie_name = raw.cookie_name.unwrap_or_else(|| "oidc_session".into());
     check_cookie_name(c, "session.cookie_name", &cookie_name);
     let state_cookie_prefix = raw
@@ -527,6 +525,7 @@ fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
         passphrases,
         store,
         memory_capacity: raw.memory_capacity.unwrap_or(100_000),
+        redis,
         cookie_name,
         cookie_domain: raw.cookie_domain,
         state_cookie_prefix,
@@ -539,6 +538,82 @@ fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
             Duration::from_secs(30),
         ),
     }
+}
+
+/// `session.redis_url` when not set: a Redis on this host, database 0.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// The `redis_*` keys. Checked whatever the store, so a typo surfaces before the switch.
+fn build_redis(
+    c: &mut Checker,
+    url: Option<String>,
+    prefix: Option<String>,
+    timeout: Option<String>,
+) -> RedisConfig {
+    let default_url = || RedisUrl::new(Url::parse(DEFAULT_REDIS_URL).expect("valid default"));
+    let url = match url {
+        Some(u) => redis_url(c, "session.redis_url", &u).unwrap_or_else(default_url),
+        None => default_url(),
+    };
+    let timeout = c.duration(
+        "session.redis_timeout",
+        timeout.as_deref(),
+        Duration::from_secs(2),
+    );
+    if timeout.is_zero() {
+        c.problem("session.redis_timeout", "must be greater than zero");
+    }
+    RedisConfig {
+        url,
+        prefix: prefix.unwrap_or_else(|| "oidc_gateway:session:".into()),
+        timeout,
+    }
+}
+
+/// A `redis://[user:password@]host[:port][/db]` URL. Problems never quote the value: it may
+/// hold a password.
+fn redis_url(c: &mut Checker, key: &str, value: &str) -> Option<RedisUrl> {
+    let Ok(url) = Url::parse(value) else {
+        c.problem(
+            key,
+            "is not a URL like \"redis://127.0.0.1:6379/0\" (value not shown: it may hold a password)",
+        );
+        return None;
+    };
+    match url.scheme() {
+        "redis" => {}
+        "rediss" => {
+            c.problem(
+                key,
+                "rediss:// (Redis over TLS) is not supported by this build; use redis:// on a \
+                 trusted network or through a local TLS tunnel",
+            );
+            return None;
+        }
+        other => {
+            c.problem(key, format!("scheme {other:?} is not redis://"));
+            return None;
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        c.problem(key, "has no host, as in redis://127.0.0.1:6379/0");
+        return None;
+    }
+    let db = url.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        c.problem(
+            key,
+            "the path must be a database number, as in redis://127.0.0.1:6379/0",
+        );
+        return None;
+    }
+    // Whatever else the client would refuse (a wildcard host, an unknown `?protocol=`).
+    // Its messages name the part, never the password.
+    if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.clone()) {
+        c.problem(key, format!("is not a usable redis URL: {e}"));
+        return None;
+    }
+    Some(RedisUrl::new(url))
 }
 
 fn check_cookie_name(c: &mut Checker, key: &str, name: &str) {
@@ -877,6 +952,81 @@ extra = true
         ] {
             assert!(keys.contains(&key), "{key} missing from {keys:?}");
         }
+    }
+
+    const MINIMAL: &str = r#"
+[provider]
+issuer = "https://idp.example.com"
+client_id = "x"
+client_secret = "y"
+[[route]]
+path = "/"
+upstream = "http://127.0.0.1:7000"
+[session]
+passphrase = "0123456789abcdef0123"
+"#;
+
+    #[test]
+    fn redis_store_defaults() {
+        let cfg = from_toml(&format!("{MINIMAL}store = \"redis\"\n"), None).unwrap();
+        assert_eq!(cfg.session.store, StoreKind::Redis);
+        assert_eq!(cfg.session.redis.url.expose().as_str(), DEFAULT_REDIS_URL);
+        assert_eq!(cfg.session.redis.prefix, "oidc_gateway:session:");
+        assert_eq!(cfg.session.redis.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn redis_keys_are_read_and_the_password_never_printed() {
+        let text = format!(
+            "{MINIMAL}store = \"redis\"\nredis_url = \"redis://gw:s3cret-pw@redis.internal:6380/2\"\n\
+             redis_prefix = \"gw:\"\nredis_timeout = \"750ms\"\n"
+        );
+        let cfg = from_toml(&text, None).unwrap();
+        let redis = &cfg.session.redis;
+        assert_eq!(redis.url.expose().password(), Some("s3cret-pw"));
+        assert_eq!(redis.prefix, "gw:");
+        assert_eq!(redis.timeout, Duration::from_millis(750));
+        assert_eq!(
+            redis.url.redacted(),
+            "redis://[redacted]@redis.internal:6380/2"
+        );
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+        assert!(debug.contains("redis.internal:6380"));
+    }
+
+    #[test]
+    fn bad_redis_keys_are_reported_with_their_paths() {
+        for (url, expect) in [
+            ("rediss://:s3cret-pw@redis.example.com", "not supported"),
+            ("http://:s3cret-pw@redis.example.com", "is not redis://"),
+            (
+                "redis://:s3cret-pw@redis.example.com/zero",
+                "database number",
+            ),
+            ("redis://:s3cret-pw@0.0.0.0:6379", "wildcard"),
+            (
+                "redis://:s3cret-pw@redis.example.com/0?protocol=9",
+                "usable",
+            ),
+            ("s3cret-pw", "is not a URL"),
+        ] {
+            let text = format!("{MINIMAL}store = \"redis\"\nredis_url = \"{url}\"\n");
+            let problems = from_toml(&text, None).unwrap_err();
+            let p = problems
+                .iter()
+                .find(|p| p.key == "session.redis_url")
+                .unwrap_or_else(|| panic!("{url}: {problems:?}"));
+            assert!(p.reason.contains(expect), "{url}: {}", p.reason);
+            assert!(!p.reason.contains("s3cret-pw"), "{url}: {}", p.reason);
+        }
+        let text = format!("{MINIMAL}redis_timeout = \"0s\"\nredis_colour = 1\n");
+        let keys: Vec<String> = from_toml(&text, None)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(keys, ["session.redis_colour", "session.redis_timeout"]);
     }
 
     #[test]

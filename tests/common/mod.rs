@@ -11,6 +11,12 @@ use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
 
+/// A throwaway `redis-server` (the same helper the unit tests use).
+#[path = "../../src/session/test_redis.rs"]
+pub mod redis_server;
+#[allow(unused_imports)] // only the Redis tests use it
+pub use redis_server::RedisServer;
+
 pub const PASSPHRASE: &str = "test-passphrase-0123456789abcdef";
 
 /// Per-section additions to the default test configuration (TOML lines).
