@@ -37,6 +37,9 @@ pub enum GatewayError {
     Forbidden(String),
     #[error("session could not be stored: {0}")]
     Session(String),
+    /// The server-side session store (Redis) is unreachable.
+    #[error("session store unavailable: {0}")]
+    SessionStoreUnavailable(String),
 }
 
 impl GatewayError {
@@ -53,6 +56,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::Session(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::SessionStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -123,6 +127,12 @@ impl GatewayError {
                 status,
                 "Access denied",
                 "You are logged in, but your account is not allowed to use this application.",
+                None,
+            ),
+            GatewayError::SessionStoreUnavailable(_) => page(
+                status,
+                "Temporarily unavailable",
+                "Sessions cannot be stored right now, so you cannot log in. Please try again in a moment.",
                 None,
             ),
             GatewayError::Session(_) => page(

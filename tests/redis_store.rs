@@ -103,7 +103,7 @@ async fn redis_down_at_start_up_does_not_stop_the_gateway() {
 
     // Logging in cannot finish without the store: an error page, not a crash or a hang.
     let failed = callback_response(&h, &b, "/hello").await;
-    assert_eq!(failed.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(!sets_session_cookie(&failed));
 
     // Redis comes up: logins work (after the store's short reconnect back-off).
