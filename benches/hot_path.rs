@@ -114,6 +114,7 @@ fn realistic_session(now: i64) -> Session {
         id_token: Some(fake_jwt(1000, 3)),
         created_at: now,
         last_seen: now,
+        identity: Default::default(),
     }
 }
 
@@ -317,6 +318,7 @@ fn bearer_benches(c: &mut Criterion) {
             claims: claims.clone(),
             exp: Some(exp),
             ttl: Duration::from_secs(3600),
+            headers: Default::default(),
         })
     }))
     .unwrap();
