@@ -58,6 +58,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     let passphrase: String = key.iter().map(|b| format!("{b:02x}")).collect();
     let text = demo_config(listen, &op.issuer(), &echo.url(), &passphrase);
     let config = Config::from_toml(&text, "demo configuration", None)?;
+    let stop = crate::shutdown_signal();
     let running = crate::server::start(config, clock).await?;
     let addr = running.addr();
     let hosts = [
@@ -86,7 +87,7 @@ pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     println!("  Echo upstream:               {}", echo.url());
     println!("  Press Ctrl-C to stop.");
     println!();
-    crate::shutdown_signal().await;
+    stop.await;
     running.shutdown().await;
     op.shutdown();
     echo.shutdown();

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::devop::serve::{spawn_on, Stopper};
+use crate::response::escape_html;
 
 /// Where the page's "Log out" link points by default: the gateway's logout hook.
 pub const DEFAULT_LOGOUT_HREF: &str = "/oauth2/callback?logout=%2F";
@@ -167,13 +168,13 @@ fn html_page(
             };
             format!(
                 "<tr{class}><th>{}</th><td>{}</td></tr>",
-                escape(name),
-                escape(value)
+                escape_html(name),
+                escape_html(value)
             )
         })
         .collect();
     let logout = logout_href
-        .map(|href| format!("<p><a href=\"{}\">Log out</a></p>", escape(href)))
+        .map(|href| format!("<p><a href=\"{}\">Log out</a></p>", escape_html(href)))
         .unwrap_or_default();
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -189,17 +190,9 @@ you in and added the highlighted headers.</p>\
 <p><code>{method} {uri}</code> &middot; body: {body_len} bytes</p>{logout}\
 <table><thead><tr><th>Header</th><th>Value</th></tr></thead><tbody>{rows}</tbody></table>\
 </body></html>\n",
-        method = escape(method.as_str()),
-        uri = escape(&uri.to_string()),
+        method = escape_html(method.as_str()),
+        uri = escape_html(&uri.to_string()),
     )
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 #[cfg(test)]

@@ -13,13 +13,14 @@ pub enum GatewayError {
     #[error("login could not be matched: {0}")]
     LoginMismatch(&'static str),
     /// The provider answered the authorization request with an error.
-    #[error("provider returned error {error}")]
+    // Debug formatting: the provider's text is attacker-influenced; no raw newlines in logs.
+    #[error("provider returned error {error:?}")]
     ProviderError {
         error: String,
         description: Option<String>,
     },
     /// The token endpoint refused or failed the code exchange.
-    #[error("code exchange failed: {0}")]
+    #[error("code exchange failed: {0:?}")]
     TokenExchange(String),
     /// The ID token failed a check; the string names it.
     #[error("ID token rejected: {0}")]
@@ -36,6 +37,9 @@ pub enum GatewayError {
     Forbidden(String),
     #[error("session could not be stored: {0}")]
     Session(String),
+    /// The server-side session store (Redis) is unreachable.
+    #[error("session store unavailable: {0}")]
+    SessionStoreUnavailable(String),
 }
 
 impl GatewayError {
@@ -52,6 +56,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::Session(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::SessionStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -122,6 +127,12 @@ impl GatewayError {
                 status,
                 "Access denied",
                 "You are logged in, but your account is not allowed to use this application.",
+                None,
+            ),
+            GatewayError::SessionStoreUnavailable(_) => page(
+                status,
+                "Temporarily unavailable",
+                "Sessions cannot be stored right now, so you cannot log in. Please try again in a moment.",
                 None,
             ),
             GatewayError::Session(_) => page(

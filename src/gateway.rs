@@ -76,7 +76,9 @@ impl Gateway {
         };
         if request.uri().path() == self.config.redirect_path() {
             let (parts, body) = request.into_parts();
-            return hooks::dispatch(self, &ctx, &parts, body).await;
+            // Boxed, like every rarely taken arm below: an async fn's future is as large as
+            // its largest arm, and hyper keeps one per connection, idle or not.
+            return Box::pin(hooks::dispatch(self, &ctx, &parts, body)).await;
         }
         let route = match self.router.route(request.uri().path()) {
             Ok(Some(route)) => route,
@@ -99,6 +101,7 @@ impl Gateway {
         };
         let (mut parts, body) = request.into_parts();
         self.identity.scrub(&mut parts.headers);
+        crate::proxy::hop::drop_connection_named(&mut parts.headers);
         match route.auth {
             AuthKind::None => {
                 self.forward(route, parts, Body::Left(body), &ctx, Vec::new())
@@ -191,8 +194,9 @@ impl Gateway {
                     .path_and_query()
                     .map(|p| p.as_str())
                     .unwrap_or("/");
-                return login::start(self, ctx, &parts.headers, &parts.method, return_to, clear)
-                    .await;
+                let start =
+                    login::start(self, ctx, &parts.headers, &parts.method, return_to, clear);
+                return Box::pin(start).await;
             }
         };
         response::with_cookies(resp, clear)

@@ -103,10 +103,15 @@ pub fn invalid_request() -> Response<Body> {
     )
 }
 
-/// `302 <return_to>` with `error_code` appended (`&` when it already has a query).
+/// `302 <return_to>` with `error_code` appended to its query (`&` when it already has
+/// one), before any `#fragment`, which the browser never sends to the application.
 fn refresh_error(return_to: &str, code: &str) -> Response<Body> {
-    let sep = if return_to.contains('?') { '&' } else { '?' };
-    response::redirect(&format!("{return_to}{sep}error_code={code}"))
+    let (url, fragment) = match return_to.find('#') {
+        Some(i) => return_to.split_at(i),
+        None => (return_to, ""),
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    response::redirect(&format!("{url}{sep}error_code={code}{fragment}"))
 }
 
 /// `?refresh=<return_to>&access_token=<at>`: SPEC §6, checks in table order.

@@ -42,6 +42,9 @@ enum Command {
     },
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     oidc_gateway::install_crypto_provider();
@@ -73,9 +76,10 @@ fn main() -> ExitCode {
                 }
             };
             runtime().block_on(async {
+                let stop = oidc_gateway::shutdown_signal();
                 match oidc_gateway::server::start(config, Clock::system()).await {
                     Ok(running) => {
-                        oidc_gateway::shutdown_signal().await;
+                        stop.await;
                         tracing::info!("shutting down: draining in-flight requests");
                         running.shutdown().await;
                         ExitCode::SUCCESS

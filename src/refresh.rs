@@ -212,7 +212,8 @@ pub async fn ensure_fresh(
     if window == 0 || expires - now > window {
         return Freshness::Fresh(session, Vec::new());
     }
-    match refresh_session(gw, &session, headers, ctx).await {
+    // Boxed: the grant's future is large and most requests never get here.
+    match Box::pin(refresh_session(gw, &session, headers, ctx)).await {
         Ok((session, cookies)) => Freshness::Fresh(session, cookies),
         Err(_) if expires > now => Freshness::Fresh(session, Vec::new()),
         Err(_) => Freshness::Expired(gw.sessions.clear_cookies(headers, ctx.secure())),

@@ -105,6 +105,7 @@ pub struct ProviderConfig {
 pub enum StoreKind {
     Cookie,
     Memory,
+    Redis,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +131,8 @@ pub struct SessionConfig {
     pub passphrases: Vec<Secret>,
     pub store: StoreKind,
     pub memory_capacity: u64,
+    /// Used when `store` is [`StoreKind::Redis`]; validated (with defaults) in any case.
+    pub redis: RedisConfig,
     pub cookie_name: String,
     pub cookie_domain: Option<String>,
     pub state_cookie_prefix: String,
@@ -137,6 +140,52 @@ pub struct SessionConfig {
     pub inactivity_timeout: Duration,
     pub max_duration: Duration,
     pub refresh_before_expiry: Duration,
+}
+
+/// Where the redis session store connects and how its keys are named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: RedisUrl,
+    /// Prepended to each session id to form its key.
+    pub prefix: String,
+    /// Bound on every store call: waiting for a connection, connecting, and the command.
+    pub timeout: Duration,
+}
+
+/// A validated `redis://` URL. It may carry a password, so `Debug` and [`RedisUrl::redacted`]
+/// replace that (and the user name) with `[redacted]`; [`RedisUrl::expose`] is for connecting.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(Url);
+
+impl RedisUrl {
+    /// Wraps a URL that config validation accepted.
+    pub fn new(url: Url) -> RedisUrl {
+        RedisUrl(url)
+    }
+
+    /// The URL with its credentials; call sites are easy to grep.
+    pub fn expose(&self) -> &Url {
+        &self.0
+    }
+
+    /// The URL fit for logs: credentials replaced, query and fragment dropped.
+    pub fn redacted(&self) -> String {
+        let u = &self.0;
+        let creds = if u.username().is_empty() && u.password().is_none() {
+            ""
+        } else {
+            "[redacted]@"
+        };
+        let host = u.host_str().unwrap_or("");
+        let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{}://{creds}{host}{port}{}", u.scheme(), u.path())
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({})", self.redacted())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,11 @@
-//! The configuration file as written: serde structs that mirror the TOML, unknown keys
-//! rejected. Nothing here is validated; see `validate.rs`.
+//! The configuration file as written: serde structs that mirror the TOML. Unknown keys are
+//! collected (all of them, with their paths) by `validate.rs` and reported as errors.
+//! Nothing here is validated; see `validate.rs`.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
@@ -42,7 +42,6 @@ impl OneOrMany {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<OneOrMany>,
     pub public_url: Option<String>,
@@ -53,13 +52,11 @@ pub struct RawServer {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<OneOrMany>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub issuer: Option<String>,
     pub client_id: Option<String>,
@@ -76,13 +73,15 @@ pub struct RawProvider {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawSession {
     pub passphrase: Option<String>,
     pub passphrase_file: Option<String>,
     pub passphrases: Option<Vec<String>>,
     pub store: Option<String>,
     pub memory_capacity: Option<u64>,
+    pub redis_url: Option<String>,
+    pub redis_prefix: Option<String>,
+    pub redis_timeout: Option<String>,
     pub cookie_name: Option<String>,
     pub cookie_domain: Option<String>,
     pub state_cookie_prefix: Option<String>,
@@ -93,7 +92,6 @@ pub struct RawSession {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawHeaders {
     pub claim_prefix: Option<String>,
     pub claim_delimiter: Option<String>,
@@ -107,7 +105,6 @@ pub struct RawHeaders {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawOAuth {
     pub introspection_endpoint: Option<String>,
     pub introspection_cache: Option<String>,
@@ -118,14 +115,12 @@ pub struct RawOAuth {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawHooks {
     pub info: Option<Vec<String>>,
     pub redirect_urls_allowed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub path: Option<String>,
     pub upstream: Option<String>,

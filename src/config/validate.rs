@@ -29,6 +29,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `route[1].upstream` style, from serde_ignored's path.
+fn key_path(path: &serde_ignored::Path) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        P::Map { parent, key } => {
+            let parent = key_path(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            key_path(parent)
+        }
+    }
+}
+
 /// Collects problems; each check records its key path.
 struct Checker<'a> {
     problems: Vec<ConfigProblem>,
@@ -158,13 +178,32 @@ pub(super) fn from_toml(text: &str, base_dir: Option<&Path>) -> Result<Config, V
     })?;
     let mut problems = Vec::new();
     interpolate(&mut value, "", &mut problems);
-    let raw: RawConfig = match serde_path_to_error::deserialize(value) {
+    let mut unknown = Vec::new();
+    let mut collect = |path: serde_ignored::Path| unknown.push(key_path(&path));
+    let ignored = serde_ignored::Deserializer::new(value, &mut collect);
+    let raw: Result<RawConfig, _> = serde_path_to_error::deserialize(ignored);
+    for key in unknown {
+        problems.push(ConfigProblem {
+            key,
+            reason: "unknown key".into(),
+        });
+    }
+    let raw = match raw {
         Ok(raw) => raw,
         Err(e) => {
             let key = e.path().to_string();
             problems.push(ConfigProblem {
                 key: if key == "." { String::new() } else { key },
-                reason: e.into_inner().to_string(),
+                // toml appends "\nin `key`" to type errors: the key path is already
+                // printed before the reason, and one problem must stay one line.
+                reason: e
+                    .into_inner()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_end()
+                    .to_string(),
             });
             return Err(problems);
         }
@@ -418,10 +457,15 @@ fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
             Vec::new()
         }
     };
+    let single = passphrases.len() == 1;
     for (i, p) in passphrases.iter().enumerate() {
         if p.expose().len() < 16 {
             c.problem(
-                format!("session.passphrases[{i}]"),
+                if single {
+                    "session.passphrase".to_string()
+                } else {
+                    format!("session.passphrases[{i}]")
+                },
                 "must be at least 16 characters (32 random characters recommended)",
             );
         }
@@ -430,15 +474,13 @@ fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
         "session.store",
         raw.store.as_deref(),
         StoreKind::Cookie,
-        &[("cookie", StoreKind::Cookie), ("memory", StoreKind::Memory)],
+        &[
+            ("cookie", StoreKind::Cookie),
+            ("memory", StoreKind::Memory),
+            ("redis", StoreKind::Redis),
+        ],
     );
-    if raw.store.as_deref() == Some("redis") {
-        c.problems.pop();
-        c.problem(
-            "session.store",
-            "\"redis\" is not available in this build yet; use cookie or memory",
-        );
-    }
+    let redis = build_redis(c, raw.redis_url, raw.redis_prefix, raw.redis_timeout);
     let cookie_name = raw.cookie_name.unwrap_or_else(|| "oidc_session".into());
     check_cookie_name(c, "session.cookie_name", &cookie_name);
     let state_cookie_prefix = raw
@@ -483,6 +525,7 @@ fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
         passphrases,
         store,
         memory_capacity: raw.memory_capacity.unwrap_or(100_000),
+        redis,
         cookie_name,
         cookie_domain: raw.cookie_domain,
         state_cookie_prefix,
@@ -495,6 +538,82 @@ fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
             Duration::from_secs(30),
         ),
     }
+}
+
+/// `session.redis_url` when not set: a Redis on this host, database 0.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// The `redis_*` keys. Checked whatever the store, so a typo surfaces before the switch.
+fn build_redis(
+    c: &mut Checker,
+    url: Option<String>,
+    prefix: Option<String>,
+    timeout: Option<String>,
+) -> RedisConfig {
+    let default_url = || RedisUrl::new(Url::parse(DEFAULT_REDIS_URL).expect("valid default"));
+    let url = match url {
+        Some(u) => redis_url(c, "session.redis_url", &u).unwrap_or_else(default_url),
+        None => default_url(),
+    };
+    let timeout = c.duration(
+        "session.redis_timeout",
+        timeout.as_deref(),
+        Duration::from_secs(2),
+    );
+    if timeout.is_zero() {
+        c.problem("session.redis_timeout", "must be greater than zero");
+    }
+    RedisConfig {
+        url,
+        prefix: prefix.unwrap_or_else(|| "oidc_gateway:session:".into()),
+        timeout,
+    }
+}
+
+/// A `redis://[user:password@]host[:port][/db]` URL. Problems never quote the value: it may
+/// hold a password.
+fn redis_url(c: &mut Checker, key: &str, value: &str) -> Option<RedisUrl> {
+    let Ok(url) = Url::parse(value) else {
+        c.problem(
+            key,
+            "is not a URL like \"redis://127.0.0.1:6379/0\" (value not shown: it may hold a password)",
+        );
+        return None;
+    };
+    match url.scheme() {
+        "redis" => {}
+        "rediss" => {
+            c.problem(
+                key,
+                "rediss:// (Redis over TLS) is not supported by this build; use redis:// on a \
+                 trusted network or through a local TLS tunnel",
+            );
+            return None;
+        }
+        other => {
+            c.problem(key, format!("scheme {other:?} is not redis://"));
+            return None;
+        }
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        c.problem(key, "has no host, as in redis://127.0.0.1:6379/0");
+        return None;
+    }
+    let db = url.path().trim_start_matches('/');
+    if !db.is_empty() && db.parse::<u16>().is_err() {
+        c.problem(
+            key,
+            "the path must be a database number, as in redis://127.0.0.1:6379/0",
+        );
+        return None;
+    }
+    // Whatever else the client would refuse (a wildcard host, an unknown `?protocol=`).
+    // Its messages name the part, never the password.
+    if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.clone()) {
+        c.problem(key, format!("is not a usable redis URL: {e}"));
+        return None;
+    }
+    Some(RedisUrl::new(url))
 }
 
 fn check_cookie_name(c: &mut Checker, key: &str, name: &str) {
@@ -790,4 +909,133 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
         });
     }
     routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+[server]
+listen = "nope"
+colour = "red"
+[provider]
+issuer = "http://idp.example.com"
+client_id = "x"
+typo = 1
+[session]
+passphrase = "short"
+inactivity_timeout = "5 parsecs"
+[[route]]
+path = "/"
+upstream = "ftp://x"
+[[route]]
+path = "/a"
+upstream = "http://127.0.0.1:1"
+auth = "magic"
+extra = true
+"#;
+        let problems = from_toml(text, None).unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for key in [
+            "server.listen[0]",
+            "server.colour",
+            "provider.issuer",
+            "provider.typo",
+            "session.passphrase",
+            "session.inactivity_timeout",
+            "route[0].upstream",
+            "route[1].auth",
+            "route[1].extra",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {keys:?}");
+        }
+    }
+
+    const MINIMAL: &str = r#"
+[provider]
+issuer = "https://idp.example.com"
+client_id = "x"
+client_secret = "y"
+[[route]]
+path = "/"
+upstream = "http://127.0.0.1:7000"
+[session]
+passphrase = "0123456789abcdef0123"
+"#;
+
+    #[test]
+    fn redis_store_defaults() {
+        let cfg = from_toml(&format!("{MINIMAL}store = \"redis\"\n"), None).unwrap();
+        assert_eq!(cfg.session.store, StoreKind::Redis);
+        assert_eq!(cfg.session.redis.url.expose().as_str(), DEFAULT_REDIS_URL);
+        assert_eq!(cfg.session.redis.prefix, "oidc_gateway:session:");
+        assert_eq!(cfg.session.redis.timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn redis_keys_are_read_and_the_password_never_printed() {
+        let text = format!(
+            "{MINIMAL}store = \"redis\"\nredis_url = \"redis://gw:s3cret-pw@redis.internal:6380/2\"\n\
+             redis_prefix = \"gw:\"\nredis_timeout = \"750ms\"\n"
+        );
+        let cfg = from_toml(&text, None).unwrap();
+        let redis = &cfg.session.redis;
+        assert_eq!(redis.url.expose().password(), Some("s3cret-pw"));
+        assert_eq!(redis.prefix, "gw:");
+        assert_eq!(redis.timeout, Duration::from_millis(750));
+        assert_eq!(
+            redis.url.redacted(),
+            "redis://[redacted]@redis.internal:6380/2"
+        );
+        let debug = format!("{cfg:?}");
+        assert!(!debug.contains("s3cret-pw"), "{debug}");
+        assert!(debug.contains("redis.internal:6380"));
+    }
+
+    #[test]
+    fn bad_redis_keys_are_reported_with_their_paths() {
+        for (url, expect) in [
+            ("rediss://:s3cret-pw@redis.example.com", "not supported"),
+            ("http://:s3cret-pw@redis.example.com", "is not redis://"),
+            (
+                "redis://:s3cret-pw@redis.example.com/zero",
+                "database number",
+            ),
+            ("redis://:s3cret-pw@0.0.0.0:6379", "wildcard"),
+            (
+                "redis://:s3cret-pw@redis.example.com/0?protocol=9",
+                "usable",
+            ),
+            ("s3cret-pw", "is not a URL"),
+        ] {
+            let text = format!("{MINIMAL}store = \"redis\"\nredis_url = \"{url}\"\n");
+            let problems = from_toml(&text, None).unwrap_err();
+            let p = problems
+                .iter()
+                .find(|p| p.key == "session.redis_url")
+                .unwrap_or_else(|| panic!("{url}: {problems:?}"));
+            assert!(p.reason.contains(expect), "{url}: {}", p.reason);
+            assert!(!p.reason.contains("s3cret-pw"), "{url}: {}", p.reason);
+        }
+        let text = format!("{MINIMAL}redis_timeout = \"0s\"\nredis_colour = 1\n");
+        let keys: Vec<String> = from_toml(&text, None)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.key)
+            .collect();
+        assert_eq!(keys, ["session.redis_colour", "session.redis_timeout"]);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("8h").unwrap(), Duration::from_secs(8 * 3600));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
 }

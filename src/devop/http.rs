@@ -149,18 +149,4 @@ pub(crate) fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
     format!("{base}{sep}{}", query.finish())
 }
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub(crate) use crate::response::escape_html as escape;

@@ -101,6 +101,8 @@ pub struct Counters {
     pub code_grants: u64,
     pub refresh_grants: u64,
     pub refresh_failures: u64,
+    /// Refresh grant requests (client authenticated) that carried a `scope` parameter.
+    pub refresh_scope_params: u64,
     pub introspections: u64,
     pub revocations: u64,
     pub userinfo: u64,

@@ -134,6 +134,9 @@ pub(crate) fn is_pkce_value(s: &str) -> bool {
 }
 
 fn refresh_grant(op: &Provider, params: &Params) -> Result<Value, TokenError> {
+    if params.get("scope").is_some() {
+        op.count(|c| c.refresh_scope_params += 1);
+    }
     let token = params
         .get("refresh_token")
         .ok_or(TokenError::MissingParameter("refresh_token"))?;

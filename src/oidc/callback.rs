@@ -9,7 +9,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::proxy::forwarded::RequestCtx;
 use crate::response::{self, Body};
-use crate::session::{Session, Sessions};
+use crate::session::{Session, SessionError, Sessions};
 use http::header::HeaderMap;
 use http::Response;
 use openidconnect::{
@@ -187,7 +187,10 @@ async fn complete(
         .sessions
         .save(&session, ctx.secure(), headers)
         .await
-        .map_err(|e| GatewayError::Session(e.to_string()))?;
+        .map_err(|e| match e {
+            SessionError::Store(_) => GatewayError::SessionStoreUnavailable(e.to_string()),
+            other => GatewayError::Session(other.to_string()),
+        })?;
     tracing::info!(sub = %session.sub, "login completed");
     Ok((login.return_to, cookies))
 }

@@ -18,6 +18,10 @@ use std::borrow::Cow;
 /// redirect) rather than from script or an API client (which gets a 401).
 pub fn is_browser_navigation(headers: &HeaderMap) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // A WebSocket (or other protocol upgrade) cannot follow a login redirect.
+    if headers.contains_key(http::header::UPGRADE) {
+        return false;
+    }
     if header("x-requested-with").is_some_and(|v| v.eq_ignore_ascii_case("XMLHttpRequest")) {
         return false;
     }
@@ -59,6 +63,13 @@ pub async fn start(
         }
         Err(e) => response::with_cookies(e.into_response(), extra_cookies),
     }
+}
+
+/// `return_to` with any run of leading slashes or backslashes collapsed to one `/`. A
+/// request for `//evil.com/x` routes like `/evil.com/x`, but sent back verbatim after the
+/// login it would be a scheme-relative redirect to evil.com.
+fn on_site(return_to: &str) -> String {
+    format!("/{}", return_to.trim_start_matches(['/', '\\']))
 }
 
 async fn build(
@@ -107,7 +118,7 @@ async fn build(
     let now = gw.clock.now();
     let login = LoginState {
         state: csrf.secret().clone(),
-        return_to: return_to.to_string(),
+        return_to: on_site(return_to),
         method: method.as_str().to_string(),
         nonce: nonce.secret().clone(),
         pkce_verifier: verifier,
@@ -119,4 +130,18 @@ async fn build(
     let mut cookies = state::prune(codec, session_cfg, headers, now, ctx.secure());
     cookies.extend(state::seal(codec, session_cfg, &login, ctx.secure()));
     Ok((url.to_string(), cookies))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_site;
+
+    #[test]
+    fn return_addresses_stay_on_site() {
+        assert_eq!(on_site("/app?x=1"), "/app?x=1");
+        assert_eq!(on_site("//evil.com/x"), "/evil.com/x");
+        assert_eq!(on_site("/\\evil.com"), "/evil.com");
+        assert_eq!(on_site("///\\/evil.com?a=//b"), "/evil.com?a=//b");
+        assert_eq!(on_site("/"), "/");
+    }
 }

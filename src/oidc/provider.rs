@@ -171,7 +171,8 @@ impl Provider {
         let jwks = self
             .fetch_raw_jwks(metadata.jwks_uri().url().as_str())
             .await?;
-        *self.last_jwks_fetch.lock().expect("provider lock") = Some(Instant::now());
+        // Not recorded as a refetch: the rate limit is for unknown-kid refetches, and a key
+        // the provider rotated in just after start-up must still be fetched once.
         Ok(self.build(metadata, jwks))
     }
 

@@ -13,17 +13,21 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("keep-alive"),
 ];
 
+/// The header names the `Connection` header lists.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect()
+}
+
 /// Removes hop-by-hop headers and every header the `Connection` header names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+        for name in connection_named(headers) {
             headers.remove(name);
         }
     }
@@ -31,6 +35,30 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove("proxy-connection");
+}
+
+/// Applies a client's `Connection` header before the gateway adds its own headers: the
+/// headers it names go now, and it keeps only `upgrade` (which the proxy still needs).
+/// Otherwise `Connection: OIDC_CLAIM_groups` would make the proxy drop a header the
+/// gateway set.
+pub fn drop_connection_named(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        return;
+    }
+    let upgrade = upgrade_protocol(headers).is_some();
+    for name in connection_named(headers) {
+        if name != header::UPGRADE {
+            headers.remove(name);
+        }
+    }
+    if upgrade {
+        headers.insert(
+            header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+    } else {
+        headers.remove(header::CONNECTION);
+    }
 }
 
 /// The `Upgrade` protocol when the request asks for one (e.g. WebSocket).
@@ -63,6 +91,31 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_named_headers_go_before_the_gateway_adds_its_own() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            "Upgrade, x-hop, oidc_claim_sub".parse().unwrap(),
+        );
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        drop_connection_named(&mut h);
+        assert!(!h.contains_key("x-hop"));
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(upgrade_protocol(&h).unwrap(), "websocket");
+        // What the gateway adds afterwards survives the proxy's hop-by-hop removal.
+        h.insert("oidc_claim_sub", "alice".parse().unwrap());
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h["oidc_claim_sub"], "alice");
+
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-hop".parse().unwrap());
+        h.insert("x-hop", "1".parse().unwrap());
+        drop_connection_named(&mut h);
+        assert!(h.is_empty());
     }
 
     #[test]

@@ -80,7 +80,10 @@ pub async fn handle(
     let validation = match gw
         .resource
         .cache
-        .get_or_validate(&token, validate::validate(gw, &token))
+        // Boxed when polled, i.e. only on a cache miss: the validation future is large.
+        .get_or_validate(&token, async {
+            Box::pin(validate::validate(gw, &token)).await
+        })
         .await
     {
         Ok(v) => v,

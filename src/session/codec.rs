@@ -1,6 +1,6 @@
-//! Sealing values for cookies: HKDF-derived AES-256-GCM keys with key ids for rotation,
-//! optional deflate, and a purpose bound into the tag so one kind of value never opens as
-//! another.
+//! Sealing values for cookies and for sessions kept in a shared store: HKDF-derived
+//! AES-256-GCM keys with key ids for rotation, optional deflate, and a purpose bound into the
+//! tag so one kind of value never opens as another.
 //!
 //! Wire format (then base64url without padding):
 //! `version (1) || key id (4) || nonce (12) || AES-256-GCM(flag (1) || data) || tag (16)`,
@@ -38,6 +38,10 @@ const MIN_SEALED_LEN: usize = HEADER_LEN + 1 + TAG_LEN;
 pub const MAX_SEALED_LEN: usize = 70_000;
 /// Largest plaintext an inflated value may grow to (a deflate bomb stops here).
 pub const MAX_PLAINTEXT_LEN: usize = 1 << 20;
+/// Longest sealed string accepted for [`Purpose::StoredSession`]: a plaintext of
+/// [`MAX_PLAINTEXT_LEN`] sealed without deflate, in base64url. Server-side stores are not
+/// limited by cookie sizes, but what they hand back is still bounded before decoding.
+pub const MAX_STORED_SEALED_LEN: usize = (MAX_PLAINTEXT_LEN + MIN_SEALED_LEN).div_ceil(3) * 4;
 /// Data at or below this size is never deflated: the deflate header would eat the gain.
 const DEFLATE_THRESHOLD: usize = 200;
 
@@ -55,6 +59,8 @@ pub enum Purpose {
     State,
     /// A session id pointing into a server-side store.
     SessionId,
+    /// A whole session kept in a shared server-side store (redis).
+    StoredSession,
 }
 
 impl Purpose {
@@ -63,6 +69,15 @@ impl Purpose {
             Purpose::Session => 1,
             Purpose::State => 2,
             Purpose::SessionId => 3,
+            Purpose::StoredSession => 4,
+        }
+    }
+
+    /// Longest sealed string [`Codec::open`] looks at for this purpose.
+    fn max_sealed_len(self) -> usize {
+        match self {
+            Purpose::StoredSession => MAX_STORED_SEALED_LEN,
+            Purpose::Session | Purpose::State | Purpose::SessionId => MAX_SEALED_LEN,
         }
     }
 }
@@ -158,10 +173,11 @@ impl Codec {
     }
 
     /// Opens a value sealed by [`Codec::seal`] for the same `purpose`, under any configured
-    /// key. Bounded: at most [`MAX_SEALED_LEN`] input characters and
-    /// [`MAX_PLAINTEXT_LEN`] output bytes.
+    /// key. Bounded: at most [`MAX_SEALED_LEN`] input characters
+    /// ([`MAX_STORED_SEALED_LEN`] for [`Purpose::StoredSession`]) and [`MAX_PLAINTEXT_LEN`]
+    /// output bytes.
     pub fn open(&self, purpose: Purpose, sealed: &str) -> Result<Vec<u8>, CodecError> {
-        if sealed.len() > MAX_SEALED_LEN {
+        if sealed.len() > purpose.max_sealed_len() {
             return Err(CodecError::TooLarge);
         }
         let mut buf = URL_SAFE_NO_PAD

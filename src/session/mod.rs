@@ -3,18 +3,25 @@
 //!
 //! - `codec`: AES-256-GCM sealing with HKDF-derived, rotatable keys.
 //! - `cookies`: finding, chunking, stripping and writing the gateway's cookies.
-//! - `store` / `memory`: server-side stores that keep only a sealed id in the cookie.
+//! - `store` / `memory` / `redis`: server-side stores that keep only a sealed id in the
+//!   cookie.
 
 mod codec;
 mod cookies;
 mod memory;
 mod model;
+mod redis;
 mod store;
 
 #[cfg(test)]
+pub(crate) mod test_redis;
+#[cfg(test)]
 mod tests;
 
-pub use codec::{Codec, CodecError, Purpose, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN};
+pub use self::redis::RedisBackend;
+pub use codec::{
+    Codec, CodecError, Purpose, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN, MAX_STORED_SEALED_LEN,
+};
 pub use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
 pub use memory::MemoryBackend;
 pub use model::{IdentityCache, Session};
@@ -101,11 +108,14 @@ enum Store {
         decoded: Cache<String, Arc<Session>>,
     },
     Memory(MemoryBackend),
+    /// Boxed: its client and connection state dwarf the other variants.
+    Redis(Box<RedisBackend>),
 }
 
 /// The session manager: built once at start, shared by every request.
 pub struct Sessions {
-    codec: Codec,
+    /// Shared with the redis store, which seals what it keeps.
+    codec: Arc<Codec>,
     clock: Clock,
     names: Names,
     attrs: CookieAttrs,
@@ -125,6 +135,7 @@ impl fmt::Debug for Sessions {
         let store = match self.store {
             Store::Cookie { .. } => "cookie",
             Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
         };
         f.debug_struct("Sessions")
             .field("store", &store)
@@ -138,7 +149,9 @@ fn secs(d: Duration) -> i64 {
 }
 
 impl Sessions {
+    /// Builds the manager. Connects nowhere: the redis store connects on first use.
     pub fn new(cfg: &SessionConfig, clock: Clock) -> Sessions {
+        let codec = Arc::new(Codec::new(&cfg.passphrases));
         let store = match cfg.store {
             StoreKind::Cookie => Store::Cookie {
                 decoded: Cache::builder()
@@ -147,6 +160,9 @@ impl Sessions {
                     .build(),
             },
             StoreKind::Memory => Store::Memory(MemoryBackend::new(cfg.memory_capacity)),
+            StoreKind::Redis => {
+                Store::Redis(Box::new(RedisBackend::new(&cfg.redis, Arc::clone(&codec))))
+            }
         };
         // Nothing older than max_duration can be loaded anyway, so records need not outlive it.
         let record_ttl = cfg.max_duration.max(Duration::from_secs(1));
@@ -162,7 +178,7 @@ impl Sessions {
         };
         let inactivity = secs(cfg.inactivity_timeout);
         Sessions {
-            codec: Codec::new(&cfg.passphrases),
+            codec,
             clock,
             names: Names::new(&cfg.cookie_name, &cfg.state_cookie_prefix),
             attrs: CookieAttrs::new(cfg.same_site, cfg.cookie_domain.as_deref()),
@@ -200,6 +216,7 @@ impl Sessions {
         let opened = match &self.store {
             Store::Cookie { decoded } => self.open_cookie(decoded, sealed),
             Store::Memory(backend) => self.open_id(backend, &sealed).await,
+            Store::Redis(backend) => self.open_id(backend.as_ref(), &sealed).await,
         };
         match opened.and_then(|s| self.check(&s).map(|()| s)) {
             Ok(session) => Loaded::Valid(session),
@@ -286,12 +303,25 @@ impl Sessions {
                 decoded.insert(sealed, Arc::new(session.clone()));
                 Ok(cookies)
             }
-            Store::Memory(backend) => {
-                backend.put(session, self.remaining_life(session)).await?;
-                let sealed = self.codec.seal(Purpose::SessionId, session.id.as_bytes());
-                self.write_cookies(&sealed, secure, presented)
+            Store::Memory(backend) => self.save_id(backend, session, secure, presented).await,
+            Store::Redis(backend) => {
+                self.save_id(backend.as_ref(), session, secure, presented)
+                    .await
             }
         }
+    }
+
+    /// Server-side stores: the session goes to `backend`, its sealed id to the cookie.
+    async fn save_id(
+        &self,
+        backend: &impl Backend,
+        session: &Session,
+        secure: bool,
+        presented: &HeaderMap,
+    ) -> Result<Vec<HeaderValue>, SessionError> {
+        backend.put(session, self.remaining_life(session)).await?;
+        let sealed = self.codec.seal(Purpose::SessionId, session.id.as_bytes());
+        self.write_cookies(&sealed, secure, presented)
     }
 
     /// How long a server-side store should keep `session`: until its inactivity or maximum
@@ -358,9 +388,9 @@ impl Sessions {
         }
     }
 
-    /// Ends `session`: forgets it server-side, refuses its id from now on (also a replayed
-    /// cookie-store cookie), and returns `Set-Cookie` values that clear the request's
-    /// session cookies.
+    /// Ends `session`: forgets it server-side (in Redis, for every replica), refuses its id
+    /// here from now on (also a replayed cookie-store cookie), and returns `Set-Cookie`
+    /// values that clear the request's session cookies.
     pub async fn end(
         &self,
         session: &Session,
@@ -368,8 +398,10 @@ impl Sessions {
         presented: &HeaderMap,
     ) -> Vec<HeaderValue> {
         self.ended.insert(session.id.clone(), ());
-        if let Store::Memory(backend) = &self.store {
-            backend.remove(&session.id).await;
+        match &self.store {
+            Store::Cookie { .. } => {}
+            Store::Memory(backend) => backend.remove(&session.id).await,
+            Store::Redis(backend) => backend.remove(&session.id).await,
         }
         self.clear_cookies(presented, secure)
     }

@@ -1,7 +1,8 @@
 //! One conformance suite, run against every session store.
 
+use super::test_redis::{free_port, RedisServer};
 use super::*;
-use crate::config::SameSite;
+use crate::config::{RedisConfig, RedisUrl, SameSite};
 use crate::secret::Secret;
 use http::header::COOKIE;
 use rand::distributions::{Alphanumeric, DistString};
@@ -15,6 +16,12 @@ fn config(store: StoreKind, passphrases: &[&str]) -> SessionConfig {
         passphrases: passphrases.iter().map(|p| Secret::new(*p)).collect(),
         store,
         memory_capacity: 1_000,
+        redis: RedisConfig {
+            // Nothing listens here: tests that use Redis point this at their own server.
+            url: redis_url("redis://127.0.0.1:9/0"),
+            prefix: "oidc_gateway:test:".into(),
+            timeout: Duration::from_secs(2),
+        },
         cookie_name: "oidc_session".into(),
         cookie_domain: None,
         state_cookie_prefix: "oidc_state_".into(),
@@ -25,12 +32,48 @@ fn config(store: StoreKind, passphrases: &[&str]) -> SessionConfig {
     }
 }
 
+/// The store under test; for Redis, with the server this test started (killed on drop).
+struct TestStore {
+    kind: StoreKind,
+    redis: Option<RedisServer>,
+}
+
+impl TestStore {
+    fn local(kind: StoreKind) -> TestStore {
+        TestStore { kind, redis: None }
+    }
+
+    /// `None` (after a notice) when `redis-server` is not installed and not required.
+    fn redis(test: &str) -> Option<TestStore> {
+        Some(TestStore {
+            kind: StoreKind::Redis,
+            redis: Some(RedisServer::start_or_skip(test)?),
+        })
+    }
+
+    fn config(&self, passphrases: &[&str]) -> SessionConfig {
+        let mut cfg = config(self.kind, passphrases);
+        if let Some(server) = &self.redis {
+            cfg.redis.url = redis_url(&server.url());
+        }
+        cfg
+    }
+
+    fn manager(&self) -> (Sessions, Clock) {
+        let clock = Clock::system();
+        (Sessions::new(&self.config(&[KEY]), clock.clone()), clock)
+    }
+}
+
+fn redis_url(url: &str) -> RedisUrl {
+    RedisUrl::new(url.parse().unwrap())
+}
+
 const KEY: &str = "conformance passphrase one";
 const OTHER_KEY: &str = "conformance passphrase two";
 
-fn manager(store: StoreKind) -> (Sessions, Clock) {
-    let clock = Clock::system();
-    (Sessions::new(&config(store, &[KEY]), clock.clone()), clock)
+fn manager(kind: StoreKind) -> (Sessions, Clock) {
+    TestStore::local(kind).manager()
 }
 
 fn session(clock: &Clock, groups: usize) -> Session {
@@ -137,8 +180,8 @@ fn session_value(jar: &Jar) -> String {
 
 // ---- the suite ----------------------------------------------------------------------
 
-async fn missing_without_cookies(kind: StoreKind) {
-    let (sessions, _) = manager(kind);
+async fn missing_without_cookies(store: &TestStore) {
+    let (sessions, _) = store.manager();
     assert!(matches!(
         sessions.load(&HeaderMap::new()).await,
         Loaded::Missing
@@ -152,26 +195,27 @@ async fn missing_without_cookies(kind: StoreKind) {
     ));
 }
 
-async fn save_then_load(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn save_then_load(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let s = session(&clock, 0);
     let jar = saved(&sessions, &s).await;
     assert_eq!(jar.names(), ["oidc_session"]);
     assert_eq!(*valid(sessions.load(&jar.headers()).await), s);
     // Again: the repeat (cached, for the cookie store) path gives the same answer.
     assert_eq!(*valid(sessions.load(&jar.headers()).await), s);
-    // A fresh manager with the same passphrase (a restart) reads a cookie-store cookie.
-    if kind == StoreKind::Cookie {
-        let restarted = Sessions::new(&config(kind, &[KEY]), clock.clone());
+    // A fresh manager with the same passphrase (a restart) reads the session, except from
+    // the memory store, which is lost with the process.
+    if store.kind != StoreKind::Memory {
+        let restarted = Sessions::new(&store.config(&[KEY]), clock.clone());
         assert_eq!(*valid(restarted.load(&jar.headers()).await), s);
     }
 }
 
-async fn large_session_is_chunked_and_loads(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn large_session_is_chunked_and_loads(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let big = session(&clock, 300);
     let mut jar = saved(&sessions, &big).await;
-    match kind {
+    match store.kind {
         StoreKind::Cookie => {
             let n: usize = jar.get("oidc_session_chunks").unwrap().parse().unwrap();
             assert!((2..=MAX_CHUNKS).contains(&n), "{n} chunks");
@@ -180,7 +224,7 @@ async fn large_session_is_chunked_and_loads(kind: StoreKind) {
                 assert!(jar.get(&format!("oidc_session_{i}")).unwrap().len() <= CHUNK_SIZE);
             }
         }
-        StoreKind::Memory => assert_eq!(jar.names(), ["oidc_session"]),
+        StoreKind::Memory | StoreKind::Redis => assert_eq!(jar.names(), ["oidc_session"]),
     }
     assert_eq!(*valid(sessions.load(&jar.headers()).await), big);
 
@@ -194,24 +238,29 @@ async fn large_session_is_chunked_and_loads(kind: StoreKind) {
     // And growing again expires the plain cookie.
     let set = sessions.save(&big, true, &jar.headers()).await.unwrap();
     jar.apply(&set);
-    if kind == StoreKind::Cookie {
+    if store.kind == StoreKind::Cookie {
         assert!(jar.get("oidc_session").is_none());
     }
     assert_eq!(*valid(sessions.load(&jar.headers()).await), big);
 }
 
-async fn oversized_session_is_an_error_not_a_panic(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn oversized_session_is_an_error_not_a_panic(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let huge = session(&clock, 3_000);
     let result = sessions.save(&huge, true, &HeaderMap::new()).await;
-    match kind {
+    match store.kind {
         StoreKind::Cookie => assert!(matches!(result, Err(SessionError::TooLarge { .. }))),
-        StoreKind::Memory => assert!(result.is_ok()),
+        // Server-side stores are not limited by cookie sizes.
+        StoreKind::Memory | StoreKind::Redis => {
+            let mut jar = Jar::default();
+            jar.apply(&result.unwrap());
+            assert_eq!(*valid(sessions.load(&jar.headers()).await), huge);
+        }
     }
 }
 
-async fn tampered_truncated_and_garbage_cookies_are_invalid(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn tampered_truncated_and_garbage_cookies_are_invalid(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let s = session(&clock, 0);
     let jar = saved(&sessions, &s).await;
     let value = session_value(&jar);
@@ -245,8 +294,8 @@ async fn tampered_truncated_and_garbage_cookies_are_invalid(kind: StoreKind) {
     assert_eq!(*valid(sessions.load(&jar.headers()).await), s);
 }
 
-async fn tampered_chunk_is_invalid(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn tampered_chunk_is_invalid(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let mut jar = Jar::default();
     jar.set("oidc_session_chunks", "2");
     jar.set(
@@ -255,7 +304,7 @@ async fn tampered_chunk_is_invalid(kind: StoreKind) {
     );
     jar.set("oidc_session_1", "AAAA");
     invalid(sessions.load(&jar.headers()).await);
-    if kind == StoreKind::Cookie {
+    if store.kind == StoreKind::Cookie {
         let mut jar = saved(&sessions, &session(&clock, 300)).await;
         let chunk = jar.get("oidc_session_1").unwrap().to_owned();
         let flipped = if chunk.starts_with('A') { "B" } else { "A" };
@@ -267,8 +316,8 @@ async fn tampered_chunk_is_invalid(kind: StoreKind) {
     }
 }
 
-async fn hostile_chunk_counts_are_cheap_and_invalid(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn hostile_chunk_counts_are_cheap_and_invalid(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     for count in [
         "99999999",
         "0",
@@ -296,7 +345,7 @@ async fn hostile_chunk_counts_are_cheap_and_invalid(kind: StoreKind) {
         invalid(sessions.load(&jar.headers()).await),
         InvalidReason::ChunkMissing
     );
-    if kind == StoreKind::Cookie {
+    if store.kind == StoreKind::Cookie {
         let mut jar = saved(&sessions, &session(&clock, 300)).await;
         jar.remove("oidc_session_1");
         assert_eq!(
@@ -306,18 +355,18 @@ async fn hostile_chunk_counts_are_cheap_and_invalid(kind: StoreKind) {
     }
 }
 
-async fn old_or_foreign_key_is_invalid(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn old_or_foreign_key_is_invalid(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let jar = saved(&sessions, &session(&clock, 0)).await;
-    let other = Sessions::new(&config(kind, &[OTHER_KEY]), clock.clone());
+    let other = Sessions::new(&store.config(&[OTHER_KEY]), clock.clone());
     assert_eq!(
         invalid(other.load(&jar.headers()).await),
         InvalidReason::Unsealed(CodecError::UnknownKey)
     );
 }
 
-async fn a_value_sealed_for_another_purpose_is_invalid(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn a_value_sealed_for_another_purpose_is_invalid(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let s = session(&clock, 0);
     let json = serde_json::to_vec(&s).unwrap();
     for (purpose, payload) in [
@@ -332,8 +381,8 @@ async fn a_value_sealed_for_another_purpose_is_invalid(kind: StoreKind) {
     }
 }
 
-async fn inactivity_timeout_expires(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn inactivity_timeout_expires(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let jar = saved(&sessions, &session(&clock, 0)).await;
     clock.advance(300);
     valid(sessions.load(&jar.headers()).await);
@@ -344,8 +393,8 @@ async fn inactivity_timeout_expires(kind: StoreKind) {
     );
 }
 
-async fn touching_keeps_the_session_until_max_duration(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn touching_keeps_the_session_until_max_duration(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let s = session(&clock, 0);
     let mut jar = saved(&sessions, &s).await;
     let mut current = valid(sessions.load(&jar.headers()).await);
@@ -378,8 +427,8 @@ async fn touching_keeps_the_session_until_max_duration(kind: StoreKind) {
     }
 }
 
-async fn ended_session_is_refused_even_when_replayed(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn ended_session_is_refused_even_when_replayed(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let s = session(&clock, 0);
     let jar = saved(&sessions, &s).await;
     let loaded = valid(sessions.load(&jar.headers()).await);
@@ -406,8 +455,8 @@ async fn ended_session_is_refused_even_when_replayed(kind: StoreKind) {
     valid(sessions.load(&other.headers()).await);
 }
 
-async fn chunked_session_end_clears_every_chunk(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn chunked_session_end_clears_every_chunk(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let s = session(&clock, 300);
     let jar = saved(&sessions, &s).await;
     let mut after = jar.clone();
@@ -418,8 +467,8 @@ async fn chunked_session_end_clears_every_chunk(kind: StoreKind) {
     assert!(cleared.names().is_empty());
 }
 
-async fn provider_logout_by_sid_and_sub(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn provider_logout_by_sid_and_sub(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let s = session(&clock, 0);
     let jar = saved(&sessions, &s).await;
 
@@ -449,8 +498,8 @@ async fn provider_logout_by_sid_and_sub(kind: StoreKind) {
     );
 }
 
-async fn needs_touch_threshold(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn needs_touch_threshold(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let s = session(&clock, 0);
     assert!(!sessions.needs_touch(&s));
     clock.advance(29);
@@ -459,7 +508,7 @@ async fn needs_touch_threshold(kind: StoreKind) {
     assert!(sessions.needs_touch(&s));
 
     // A tiny inactivity timeout still waits at least a second.
-    let mut cfg = config(kind, &[KEY]);
+    let mut cfg = store.config(&[KEY]);
     cfg.inactivity_timeout = Duration::from_secs(5);
     let quick = Sessions::new(&cfg, clock.clone());
     let s = session(&clock, 0);
@@ -468,8 +517,8 @@ async fn needs_touch_threshold(kind: StoreKind) {
     assert!(quick.needs_touch(&s));
 }
 
-async fn strips_only_gateway_cookies(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn strips_only_gateway_cookies(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let mut jar = saved(&sessions, &session(&clock, 300)).await;
     jar.set("oidc_state_xyz", "state");
     jar.set("app", "keep-me");
@@ -498,9 +547,9 @@ async fn strips_only_gateway_cookies(kind: StoreKind) {
     }
 }
 
-async fn set_cookie_attributes(kind: StoreKind) {
+async fn set_cookie_attributes(store: &TestStore) {
     let clock = Clock::system();
-    let mut cfg = config(kind, &[KEY]);
+    let mut cfg = store.config(&[KEY]);
     cfg.same_site = SameSite::Strict;
     cfg.cookie_domain = Some("example.com".into());
     let sessions = Sessions::new(&cfg, clock.clone());
@@ -523,8 +572,8 @@ async fn set_cookie_attributes(kind: StoreKind) {
     }
 }
 
-async fn random_cookie_headers_never_panic(kind: StoreKind) {
-    let (sessions, clock) = manager(kind);
+async fn random_cookie_headers_never_panic(store: &TestStore) {
+    let (sessions, clock) = store.manager();
     let real = saved(&sessions, &session(&clock, 300)).await;
     let names = [
         "oidc_session",
@@ -570,10 +619,24 @@ async fn random_cookie_headers_never_panic(kind: StoreKind) {
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod cookie_store {
-            $( #[tokio::test] async fn $case() { super::$case(super::StoreKind::Cookie).await } )*
+            use super::{StoreKind, TestStore};
+            $( #[tokio::test] async fn $case() {
+                super::$case(&TestStore::local(StoreKind::Cookie)).await
+            } )*
         }
         mod memory_store {
-            $( #[tokio::test] async fn $case() { super::$case(super::StoreKind::Memory).await } )*
+            use super::{StoreKind, TestStore};
+            $( #[tokio::test] async fn $case() {
+                super::$case(&TestStore::local(StoreKind::Memory)).await
+            } )*
+        }
+        mod redis_store {
+            use super::TestStore;
+            $( #[tokio::test] async fn $case() {
+                if let Some(store) = TestStore::redis(stringify!($case)) {
+                    super::$case(&store).await
+                }
+            } )*
         }
     };
 }
@@ -642,13 +705,16 @@ async fn memory_store_does_not_share_across_instances() {
 fn manager_is_send_and_sync_and_its_futures_are_send() {
     fn send_sync<T: Send + Sync>(_: &T) {}
     fn send<T: Send>(_: &T) {}
-    let (sessions, clock) = manager(StoreKind::Memory);
-    send_sync(&sessions);
-    let h = HeaderMap::new();
-    let s = session(&clock, 0);
-    send(&sessions.load(&h));
-    send(&sessions.save(&s, true, &h));
-    send(&sessions.end(&s, true, &h));
+    // Building a redis-store manager needs neither a runtime nor a server.
+    for kind in [StoreKind::Cookie, StoreKind::Memory, StoreKind::Redis] {
+        let (sessions, clock) = manager(kind);
+        send_sync(&sessions);
+        let h = HeaderMap::new();
+        let s = session(&clock, 0);
+        send(&sessions.load(&h));
+        send(&sessions.save(&s, true, &h));
+        send(&sessions.end(&s, true, &h));
+    }
 }
 
 #[test]
@@ -660,4 +726,309 @@ fn session_ids_are_128_bit_base64url_and_unique() {
     assert!(a
         .bytes()
         .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+}
+
+// ---- the redis store ------------------------------------------------------------------
+
+/// A manager on `url` with a short timeout, as a second gateway replica would be built.
+fn redis_manager(url: &str, timeout: Duration, clock: &Clock) -> Sessions {
+    let mut cfg = config(StoreKind::Redis, &[KEY]);
+    cfg.redis.url = redis_url(url);
+    cfg.redis.timeout = timeout;
+    Sessions::new(&cfg, clock.clone())
+}
+
+async fn raw_connection(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
+    ::redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A cookie that seals a session id, as a browser would present it.
+fn cookie_for(sessions: &Sessions, id: &str) -> HeaderMap {
+    let mut jar = Jar::default();
+    jar.set(
+        "oidc_session",
+        &sessions.codec().seal(Purpose::SessionId, id.as_bytes()),
+    );
+    jar.headers()
+}
+
+#[tokio::test]
+async fn redis_keeps_a_sealed_session_under_prefix_and_id_with_its_remaining_life() {
+    let Some(store) = TestStore::redis("redis_keeps_a_sealed_session") else {
+        return;
+    };
+    let server = store.redis.as_ref().unwrap();
+    let (sessions, clock) = store.manager();
+    let mut s = session(&clock, 300);
+    let jar = saved(&sessions, &s).await;
+    let value = session_value(&jar);
+    assert!(value.len() < 100, "the cookie holds only a sealed id");
+    assert_eq!(
+        sessions.codec().open(Purpose::SessionId, &value).unwrap(),
+        s.id.as_bytes()
+    );
+
+    let mut conn = raw_connection(server).await;
+    let key = format!("oidc_gateway:test:{}", s.id);
+    let stored: String = ::redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Sealed: neither tokens nor claims are readable by whoever can read Redis.
+    for secret in ["at-at-at", "rt-rt-rt", "alice", "op-sid-1"] {
+        assert!(!stored.contains(secret), "{secret} readable in Redis");
+    }
+    let json = sessions
+        .codec()
+        .open(Purpose::StoredSession, &stored)
+        .unwrap();
+    assert_eq!(serde_json::from_slice::<Session>(&json).unwrap(), s);
+    // A stored value is not a cookie-store cookie, nor the reverse.
+    assert!(sessions.codec().open(Purpose::Session, &stored).is_err());
+
+    // The key lives as long as the session may: inactivity_timeout here...
+    let ttl: i64 = ::redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((295..=300).contains(&ttl), "ttl {ttl}");
+    // ...and less when max_duration ends sooner.
+    s.created_at = clock.now() - 8 * 3600 + 100;
+    sessions.save(&s, true, &jar.headers()).await.unwrap();
+    let ttl: i64 = ::redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((95..=100).contains(&ttl), "ttl {ttl}");
+}
+
+#[tokio::test]
+async fn redis_values_that_do_not_open_are_no_session() {
+    let Some(store) = TestStore::redis("redis_values_that_do_not_open") else {
+        return;
+    };
+    let (sessions, clock) = store.manager();
+    let s = session(&clock, 0);
+    let jar = saved(&sessions, &s).await;
+    let mut conn = raw_connection(store.redis.as_ref().unwrap()).await;
+    let key = format!("oidc_gateway:test:{}", s.id);
+    let json = serde_json::to_string(&s).unwrap();
+    let foreign =
+        Codec::new(&[Secret::new(OTHER_KEY)]).seal(Purpose::StoredSession, json.as_bytes());
+    let as_cookie = sessions.codec().seal(Purpose::Session, json.as_bytes());
+    let other_id = session(&clock, 0);
+    let other_id = sessions.codec().seal(
+        Purpose::StoredSession,
+        &serde_json::to_vec(&other_id).unwrap(),
+    );
+    // Plain JSON (someone with write access forging a session), another passphrase, a value
+    // sealed for another purpose, another session's value, binary junk.
+    let forgeries: [&[u8]; 5] = [
+        json.as_bytes(),
+        foreign.as_bytes(),
+        as_cookie.as_bytes(),
+        other_id.as_bytes(),
+        b"\xff\x00junk",
+    ];
+    for value in forgeries {
+        let _: () = ::redis::cmd("SET")
+            .arg(&key)
+            .arg(value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            invalid(sessions.load(&jar.headers()).await),
+            InvalidReason::NotFound
+        );
+    }
+    // A key of another type is a failed command, not a panic; the store still works after.
+    let _: () = ::redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = ::redis::cmd("LPUSH")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        invalid(sessions.load(&jar.headers()).await),
+        InvalidReason::NotFound
+    );
+    let fresh = saved(&sessions, &session(&clock, 0)).await;
+    valid(sessions.load(&fresh.headers()).await);
+}
+
+#[tokio::test]
+async fn redis_replicas_share_sessions_and_logout_on_one_ends_it_on_all() {
+    let Some(store) = TestStore::redis("redis_replicas_share_sessions") else {
+        return;
+    };
+    let url = store.redis.as_ref().unwrap().url();
+    let clock = Clock::system();
+    let a = redis_manager(&url, Duration::from_secs(2), &clock);
+    let b = redis_manager(&url, Duration::from_secs(2), &clock);
+    let s = session(&clock, 0);
+    let mut jar = saved(&a, &s).await;
+    assert_eq!(*valid(b.load(&jar.headers()).await), s);
+
+    // A touch written by one replica is what the other reads.
+    clock.advance(60);
+    let mut touched = s.clone();
+    touched.last_seen = clock.now();
+    jar.apply(&b.save(&touched, true, &jar.headers()).await.unwrap());
+    assert_eq!(valid(a.load(&jar.headers()).await).last_seen, clock.now());
+
+    // Logout on `a`: `b` has no in-process record of it, and still refuses the cookie.
+    let other = saved(&a, &session(&clock, 0)).await;
+    a.end(&touched, true, &jar.headers()).await;
+    assert!(!b.is_ended(&s.id));
+    assert_eq!(
+        invalid(b.load(&jar.headers()).await),
+        InvalidReason::NotFound
+    );
+    let reason = invalid(a.load(&jar.headers()).await);
+    assert!(
+        matches!(reason, InvalidReason::Ended | InvalidReason::NotFound),
+        "{reason:?}"
+    );
+    valid(b.load(&other.headers()).await);
+}
+
+#[tokio::test]
+async fn redis_unreachable_means_no_session_and_failed_saves_without_panics() {
+    // Nothing listens on a port that was just free: connections are refused.
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let clock = Clock::system();
+    let timeout = Duration::from_millis(500);
+    let sessions = redis_manager(&url, timeout, &clock);
+    let s = session(&clock, 0);
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            sessions.load(&HeaderMap::new()).await,
+            Loaded::Missing
+        ));
+        assert_eq!(
+            invalid(sessions.load(&cookie_for(&sessions, &s.id)).await),
+            InvalidReason::NotFound
+        );
+        let err = sessions
+            .save(&s, true, &HeaderMap::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SessionError::Store(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            !message.contains(&s.id),
+            "the session id is not in {message:?}"
+        );
+        let cleared = sessions.end(&s, true, &cookie_for(&sessions, &s.id)).await;
+        assert_eq!(cleared.len(), 1);
+        assert!(sessions.is_ended(&s.id));
+        assert!(started.elapsed() < timeout * 4, "{:?}", started.elapsed());
+    }
+}
+
+#[tokio::test]
+async fn redis_that_accepts_but_never_answers_is_bounded_by_the_timeout() {
+    // Accepts connections and holds them, silent: every call must give up at the timeout.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let clock = Clock::system();
+    let timeout = Duration::from_millis(300);
+    let sessions = redis_manager(&format!("redis://127.0.0.1:{port}/0"), timeout, &clock);
+    let s = session(&clock, 0);
+    let headers = cookie_for(&sessions, &s.id);
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        assert_eq!(
+            invalid(sessions.load(&headers).await),
+            InvalidReason::NotFound
+        );
+        assert!(sessions.save(&s, true, &HeaderMap::new()).await.is_err());
+        sessions.end(&s, true, &headers).await;
+        assert!(
+            started.elapsed() < timeout * 3 + Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    holder.abort();
+}
+
+#[tokio::test]
+async fn redis_paused_restarted_or_back_is_survived() {
+    let Some(store) = TestStore::redis("redis_paused_restarted_or_back_is_survived") else {
+        return;
+    };
+    let server = store.redis.as_ref().unwrap();
+    let clock = Clock::system();
+    let timeout = Duration::from_millis(300);
+    let sessions = redis_manager(&server.url(), timeout, &clock);
+    let s = session(&clock, 0);
+    let jar = saved(&sessions, &s).await;
+    valid(sessions.load(&jar.headers()).await);
+
+    // Frozen: the open connection gets no answer; calls give up at the timeout.
+    server.pause();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        invalid(sessions.load(&jar.headers()).await),
+        InvalidReason::NotFound
+    );
+    assert!(sessions.save(&s, true, &HeaderMap::new()).await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    server.resume();
+    eventually(|| async { matches!(sessions.load(&jar.headers()).await, Loaded::Valid(_)) }).await;
+
+    // Restarted (empty, no persistence): the old session is gone, new ones work.
+    let port = server.port();
+    drop(store);
+    assert_eq!(
+        invalid(sessions.load(&jar.headers()).await),
+        InvalidReason::NotFound
+    );
+    assert!(sessions.save(&s, true, &HeaderMap::new()).await.is_err());
+    let _restarted = RedisServer::start_on(port);
+    let fresh = session(&clock, 0);
+    eventually(|| async { sessions.save(&fresh, true, &HeaderMap::new()).await.is_ok() }).await;
+    let jar = saved(&sessions, &fresh).await;
+    valid(sessions.load(&jar.headers()).await);
+}
+
+/// Polls `check` for up to 5 s (reconnects wait out a short back-off).
+async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not recover within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

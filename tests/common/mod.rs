@@ -11,6 +11,12 @@ use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
 
+/// A throwaway `redis-server` (the same helper the unit tests use).
+#[path = "../../src/session/test_redis.rs"]
+pub mod redis_server;
+#[allow(unused_imports)] // only the Redis tests use it
+pub use redis_server::RedisServer;
+
 pub const PASSPHRASE: &str = "test-passphrase-0123456789abcdef";
 
 /// Per-section additions to the default test configuration (TOML lines).
@@ -28,6 +34,8 @@ pub struct Options {
     pub issuer: Option<String>,
     /// Use this upstream instead of the echo server.
     pub upstream: Option<String>,
+    /// Written as `passphrases = [...]` instead of the default single `passphrase`.
+    pub passphrases: Option<Vec<String>>,
 }
 
 pub struct Harness {
@@ -40,7 +48,9 @@ pub struct Harness {
 }
 
 pub fn toml(issuer: &str, upstream: &str, o: &Options) -> String {
-    let routes = o.routes.clone().unwrap_or_else(|| {
+    // Custom routes may write `{upstream}` for the echo server's URL.
+    let custom = o.routes.as_ref().map(|r| r.replace("{upstream}", upstream));
+    let routes = custom.unwrap_or_else(|| {
         format!(
             r#"
 [[route]]
@@ -92,7 +102,7 @@ scopes = ["openid", "profile", "email", "offline_access"]
 {provider}
 
 [session]
-passphrase = "{PASSPHRASE}"
+{passphrase}
 {session}
 
 [headers]
@@ -112,6 +122,10 @@ passphrase = "{PASSPHRASE}"
         headers = o.headers,
         oauth = o.oauth,
         hooks = o.hooks,
+        passphrase = match &o.passphrases {
+            Some(list) => format!("passphrases = {list:?}"),
+            None => format!("passphrase = \"{PASSPHRASE}\""),
+        },
     )
 }
 
@@ -134,16 +148,9 @@ impl Harness {
             .expect("echo starts");
         let issuer = options.issuer.clone().unwrap_or_else(|| op.issuer());
         let upstream = options.upstream.clone().unwrap_or_else(|| echo.url());
-        let text = toml(&issuer, &upstream, &options);
-        let config =
-            Config::from_toml(&text, "test", None).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let gw = oidc_gateway::server::start(config, clock.clone())
-            .await
-            .expect("gateway starts");
+        let gw = start_gateway(&issuer, &upstream, &options, &clock).await;
         let base = format!("http://{}", gw.addr());
-        op.add_redirect_uri(&format!("{base}/oauth2/callback"));
-        op.add_post_logout_redirect_uri(&format!("{base}/"));
-        op.add_post_logout_redirect_uri(&format!("{base}/public/bye"));
+        register_with_op(&op, &base);
         Harness {
             op,
             echo,
@@ -160,26 +167,8 @@ impl Harness {
     /// Logs `user` in through the real flow, starting at `path`; returns the final
     /// response (the upstream's echo of `path`).
     pub async fn login(&self, client: &Browser, path: &str, user: &str) -> Response {
-        let start = client.get(&self.url(path)).await;
-        assert_eq!(
-            start.status(),
-            StatusCode::FOUND,
-            "expected a login redirect for {path}"
-        );
-        let authorize = location(&start);
-        assert!(
-            authorize.starts_with(&self.op.issuer()),
-            "redirect goes to the OP: {authorize}"
-        );
-        let form = client.get(&authorize).await;
-        assert_eq!(form.status(), StatusCode::OK);
-        let consented = client.post_form(&authorize, &[("username", user)]).await;
-        assert_eq!(consented.status(), StatusCode::FOUND);
-        let callback = location(&consented);
-        assert!(
-            callback.starts_with(&self.url("/oauth2/callback")),
-            "{callback}"
-        );
+        let authorize = self.start_login(client, path).await;
+        let callback = self.authorize(client, &authorize, user).await;
         let finished = client.get(&callback).await;
         assert_eq!(
             finished.status(),
@@ -191,6 +180,105 @@ impl Harness {
         assert_eq!(back, path, "back to the original URL");
         client.get(&self.url(&back)).await
     }
+
+    /// Requests `path` without a session and returns the OP authorization URL the gateway
+    /// redirected to (the state cookie is now in the browser's jar).
+    pub async fn start_login(&self, client: &Browser, path: &str) -> String {
+        let start = client.get(&self.url(path)).await;
+        assert_eq!(
+            start.status(),
+            StatusCode::FOUND,
+            "expected a login redirect for {path}"
+        );
+        let authorize = location(&start);
+        assert!(
+            authorize.starts_with(&format!("{}/authorize?", self.op.issuer())),
+            "redirect goes to the OP: {authorize}"
+        );
+        authorize
+    }
+
+    /// Signs `user` in at the OP's login form; returns the callback URL (not yet visited).
+    /// Works for logins started at any gateway in front of `self.op`.
+    pub async fn authorize(&self, client: &Browser, authorize: &str, user: &str) -> String {
+        let form = client.get(authorize).await;
+        assert_eq!(form.status(), StatusCode::OK);
+        let consented = client.post_form(authorize, &[("username", user)]).await;
+        assert_eq!(consented.status(), StatusCode::FOUND);
+        let callback = location(&consented);
+        // Any of this OP's gateways (see `another_gateway`), so only the path is checked.
+        assert!(callback.contains("/oauth2/callback?"), "{callback}");
+        callback
+    }
+
+    /// Starts another gateway in front of the same OP, echo and clock, with `options`
+    /// (its `issuer` and `upstream` are honoured too). Returns it and its base URL.
+    pub async fn another_gateway(&self, options: Options) -> (Running, String) {
+        let issuer = options.issuer.clone().unwrap_or_else(|| self.op.issuer());
+        let upstream = options.upstream.clone().unwrap_or_else(|| self.echo.url());
+        let gw = start_gateway(&issuer, &upstream, &options, &self.clock).await;
+        let base = format!("http://{}", gw.addr());
+        register_with_op(&self.op, &base);
+        (gw, base)
+    }
+}
+
+async fn start_gateway(issuer: &str, upstream: &str, o: &Options, clock: &Clock) -> Running {
+    let text = toml(issuer, upstream, o);
+    let config = Config::from_toml(&text, "test", None).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    oidc_gateway::server::start(config, clock.clone())
+        .await
+        .expect("gateway starts")
+}
+
+fn register_with_op(op: &DevOp, base: &str) {
+    op.add_redirect_uri(&format!("{base}/oauth2/callback"));
+    op.add_post_logout_redirect_uri(&format!("{base}/"));
+    op.add_post_logout_redirect_uri(&format!("{base}/public/bye"));
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A GET from a client without a jar, sending exactly `cookie` as the Cookie header.
+pub async fn get_with_cookie(url: &str, cookie: &str) -> Response {
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut req = client.get(url).header("accept", "*/*");
+    if !cookie.is_empty() {
+        req = req.header("cookie", cookie);
+    }
+    req.send().await.expect("request")
+}
+
+/// The Set-Cookie line that sets or expires cookie `name`, if any.
+pub fn set_cookie_for(r: &Response, name: &str) -> Option<String> {
+    set_cookies(r)
+        .into_iter()
+        .find(|c| c.split('=').next() == Some(name))
+}
+
+/// Whether the response expires cookie `name` (empty value, `Max-Age=0`).
+pub fn clears_cookie(r: &Response, name: &str) -> bool {
+    set_cookie_for(r, name)
+        .is_some_and(|c| c.starts_with(&format!("{name}=;")) && c.contains("Max-Age=0"))
+}
+
+/// Asserts the response carries `Cache-Control: no-store`.
+pub fn assert_no_store(r: &Response) {
+    assert_eq!(
+        r.headers()
+            .get("cache-control")
+            .map(|v| v.to_str().unwrap()),
+        Some("no-store"),
+        "Cache-Control of a {} response",
+        r.status()
+    );
 }
 
 pub fn location(r: &Response) -> String {
@@ -244,6 +332,33 @@ impl Browser {
             .expect("request")
     }
 
+    /// Like [`Browser::new`] but speaking HTTP/2 only (prior knowledge, cleartext).
+    pub fn http2() -> Browser {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        Browser { client, jar }
+    }
+
+    /// The `(name, value)` cookies this jar would send to `url`.
+    pub fn cookies(&self, url: &str) -> Vec<(String, String)> {
+        self.cookie_header(url)
+            .split("; ")
+            .filter_map(|pair| pair.split_once('='))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// Puts `name=value` into the jar for `url` (path `/`).
+    pub fn set_cookie(&self, url: &str, name: &str, value: &str) {
+        self.jar
+            .add_cookie_str(&format!("{name}={value}; Path=/"), &url.parse().unwrap());
+    }
+
     /// The Cookie header this jar would send to `url`.
     pub fn cookie_header(&self, url: &str) -> String {
         use reqwest::cookie::CookieStore;
@@ -276,4 +391,241 @@ impl Echo {
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers(name).into_iter().next()
     }
+
+    /// Every header name the upstream received (lowercase, in order).
+    pub fn names(&self) -> Vec<String> {
+        self.0["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|pair| pair[0].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn body_len(&self) -> u64 {
+        self.0["body_len"].as_u64().expect("body_len")
+    }
+}
+
+/// An upstream that records the raw bytes of each request head (up to the blank line) and
+/// answers `200 {}`: for asserting exact header bytes (encodings) that the JSON echo would
+/// show lossily.
+pub async fn start_raw_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 8192];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+                head.truncate(end);
+                let _ = tx.send(head);
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                          content-length: 2\r\nconnection: close\r\n\r\n{}",
+                    )
+                    .await;
+            });
+        }
+    });
+    (url, rx)
+}
+
+/// The values (raw bytes) of header `name` (case-insensitive) in a raw request head.
+pub fn raw_header(head: &[u8], name: &str) -> Vec<Vec<u8>> {
+    head.split(|&b| b == b'\n')
+        .skip(1)
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|&b| b == b':')?;
+            let (n, v) = line.split_at(colon);
+            n.eq_ignore_ascii_case(name.as_bytes())
+                .then(|| v[1..].trim_ascii().to_vec())
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Additions for the refresh, info and bearer-route tests.
+
+/// Every `Set-Cookie` value of a response.
+pub fn set_cookies(r: &Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// Whether the response writes a (non-empty, non-expiring) session cookie `oidc_session`
+/// or a chunk of it.
+pub fn sets_session_cookie(r: &Response) -> bool {
+    set_cookies(r).iter().any(|c| {
+        let (name, rest) = c.split_once('=').unwrap_or((c, ""));
+        let value = rest.split(';').next().unwrap_or("");
+        name.starts_with("oidc_session")
+            && !value.is_empty()
+            && !c.to_ascii_lowercase().contains("max-age=0")
+    })
+}
+
+/// Whether the response clears (expires) the session cookie.
+pub fn clears_session_cookie(r: &Response) -> bool {
+    set_cookies(r)
+        .iter()
+        .any(|c| c.starts_with("oidc_session") && c.to_ascii_lowercase().contains("max-age=0"))
+}
+
+/// A client without a cookie jar that does not follow redirects: requests carry exactly
+/// the headers a test gives them.
+pub fn raw_client() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+impl Harness {
+    /// `<base>/oauth2/callback?<query>` (the redirect URI with a hook query).
+    pub fn hook_url(&self, query: &str) -> String {
+        self.url(&format!("/oauth2/callback?{query}"))
+    }
+
+    /// The session as `?info=json` shows it (asserts a 200).
+    pub async fn info(&self, b: &Browser) -> Value {
+        let r = b.get(&self.hook_url("info=json")).await;
+        assert_eq!(r.status(), StatusCode::OK, "info hook answered");
+        r.json().await.expect("info JSON")
+    }
+
+    /// `host:port` of the gateway, as browsers send it in `Host`.
+    pub fn host(&self) -> String {
+        self.gw.addr().to_string()
+    }
+}
+
+impl Browser {
+    /// GET with extra request headers (the jar's cookies are added as usual).
+    pub async fn get_with(&self, url: &str, headers: &[(&str, &str)]) -> Response {
+        let mut req = self.client.get(url);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// The value of cookie `name` this jar would send to `url`.
+    pub fn cookie_value(&self, url: &str, name: &str) -> Option<String> {
+        self.cookie_header(url).split("; ").find_map(|pair| {
+            let (n, v) = pair.split_once('=')?;
+            (n == name).then(|| v.to_string())
+        })
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A TCP forwarder that can be closed and reopened, to make a service unreachable for a
+/// while (closing also cuts every connection already open through it, so pooled
+/// keep-alive connections cannot sneak past).
+pub struct Gate {
+    addr: std::net::SocketAddr,
+    target: Arc<std::sync::Mutex<Option<std::net::SocketAddr>>>,
+    open: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Gate {
+    /// Binds a free loopback port; closed until [`Gate::forward_to`] and [`Gate::open`].
+    pub async fn start() -> Gate {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = Arc::new(std::sync::Mutex::new(None));
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let (t, o, c) = (target.clone(), open.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let to = *t.lock().unwrap();
+                let Some(to) = to.filter(|_| o.load(Ordering::SeqCst)) else {
+                    drop(inbound);
+                    continue;
+                };
+                let mut cut = c.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Gate {
+            addr,
+            target,
+            open,
+            cut,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Forwards to `to` and opens.
+    pub fn forward_to(&self, to: std::net::SocketAddr) {
+        *self.target.lock().unwrap() = Some(to);
+        self.open();
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+}
+
+/// `cookie_header` with one character in the middle of the (first chunk of the) session
+/// cookie's value changed.
+pub fn tamper_session_cookie(cookie_header: &str) -> String {
+    cookie_header
+        .split("; ")
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if name != "oidc_session" && name != "oidc_session_0" {
+                return pair.to_string();
+            }
+            let mut bytes = value.as_bytes().to_vec();
+            let mid = bytes.len() / 2;
+            bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
+            format!("{name}={}", String::from_utf8(bytes).unwrap())
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -155,9 +155,44 @@ fn garbage_fails() {
 }
 
 #[test]
+fn stored_sessions_have_a_larger_bound_than_cookies() {
+    let c = codec(&[NEW]);
+    let noise = |len: usize| {
+        let mut v = vec![0u8; len];
+        rand::thread_rng().fill_bytes(&mut v);
+        v
+    };
+    // Incompressible and over the cookie bound once sealed.
+    let data = noise(200_000);
+    let sealed = c.seal(Purpose::StoredSession, &data);
+    assert!(sealed.len() > MAX_SEALED_LEN);
+    assert_eq!(c.open(Purpose::StoredSession, &sealed).unwrap(), data);
+    // The largest plaintext, sealed without deflate, still fits the stored bound.
+    let edge = noise(MAX_PLAINTEXT_LEN);
+    let sealed = c.seal(Purpose::StoredSession, &edge);
+    assert!(sealed.len() <= MAX_STORED_SEALED_LEN, "{}", sealed.len());
+    assert_eq!(
+        c.open(Purpose::StoredSession, &sealed).unwrap().len(),
+        edge.len()
+    );
+    assert_eq!(
+        c.open(
+            Purpose::StoredSession,
+            &"A".repeat(MAX_STORED_SEALED_LEN + 1)
+        ),
+        Err(CodecError::TooLarge)
+    );
+}
+
+#[test]
 fn a_value_sealed_for_one_purpose_does_not_open_as_another() {
     let c = codec(&[NEW]);
-    let all = [Purpose::Session, Purpose::State, Purpose::SessionId];
+    let all = [
+        Purpose::Session,
+        Purpose::State,
+        Purpose::SessionId,
+        Purpose::StoredSession,
+    ];
     for sealed_as in all {
         let sealed = c.seal(sealed_as, b"value");
         for opened_as in all {

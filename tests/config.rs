@@ -1,0 +1,361 @@
+//! Configuration errors as a user meets them (SPEC §1, §2): the built binary's
+//! `check-config` on broken files prints every problem with its key path and exits
+//! non-zero; every file in `conf/` is valid.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const BIN: &str = env!("CARGO_BIN_EXE_oidc-gateway");
+
+/// A valid configuration to break one piece at a time.
+const VALID: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+
+[provider]
+issuer = "https://idp.example.com/realms/demo"
+client_id = "gateway"
+client_secret = "s3cret-client-secret"
+
+[session]
+passphrase = "0123456789abcdef0123456789abcdef"
+
+[[route]]
+path = "/"
+upstream = "http://127.0.0.1:7000"
+
+[[route]]
+path = "/static"
+upstream = "http://127.0.0.1:7001"
+auth = "none"
+"#;
+
+/// A fresh directory for one test's files.
+fn scratch_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "oidc-gateway-config-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Outcome {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Outcome {
+    /// The problem lines (`  key: reason`) printed after the summary line.
+    fn problems(&self) -> Vec<String> {
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("  "))
+            .map(|l| l.trim_start().to_string())
+            .collect()
+    }
+}
+
+fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("OIDCGW_TEST_UNSET_VARIABLE")
+        .env("RUST_LOG", "off");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run oidc-gateway");
+    Outcome {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `text` as `gateway.toml` in a fresh directory and runs `check-config` on it.
+fn check(text: &str, env: &[(&str, &str)]) -> Outcome {
+    let dir = scratch_dir();
+    std::fs::write(dir.join("gateway.toml"), text).unwrap();
+    run_in(&dir, &["check-config", "--config", "gateway.toml"], env)
+}
+
+/// Asserts a failed check whose problems are exactly `expected` (each a `key: reason`
+/// prefix), in any order.
+fn assert_problems(out: &Outcome, expected: &[&str]) {
+    assert_ne!(out.code, 0, "exit status: {}", out.stderr);
+    let problems = out.problems();
+    assert_eq!(
+        problems.len(),
+        expected.len(),
+        "problems: {problems:#?}\nexpected: {expected:#?}"
+    );
+    for want in expected {
+        assert!(
+            problems.iter().any(|p| p.starts_with(want)),
+            "missing {want:?} in {problems:#?}"
+        );
+    }
+    let n = expected.len();
+    let summary = format!(
+        "gateway.toml: {n} configuration problem{}:",
+        if n == 1 { "" } else { "s" }
+    );
+    assert!(out.stderr.starts_with(&summary), "{}", out.stderr);
+}
+
+#[test]
+fn a_valid_file_passes() {
+    let out = check(VALID, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("configuration is valid"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_path() {
+    let text = VALID
+        .replace("[server]\n", "[server]\nlisn = \"x\"\n")
+        .replace("auth = \"none\"", "auth = \"none\"\ncolour = \"red\"")
+        .replace("[session]\n", "[sesion]\nx = 1\n[session]\n");
+    let out = check(&text, &[]);
+    assert_problems(
+        &out,
+        &[
+            "server.lisn: unknown key",
+            "route[1].colour: unknown key",
+            "sesion: unknown key",
+        ],
+    );
+}
+
+#[test]
+fn a_bad_upstream_url_names_its_route() {
+    let text = VALID.replace("http://127.0.0.1:7001", "ftp://127.0.0.1:7001");
+    let out = check(&text, &[]);
+    assert_problems(
+        &out,
+        &["route[1].upstream: \"ftp://127.0.0.1:7001\" is not an http(s) URL"],
+    );
+    let text = VALID.replace("http://127.0.0.1:7001", "not a url");
+    assert_problems(&check(&text, &[]), &["route[1].upstream: "]);
+}
+
+#[test]
+fn a_bad_duration_is_named() {
+    let text = VALID.replace(
+        "[session]\n",
+        "[session]\ninactivity_timeout = \"5 minutes\"\n",
+    );
+    let out = check(&text, &[]);
+    assert_problems(&out, &["session.inactivity_timeout: "]);
+    assert!(
+        out.problems()[0].contains("minutes"),
+        "{:?}",
+        out.problems()
+    );
+    let text = VALID.replace("[server]\n", "[server]\nupstream_timeout = \"soon\"\n");
+    assert_problems(&check(&text, &[]), &["server.upstream_timeout: "]);
+}
+
+#[test]
+fn a_missing_passphrase_is_named() {
+    let text = VALID.replace("passphrase = \"0123456789abcdef0123456789abcdef\"", "");
+    assert_problems(&check(&text, &[]), &["session.passphrase: is required"]);
+}
+
+#[test]
+fn a_short_passphrase_is_refused_without_printing_it() {
+    let text = VALID.replace("0123456789abcdef0123456789abcdef", "tooshort-secret");
+    let out = check(&text, &[]);
+    assert_problems(
+        &out,
+        &["session.passphrase: must be at least 16 characters"],
+    );
+    assert!(!out.stderr.contains("tooshort-secret"), "{}", out.stderr);
+}
+
+#[test]
+fn an_unset_environment_variable_is_named_with_the_key_that_uses_it() {
+    let text = VALID.replace("s3cret-client-secret", "${OIDCGW_TEST_UNSET_VARIABLE}");
+    assert_problems(
+        &check(&text, &[]),
+        &["provider.client_secret: environment variable OIDCGW_TEST_UNSET_VARIABLE is not set"],
+    );
+    // Set, it is used (and not echoed).
+    let out = check(
+        &text,
+        &[("OIDCGW_TEST_UNSET_VARIABLE", "from-the-environment")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stdout.contains("from-the-environment"));
+}
+
+#[test]
+fn an_unreadable_secret_file_is_named() {
+    let text = VALID.replace(
+        "client_secret = \"s3cret-client-secret\"",
+        "client_secret_file = \"/nonexistent/oidc-gateway/client_secret\"",
+    );
+    let out = check(&text, &[]);
+    assert_problems(&out, &["provider.client_secret_file: cannot read"]);
+    assert!(out
+        .stderr
+        .contains("/nonexistent/oidc-gateway/client_secret"));
+}
+
+#[test]
+fn secret_files_are_read_relative_to_the_config_file() {
+    let dir = scratch_dir();
+    let conf = dir.join("etc");
+    std::fs::create_dir_all(conf.join("secrets")).unwrap();
+    std::fs::write(conf.join("secrets/client"), "from-a-file\n").unwrap();
+    std::fs::write(conf.join("secrets/pass"), "0123456789abcdef-from-a-file\n").unwrap();
+    let text = VALID
+        .replace(
+            "client_secret = \"s3cret-client-secret\"",
+            "client_secret_file = \"secrets/client\"",
+        )
+        .replace(
+            "passphrase = \"0123456789abcdef0123456789abcdef\"",
+            "passphrase_file = \"secrets/pass\"",
+        );
+    std::fs::write(conf.join("gateway.toml"), text).unwrap();
+    // Run from elsewhere: the paths are relative to the file, not the working directory.
+    let out = run_in(&dir, &["check-config", "--config", "etc/gateway.toml"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn several_problems_are_all_listed_at_once() {
+    let text = VALID
+        .replace(
+            "[server]\n",
+            "[server]\nlisn = \"x\"\nshutdown_grace = \"forever\"\n",
+        )
+        .replace(
+            "passphrase = \"0123456789abcdef0123456789abcdef\"",
+            "same_site = \"sometimes\"",
+        )
+        .replace("s3cret-client-secret", "${OIDCGW_TEST_UNSET_VARIABLE}")
+        .replace("http://127.0.0.1:7001", "ftp://127.0.0.1:7001")
+        .replace("auth = \"none\"", "auth = \"maybe\"");
+    let out = check(&text, &[]);
+    assert_problems(
+        &out,
+        &[
+            "server.lisn: unknown key",
+            "server.shutdown_grace: ",
+            "provider.client_secret: environment variable OIDCGW_TEST_UNSET_VARIABLE is not set",
+            "session.passphrase: is required",
+            "session.same_site: \"sometimes\" is not one of lax | strict | none",
+            "route[1].upstream: \"ftp://127.0.0.1:7001\" is not an http(s) URL",
+            "route[1].auth: \"maybe\" is not one of openid-connect | oauth20 | none",
+        ],
+    );
+}
+
+#[test]
+fn a_wrongly_typed_value_is_named_on_one_line() {
+    let text = VALID.replace(
+        "client_id = \"gateway\"",
+        "client_id = \"gateway\"\nuserinfo = \"yes\"",
+    );
+    let out = check(&text, &[]);
+    assert_problems(&out, &["provider.userinfo: invalid type"]);
+    assert_eq!(
+        out.stderr.lines().count(),
+        2,
+        "summary and one problem line:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn missing_sections_and_broken_toml_are_reported() {
+    assert_problems(
+        &check("[server]\nlisten = \"127.0.0.1:1\"\n", &[]),
+        &[
+            "provider: the [provider] section is required",
+            "provider.issuer: is required",
+            "provider.client_id: is required",
+            "session.passphrase: is required",
+            "route: at least one [[route]] is required",
+        ],
+    );
+    let out = check("[server\nlisten = ", &[]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("not valid TOML"), "{}", out.stderr);
+}
+
+#[test]
+fn run_refuses_to_start_on_a_broken_file_and_a_missing_file_is_an_error() {
+    let dir = scratch_dir();
+    let text = VALID.replace("http://127.0.0.1:7001", "ftp://127.0.0.1:7001");
+    std::fs::write(dir.join("gateway.toml"), text).unwrap();
+    for args in [
+        &["run", "--config", "gateway.toml"][..],
+        &["--config", "gateway.toml"][..],
+    ] {
+        let out = run_in(&dir, args, &[]);
+        assert_ne!(out.code, 0, "{args:?}");
+        assert!(
+            out.stderr.contains("route[1].upstream: "),
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+    let out = run_in(&dir, &["check-config", "--config", "missing.toml"], &[]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("missing.toml"), "{}", out.stderr);
+}
+
+/// Every `${NAME}` a file references.
+fn env_references(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else { break };
+        let name = &after[..end];
+        if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            names.push(name.to_string());
+        }
+        rest = &after[end..];
+    }
+    names
+}
+
+#[test]
+fn every_file_in_conf_is_valid() {
+    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&conf).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let names = env_references(&text);
+        let env: Vec<(&str, &str)> = names
+            .iter()
+            .map(|n| (n.as_str(), "a-test-value-of-32-characters-xx"))
+            .collect();
+        let out = run_in(
+            &conf,
+            &["check-config", "--config", path.to_str().unwrap()],
+            &env,
+        );
+        assert_eq!(out.code, 0, "{}:\n{}", path.display(), out.stderr);
+        checked += 1;
+    }
+    assert!(checked >= 1, "conf/ has example files");
+}

@@ -1,0 +1,104 @@
+//! Graceful shutdown: in-flight requests finish, new connections are refused.
+mod common;
+use common::*;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::time::Duration;
+
+/// An upstream that answers after `delay`.
+async fn slow_upstream(delay: Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                        b"slow ok",
+                    ))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
+    let upstream = slow_upstream(Duration::from_millis(600)).await;
+    let h = Harness::with(Options {
+        upstream: Some(upstream),
+        ..Options::default()
+    })
+    .await;
+    let url = h.url("/public/slow");
+    let in_flight = tokio::spawn(async move { reqwest::get(url).await });
+    // Let the request reach the upstream before shutting down.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let addr = h.gw.addr();
+    let shutdown = tokio::spawn(h.gw.shutdown());
+
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "slow ok");
+    shutdown.await.unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the listener is closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn the_binary_exits_zero_on_sigterm() {
+    let dir = std::env::temp_dir().join(format!("oidcgw-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.toml");
+    // An unreachable provider is fine: the gateway starts anyway.
+    let text = toml(
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9",
+        &Options::default(),
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oidc-gateway"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it logs that it listens.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("gateway listening") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("gateway starts");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "clean exit on SIGTERM");
+    let _ = std::fs::remove_dir_all(dir);
+}
