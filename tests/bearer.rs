@@ -614,3 +614,26 @@ async fn jwt_with_a_far_future_exp_is_cached_without_trouble() {
         assert_eq!(bearer(&h, "/api/x", &jwt).await.status(), StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn a_refresh_token_is_not_an_access_token() {
+    // Introspection answers `active: true` for refresh tokens too; the development OP marks
+    // them `token_type: refresh_token` (node oidc-provider leaves token_type out: see
+    // tests/e2e, oauth.require_token_type).
+    let h = Harness::with(Options {
+        headers: "pass_refresh_token = true".into(),
+        routes: Some(ROUTES.into()),
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    let echo = Echo::of(h.login(&b, "/", "alice").await).await;
+    let refresh_token = echo.header("oidc_refresh_token").unwrap();
+    let access_token = echo.header("oidc_access_token").unwrap();
+    let r = bearer(&h, "/api/x", &refresh_token).await;
+    assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_eq!(
+        bearer(&h, "/api/x", &access_token).await.status(),
+        StatusCode::OK
+    );
+}

@@ -235,6 +235,10 @@ pub struct OAuthConfig {
     pub accept_token_as: Vec<TokenSource>,
     pub jwt: bool,
     pub audience: Option<String>,
+    /// Introspected tokens must be identified as access tokens (`token_type` Bearer, or
+    /// Keycloak's `typ` Bearer, or Ory's `token_use` access_token); tokens identified as
+    /// something else (a refresh token) are refused either way.
+    pub require_token_type: bool,
     /// Bound on the validation cache, in (estimated) bytes.
     pub cache_max_bytes: u64,
 }

@@ -111,6 +111,7 @@ pub struct RawOAuth {
     pub accept_token_as: Option<Vec<String>>,
     pub jwt: Option<bool>,
     pub audience: Option<String>,
+    pub require_token_type: Option<bool>,
     pub cache_max_bytes: Option<u64>,
 }
 

@@ -766,6 +766,7 @@ fn build_oauth(c: &mut Checker, raw: RawOAuth, allow_http: bool) -> OAuthConfig 
         accept_token_as,
         jwt: raw.jwt.unwrap_or(false),
         audience: raw.audience.filter(|a| !a.is_empty()),
+        require_token_type: raw.require_token_type.unwrap_or(true),
         cache_max_bytes: raw.cache_max_bytes.unwrap_or(64 * 1024 * 1024),
     }
 }
