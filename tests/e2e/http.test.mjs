@@ -429,6 +429,17 @@ describe('automatic refresh with rotating refresh tokens', () => {
     const after = await opStats();
     assert.equal(delta(after, before, 'refresh_token_error'), 1);
   });
+
+  test('the provider refuses the refresh and the token has expired: log in again', async () => {
+    const { client } = await loggedIn('tiny-tim'); // 2 s access tokens
+    const h0 = (await api(client, '/app/0')).json().headers;
+    await revokeAtOp(h0.oidc_refresh_token, 'refresh_token');
+    await sleep(Math.max(0, Number(h0.oidc_access_token_expires) * 1000 - Date.now()) + 1100);
+    const res = await client.get(`${GATEWAY()}/app/1`);
+    assertLoginRedirect(res);
+    assertClears(res, SESSION);
+    assert.equal((await api(client, '/app/2')).status, 401, 'and an API call gets 401');
+  });
 });
 
 describe('bearer-token routes (auth = "oauth20") with introspection at oidc-provider', () => {
@@ -458,6 +469,17 @@ describe('bearer-token routes (auth = "oauth20") with introspection at oidc-prov
     }
     const after = await opStats();
     assert.equal(delta(after, before, 'introspection'), 1, 'six requests, one introspection');
+  });
+
+  test('a refresh token is not an access token: refused although the provider calls it active', async () => {
+    const { echo } = await loggedIn('alice');
+    const rt = echo.headers.oidc_refresh_token;
+    const introspected = await introspectAtOp(rt);
+    assert.equal(introspected.active, true, 'oidc-provider answers active: true for a refresh token');
+    assert.equal(introspected.token_type, undefined, '... and marks it only by leaving token_type out');
+    const res = await request(`${GATEWAY()}/api/rt`, { headers: bearer(rt) });
+    assert.equal(res.status, 401, res.text);
+    assert.match(res.headers['www-authenticate'], /invalid_token/);
   });
 
   test('concurrent requests with one uncached token make one introspection call', async () => {
@@ -516,6 +538,14 @@ describe('bearer-token routes with JWT access tokens (oauth.jwt = true)', () => 
     assert.equal(res.status, 401, 'a JWT whose payload was changed is refused');
     const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'at+jwt' })).toString('base64url')}.${body}.`;
     assert.equal((await request(`${GATEWAY()}/api/jwt`, { headers: bearer(none) })).status, 401, 'alg none is refused');
+  });
+
+  test('an ID token of the same provider is not accepted as a JWT access token (audience)', async () => {
+    const { echo } = await loggedIn('alice');
+    const idToken = echo.headers.oidc_id_token;
+    assert.equal(idToken.split('.').length, 3);
+    const res = await request(`${GATEWAY()}/api/jwt`, { headers: bearer(idToken) });
+    assert.equal(res.status, 401, 'aud is the gateway client, not the API (oauth.audience)');
   });
 });
 
@@ -579,7 +609,6 @@ describe('logout', () => {
     const anon = await request(`${GATEWAY()}/oauth2/callback?logout=`);
     assert.equal(anon.status, 200);
     assert.match(anon.text, /Logged out/);
-    await sleep(0);
   });
 
   test('back-channel logout: the user logs out at the provider, which tells the gateway; the cookie is refused', async () => {

@@ -5,7 +5,7 @@
 //
 // Environment (all optional): E2E_CLIENT_SECRET, E2E_AT_TTL (seconds, default 300),
 // E2E_SHORT_AT_TTL (seconds, default 20: accounts whose login starts with "short" get it,
-// so the gateway refreshes them on every request).
+// so the gateway refreshes them on every request; `tiny…` accounts get 2 s tokens).
 //
 // Clients: `gateway` (the gateway under test) and `api-client` (client_credentials, JWT
 // access tokens for the resource urn:e2e:api), both with E2E_CLIENT_SECRET.
@@ -168,7 +168,11 @@ const provider = new Provider(issuer, {
   rotateRefreshToken: true,
   pkce: { required: () => true },
   ttl: {
-    AccessToken: (_ctx, token) => (String(token.accountId).startsWith('short') ? shortAtTtl : atTtl),
+    AccessToken: (_ctx, token) => {
+      const id = String(token.accountId);
+      if (id.startsWith('tiny')) return 2;
+      return id.startsWith('short') ? shortAtTtl : atTtl;
+    },
     AuthorizationCode: 60,
     IdToken: 3600,
     RefreshToken: 24 * 3600,
