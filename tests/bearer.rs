@@ -617,9 +617,9 @@ async fn jwt_with_a_far_future_exp_is_cached_without_trouble() {
 
 #[tokio::test]
 async fn a_refresh_token_is_not_an_access_token() {
-    // Introspection answers `active: true` for refresh tokens too; the development OP marks
-    // them `token_type: refresh_token` (node oidc-provider leaves token_type out: see
-    // tests/e2e, oauth.require_token_type).
+    // Introspection answers `active: true` for refresh tokens too, and the development OP,
+    // like node oidc-provider, leaves `token_type` out for them: refused because of
+    // oauth.require_token_type (default true). Marked kinds: resource::validate's tests.
     let h = Harness::with(Options {
         headers: "pass_refresh_token = true".into(),
         routes: Some(ROUTES.into()),
