@@ -1,7 +1,7 @@
-//! Guards the size of the per-request future. hyper keeps one such future's worth of
-//! memory per connection for as long as the connection lives, idle or not, so an arm that
-//! is rarely taken but large (login, hooks, refresh grants, bearer validation) must be
-//! boxed, or every idle keep-alive connection pays for it (scripts/bench --idle).
+//! Guards the size of the per-request future. The server boxes it once per request (so idle
+//! keep-alive connections no longer hold a slot of its size: src/server/mod.rs), which
+//! makes its size one allocation on every request: an arm that is rarely taken but large
+//! (login, hooks, refresh grants, bearer validation) stays boxed inside it.
 
 use hyper::body::Incoming;
 use oidc_gateway::clock::Clock;

@@ -19,6 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+type BoxedResponse = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<http::Response<crate::response::Body>, Infallible>>
+            + Send,
+    >,
+>;
+
 /// A started gateway: its bound addresses and the handle to stop it.
 pub struct Running {
     pub addrs: Vec<SocketAddr>,
@@ -145,7 +152,11 @@ async fn accept_loop<F, Fut>(
         let handler = handler.clone();
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req, peer).await) }
+            // Boxed per request: hyper keeps a slot of the service future's size for the
+            // whole life of each connection, so an unboxed future (several KiB) would be
+            // paid by every idle keep-alive connection (scripts/bench --idle).
+            let future: BoxedResponse = Box::pin(async move { Ok(handler(req, peer).await) });
+            future
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
