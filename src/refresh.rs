@@ -2,10 +2,14 @@
 //!
 //! Rotating refresh tokens make concurrent refreshes dangerous: the second grant with the
 //! same refresh token is refused and the user is logged out. So grants are single-flight:
-//! keyed by a SHA-256 of the refresh token, the first caller runs the grant and every
-//! concurrent or later caller (within [`RESULT_TTL`], e.g. requests still carrying the old
-//! cookie) reuses its result. Failures are remembered for [`FAILURE_TTL`] so parallel
-//! callers fail fast. The cache is bounded ([`MAX_FLIGHTS`]); it is per process.
+//! keyed by a SHA-256 of the session's refresh token *and* access token (what one cookie
+//! carries), the first caller runs the grant and every concurrent or later caller with the
+//! same cookie (within [`RESULT_TTL`], e.g. requests still carrying the old cookie) reuses
+//! its result. The access token is in the key because providers that do not rotate
+//! refresh tokens hand the same one back: the new cookie then differs from the old only
+//! by its access token, and its own refresh must be a new grant, not the old result.
+//! Failures are remembered for [`FAILURE_TTL`] so parallel callers fail fast. The cache is
+//! bounded ([`MAX_FLIGHTS`]); it is per process.
 
 use crate::gateway::Gateway;
 use crate::oidc::http::error_chain;
@@ -76,13 +80,13 @@ impl Default for Flights {
 }
 
 impl Flights {
-    /// Runs (or joins, or reuses) the grant for `refresh_token`.
+    /// Runs (or joins, or reuses) the grant for the session's refresh token.
     pub async fn refresh(&self, gw: &Gateway, session: &Session) -> Outcome {
         let token = session
             .refresh_token
             .as_deref()
             .ok_or(RefreshError::NoRefreshToken)?;
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let key = flight_key(token, session.access_token.as_deref());
         self.cache
             .get_with(key, grant(gw, token, &session.sub))
             .await
@@ -91,6 +95,16 @@ impl Flights {
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }
+}
+
+/// SHA-256 over both tokens, length-prefixed so no two pairs share an input.
+fn flight_key(refresh_token: &str, access_token: Option<&str>) -> [u8; 32] {
+    let at = access_token.unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update((refresh_token.len() as u64).to_be_bytes());
+    h.update(refresh_token.as_bytes());
+    h.update(at.as_bytes());
+    h.finalize().into()
 }
 
 /// One refresh grant at the provider. `scope` is not resent: the provider keeps the

@@ -339,6 +339,45 @@ async fn refresh_rotates_the_refresh_token_and_the_op_rejects_the_old_one() {
     assert_eq!(body["error"], "invalid_grant");
 }
 
+/// node oidc-provider (by default, for confidential clients) and many others hand the same
+/// refresh token back. Each refresh must still be a grant of its own: the single-flight
+/// shares one grant among requests with the *same cookie*, not among every cookie that
+/// happens to carry that refresh token.
+#[tokio::test]
+async fn a_provider_that_keeps_the_refresh_token_still_gets_a_grant_per_refresh() {
+    let h = Harness::with(options()).await;
+    h.op.set_rotate_refresh_tokens(false);
+    let b = Browser::new();
+    let (first, _) = login(&h, &b, "alice").await;
+    let rt = h.info(&b).await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    assert_redirect(&hook(&h, &b, "/app", Some(&first)).await, "/app");
+    let (second, _) = token_of(&Echo::of(b.get(&h.url("/app")).await).await);
+    assert_ne!(second, first);
+    assert_redirect(&hook(&h, &b, "/app", Some(&second)).await, "/app");
+    let (third, _) = token_of(&Echo::of(b.get(&h.url("/app")).await).await);
+    assert_ne!(
+        third, second,
+        "the second refresh reused the first one's result"
+    );
+    assert_eq!(h.op.counters().refresh_grants, 2);
+    assert_eq!(
+        h.info(&b).await["refresh_token"].as_str(),
+        Some(rt.as_str())
+    );
+
+    // Automatic refresh too: once the access token is inside the refresh window, the
+    // request gets a token from a new grant, not the cached result of the hook's.
+    h.clock.advance(250);
+    let (fourth, exp) = token_of(&Echo::of(b.get(&h.url("/app")).await).await);
+    assert_ne!(fourth, third);
+    assert!(exp > h.clock.now() + 60, "a fresh token, not an old result");
+    assert_eq!(h.op.counters().refresh_grants, 3);
+}
+
 #[tokio::test]
 async fn automatic_refresh_near_expiry_answers_with_the_new_token_and_cookie() {
     let h = Harness::with(options()).await;

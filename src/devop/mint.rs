@@ -195,6 +195,9 @@ pub(crate) struct Issue<'a> {
     pub refresh_scope: &'a str,
     pub nonce: Option<&'a str>,
     pub grant_id: &'a str,
+    /// A refresh grant at a provider that does not rotate: hand this refresh token back
+    /// instead of minting a new one.
+    pub keep_refresh: Option<&'a str>,
 }
 
 /// The RFC 6749 §5.1 token response. A refresh token is ALWAYS issued (with or without
@@ -203,16 +206,10 @@ pub(crate) fn token_response(op: &Provider, issue: &Issue<'_>) -> Value {
     let now = op.now();
     let ttl = op.access_token_ttl();
     let access = access_token(op, &issue.login.sub, issue.scope, ttl, issue.grant_id);
-    let refresh = RefreshToken {
-        client_id: op.client_id.clone(),
-        login: issue.login.clone(),
-        scope: issue.refresh_scope.to_owned(),
-        iat: now,
-        exp: now + REFRESH_TTL,
-        consumed: false,
-        grant_id: issue.grant_id.to_owned(),
+    let refresh = match issue.keep_refresh {
+        Some(kept) => kept.to_owned(),
+        None => mint_refresh(op, issue, now),
     };
-    let refresh = lock(&op.store).insert_refresh(now, refresh);
     let mut body = json!({
         "access_token": access,
         "token_type": "Bearer",
@@ -230,4 +227,17 @@ pub(crate) fn token_response(op: &Provider, issue: &Issue<'_>) -> Value {
         body["id_token"] = id_token(op, &input).into();
     }
     body
+}
+
+fn mint_refresh(op: &Provider, issue: &Issue<'_>, now: i64) -> String {
+    let refresh = RefreshToken {
+        client_id: op.client_id.clone(),
+        login: issue.login.clone(),
+        scope: issue.refresh_scope.to_owned(),
+        iat: now,
+        exp: now + REFRESH_TTL,
+        consumed: false,
+        grant_id: issue.grant_id.to_owned(),
+    };
+    lock(&op.store).insert_refresh(now, refresh)
 }

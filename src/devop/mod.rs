@@ -202,6 +202,12 @@ impl DevOp {
         self.op.set_refuse_refresh(refuse);
     }
 
+    /// Whether refresh grants rotate the refresh token (the default) or hand the same one
+    /// back, as node oidc-provider does by default for confidential clients.
+    pub fn set_rotate_refresh_tokens(&self, rotate: bool) {
+        self.op.set_rotate_refresh_tokens(rotate);
+    }
+
     /// ID tokens issued from now on misbehave this way, until set to `None`.
     pub fn set_tamper(&self, t: Option<Tamper>) {
         self.op.set_tamper(t);

@@ -29,6 +29,7 @@ pub(crate) struct Provider {
     pub clock: Clock,
     access_token_ttl: AtomicI64,
     refuse_refresh: AtomicBool,
+    keep_refresh_tokens: AtomicBool,
     tamper: Mutex<Option<Tamper>>,
     userinfo_sub: Mutex<Option<String>>,
     users: Mutex<HashMap<String, Map<String, Value>>>,
@@ -59,6 +60,7 @@ impl Provider {
             clock: reg.clock,
             access_token_ttl: AtomicI64::new(reg.access_token_ttl),
             refuse_refresh: AtomicBool::new(false),
+            keep_refresh_tokens: AtomicBool::new(false),
             tamper: Mutex::new(None),
             userinfo_sub: Mutex::new(None),
             users: Mutex::new(HashMap::new()),
@@ -110,6 +112,14 @@ impl Provider {
 
     pub(crate) fn set_refuse_refresh(&self, refuse: bool) {
         self.refuse_refresh.store(refuse, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rotates_refresh_tokens(&self) -> bool {
+        !self.keep_refresh_tokens.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_rotate_refresh_tokens(&self, rotate: bool) {
+        self.keep_refresh_tokens.store(!rotate, Ordering::Relaxed);
     }
 
     pub(crate) fn tamper(&self) -> Option<Tamper> {

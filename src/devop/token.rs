@@ -70,6 +70,7 @@ fn code_grant(op: &Provider, params: &Params) -> Result<Value, TokenError> {
         refresh_scope: &record.scope,
         nonce: record.nonce.as_deref(),
         grant_id: &record.grant_id,
+        keep_refresh: None,
     };
     Ok(token_response(op, &issue))
 }
@@ -143,24 +144,28 @@ fn refresh_grant(op: &Provider, params: &Params) -> Result<Value, TokenError> {
     if op.refuses_refresh() {
         return Err(TokenError::RefreshRefused);
     }
-    let (record, scope) = rotate_refresh(op, token, params.get("scope"))?;
+    let rotate = op.rotates_refresh_tokens();
+    let (record, scope) = rotate_refresh(op, token, params.get("scope"), rotate)?;
     let issue = Issue {
         login: &record.login,
         scope: &scope,
         refresh_scope: &record.scope,
         nonce: None,
         grant_id: &record.grant_id,
+        keep_refresh: (!rotate).then_some(token),
     };
     Ok(token_response(op, &issue))
 }
 
-/// Checks the refresh token (and any narrowed scope), then marks it used and returns it
-/// with the scope of the new access token. Presenting a used one again revokes its whole
-/// grant, as oidc-provider does with rotation: a replayed refresh token means it leaked.
+/// Checks the refresh token (and any narrowed scope), then (when rotating) marks it used
+/// and returns it with the scope of the new access token. Presenting a used one again
+/// revokes its whole grant, as oidc-provider does with rotation: a replayed refresh token
+/// means it leaked.
 fn rotate_refresh(
     op: &Provider,
     token: &str,
     requested_scope: Option<&str>,
+    rotate: bool,
 ) -> Result<(RefreshToken, String), TokenError> {
     let now = op.now();
     let mut store = lock(&op.store);
@@ -182,7 +187,7 @@ fn rotate_refresh(
         Some(requested) => narrowed_scope(&record.scope, requested)?,
         None => record.scope.clone(),
     };
-    record.consumed = true;
+    record.consumed = rotate;
     Ok((record.clone(), scope))
 }
 
