@@ -173,14 +173,57 @@ fn a_missing_passphrase_is_named() {
 }
 
 #[test]
-fn a_short_passphrase_is_refused_without_printing_it() {
+fn a_short_passphrase_is_a_warning_without_printing_it() {
     let text = VALID.replace("0123456789abcdef0123456789abcdef", "tooshort-secret");
-    let out = check(&text, &[]);
-    assert_problems(
-        &out,
-        &["session.passphrase: must be at least 16 characters"],
-    );
+    let out = check(&text, &[("RUST_LOG", "warn")]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("shorter than 16"), "{}", out.stderr);
     assert!(!out.stderr.contains("tooshort-secret"), "{}", out.stderr);
+    assert!(!out.stdout.contains("tooshort-secret"), "{}", out.stdout);
+}
+
+#[test]
+fn listen_takes_host_names() {
+    let text = VALID.replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost:8080\"");
+    let out = check(&text, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = VALID.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = [\"localhost\", \"localhost:http\"]",
+    );
+    assert_problems(
+        &check(&text, &[]),
+        &["server.listen[0]: ", "server.listen[1]: "],
+    );
+}
+
+#[test]
+fn a_gateway_without_login_routes_needs_no_passphrase() {
+    let text = VALID
+        .replace("passphrase = \"0123456789abcdef0123456789abcdef\"", "")
+        .replace(
+            "upstream = \"http://127.0.0.1:7000\"",
+            "upstream = \"http://127.0.0.1:7000\"\nauth = \"oauth20\"",
+        );
+    let out = check(&text, &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn an_empty_passphrase_or_list_is_refused() {
+    let text = VALID.replace("0123456789abcdef0123456789abcdef", "");
+    assert_problems(
+        &check(&text, &[]),
+        &["session.passphrase: must not be empty"],
+    );
+    let text = VALID.replace(
+        "passphrase = \"0123456789abcdef0123456789abcdef\"",
+        "passphrases = []",
+    );
+    assert_problems(
+        &check(&text, &[]),
+        &["session.passphrases: must list at least one passphrase"],
+    );
 }
 
 #[test]

@@ -102,12 +102,33 @@ impl Checker<'_> {
         }
         let mut out = Vec::new();
         for (i, a) in list.iter().enumerate() {
-            match a.parse::<SocketAddr>() {
-                Ok(addr) => out.push(addr),
-                Err(_) => self.problem(
+            if let Ok(addr) = a.parse::<SocketAddr>() {
+                out.push(addr);
+                continue;
+            }
+            // A host name (`localhost:8080`): its IPv4 addresses (binding ::1 as well
+            // would fail where IPv6 is off), else its IPv6 ones.
+            use std::net::ToSocketAddrs;
+            let mut resolved: Vec<SocketAddr> = match a.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => a
+                    .to_socket_addrs()
+                    .map(Iterator::collect)
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            if resolved.iter().any(SocketAddr::is_ipv4) {
+                resolved.retain(SocketAddr::is_ipv4);
+            }
+            if resolved.is_empty() {
+                self.problem(
                     format!("{key}[{i}]"),
-                    format!("{a:?} is not an IP:port address"),
-                ),
+                    format!("{a:?} is not an IP:port or resolvable host:port address"),
+                );
+            }
+            for addr in resolved {
+                if !out.contains(&addr) {
+                    out.push(addr);
+                }
             }
         }
         out
@@ -223,11 +244,12 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
         listen: c.addresses("admin.listen", a.listen, "127.0.0.1:9090"),
     });
     let provider = build_provider(c, raw.provider);
-    let session = build_session(c, raw.session);
+    let routes = build_routes(c, raw.route);
+    let logs_in = routes.is_empty() || routes.iter().any(|r| r.auth == AuthKind::OpenIdConnect);
+    let session = build_session(c, raw.session, logs_in);
     let headers = build_headers(c, raw.headers);
     let oauth = build_oauth(c, raw.oauth, provider.allow_http);
     let hooks = build_hooks(c, raw.hooks);
-    let routes = build_routes(c, raw.route);
     if let (Some(admin), listen) = (&admin, &server.listen) {
         for a in &admin.listen {
             if listen.contains(a) && a.port() != 0 {
@@ -440,7 +462,9 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
     }
 }
 
-fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
+/// `needs_passphrase`: some route logs users in. A gateway with only bearer and open
+/// routes keeps no sessions, so a missing passphrase there is a random one per process.
+fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> SessionConfig {
     let single = c.secret("session.passphrase", raw.passphrase, raw.passphrase_file);
     let passphrases: Vec<Secret> = match (single, raw.passphrases) {
         (Some(_), Some(_)) => {
@@ -451,22 +475,33 @@ fn build_session(c: &mut Checker, raw: RawSession) -> SessionConfig {
             Vec::new()
         }
         (Some(p), None) => vec![p],
-        (None, Some(list)) => list.into_iter().map(Secret::new).collect(),
-        (None, None) => {
+        (None, Some(list)) => {
+            if list.is_empty() {
+                c.problem("session.passphrases", "must list at least one passphrase");
+            }
+            list.into_iter().map(Secret::new).collect()
+        }
+        (None, None) if needs_passphrase => {
             c.problem("session.passphrase", "is required (or session.passphrases)");
             Vec::new()
         }
+        (None, None) => vec![Secret::new(crate::session::Sessions::new_session_id())],
     };
     let single = passphrases.len() == 1;
     for (i, p) in passphrases.iter().enumerate() {
-        if p.expose().len() < 16 {
-            c.problem(
-                if single {
-                    "session.passphrase".to_string()
-                } else {
-                    format!("session.passphrases[{i}]")
-                },
-                "must be at least 16 characters (32 random characters recommended)",
+        let key = if single {
+            "session.passphrase".to_string()
+        } else {
+            format!("session.passphrases[{i}]")
+        };
+        if p.expose().is_empty() {
+            c.problem(key, "must not be empty");
+        } else if p.expose().len() < 16 {
+            // Refusing to start would break configs that work with mod_auth_openidc,
+            // which sets no minimum; the key derivation is sound, the secret is weak.
+            tracing::warn!(
+                key = key.as_str(),
+                "passphrase is shorter than 16 characters: use 32 random characters"
             );
         }
     }
@@ -927,7 +962,7 @@ issuer = "http://idp.example.com"
 client_id = "x"
 typo = 1
 [session]
-passphrase = "short"
+passphrase = ""
 inactivity_timeout = "5 parsecs"
 [[route]]
 path = "/"
