@@ -1,6 +1,8 @@
 //! Claim rules (`require_claims`): `name:value` (equal, or an element of an array claim),
 //! `name~regex` (a string claim, or an element of an array claim, matches), with dotted
 //! names reaching into objects (`realm_access.roles:admin`). A route's rules must all hold.
+//! `scope:value` also holds when `value` is one word of a space-delimited `scope` string
+//! (RFC 7662 and RFC 9068 send scopes that way).
 
 use regex::Regex;
 use serde_json::{Map, Value};
@@ -60,8 +62,18 @@ impl ClaimRule {
         }
         match current {
             Value::Array(items) => items.iter().any(|v| self.scalar_holds(v)),
+            Value::String(scopes) if self.is_scope_equality() => {
+                self.scalar_holds(current)
+                    || scopes
+                        .split_ascii_whitespace()
+                        .any(|word| matches!(&self.test, Test::Equals(want) if word == want))
+            }
             v => self.scalar_holds(v),
         }
+    }
+
+    fn is_scope_equality(&self) -> bool {
+        matches!(self.test, Test::Equals(_)) && self.path.last().is_some_and(|p| p == "scope")
     }
 
     fn scalar_holds(&self, v: &Value) -> bool {
@@ -130,6 +142,19 @@ mod tests {
         assert!(holds("email_verified:true"));
         assert!(holds("level:3"));
         assert!(!holds("nothing:x"));
+    }
+
+    #[test]
+    fn scope_words() {
+        let c = json!({"scope": "openid api:read  email", "aud": "a b"});
+        let c = c.as_object().unwrap();
+        let holds = |r: &str| ClaimRule::parse(r).unwrap().holds(c);
+        assert!(holds("scope:api:read"));
+        assert!(holds("scope:email"));
+        assert!(holds("scope:openid api:read  email"));
+        assert!(!holds("scope:api"));
+        assert!(!holds("aud:a"), "only scope is split into words");
+        assert!(holds("scope~api:read"));
     }
 
     #[test]

@@ -637,3 +637,63 @@ async fn a_refresh_token_is_not_an_access_token() {
         StatusCode::OK
     );
 }
+
+/// Values that cannot be access tokens are refused without asking the OP (a hostile
+/// client must not be able to make it answer an error); an empty parameter is no token.
+#[tokio::test]
+async fn implausible_tokens_are_invalid_without_introspection() {
+    let h = start(r#"accept_token_as = ["header", "query"]"#).await;
+    let c = raw_client();
+    let r = c.get(h.url("/api/x?access_token=")).send().await.unwrap();
+    assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_request");
+    for bad in ["a%20b", "%3Cscript%3E", "%C3%A9t%C3%A9", "a%00b"] {
+        let r = c
+            .get(h.url(&format!("/api/x?access_token={bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    let huge = "a".repeat(17 * 1024);
+    assert_bearer_error(
+        &bearer(&h, "/api/x", &huge).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_token",
+    );
+    assert_eq!(introspections(&h), 0);
+}
+
+/// `unauth_action = "pass"` on a bearer route: no token is proxied anonymously (client
+/// look-alike headers scrubbed); a bad token is still refused.
+#[tokio::test]
+async fn unauth_action_pass_lets_anonymous_requests_through_a_bearer_route() {
+    let h = Harness::with(Options {
+        routes: Some(
+            r#"
+[[route]]
+path = "/"
+upstream = "{upstream}"
+auth = "oauth20"
+unauth_action = "pass"
+"#
+            .into(),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let r = raw_client()
+        .get(h.url("/open"))
+        .header("OIDC_CLAIM_sub", "mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let echo = Echo::of(r).await;
+    assert_eq!(echo.header("oidc_claim_sub"), None);
+    assert_eq!(echo.header("oidc_access_token"), None);
+    let r = bearer(&h, "/open", "not-a-token-the-op-issued").await;
+    assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
+    let t = h.op.issue_access_token("alice", "openid", 300);
+    let echo = Echo::of(bearer(&h, "/open", &t).await).await;
+    assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"));
+}

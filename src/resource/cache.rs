@@ -104,9 +104,13 @@ impl TokenCache {
         result
     }
 
-    /// Drops `token`'s entry; whether there was one.
+    /// Drops `token`'s entry; whether there was a live one. (moka's `remove` also returns
+    /// an entry that has expired but not yet been evicted: that one was not cached.)
     pub async fn remove(&self, token: &str) -> bool {
-        self.cache.remove(&key(token)).await.is_some()
+        let key = key(token);
+        let live = self.cache.contains_key(&key);
+        self.cache.invalidate(&key).await;
+        live
     }
 
     /// Hex of every cached key: for debugging and for the test that proves keys are

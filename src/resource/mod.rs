@@ -7,7 +7,7 @@ pub mod token;
 pub mod validate;
 
 use crate::authz;
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, UnauthAction};
 use crate::gateway::Gateway;
 use crate::proxy::forwarded::RequestCtx;
 use crate::response::{self, Body};
@@ -69,7 +69,9 @@ pub async fn handle(
     };
     let token = match token::find(sources, &parts, form.as_deref()) {
         Found::One(t) => t,
-        Found::None if is_cors_preflight(&parts) => {
+        // A preflight carries no credentials; `unauth_action = "pass"` lets anonymous
+        // requests through (without identity headers: they were scrubbed).
+        Found::None if is_cors_preflight(&parts) || route.unauth_action == UnauthAction::Pass => {
             return gw.forward(route, parts, body, ctx, Vec::new()).await;
         }
         Found::None | Found::Ambiguous => {
@@ -77,6 +79,10 @@ pub async fn handle(
             return bearer_error(StatusCode::UNAUTHORIZED, "invalid_request");
         }
     };
+    if !token::is_plausible(&token) {
+        gw.metrics.bearer_rejected.inc();
+        return bearer_error(StatusCode::UNAUTHORIZED, "invalid_token");
+    }
     let validation = match gw
         .resource
         .cache

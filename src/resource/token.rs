@@ -91,10 +91,28 @@ fn from_header(headers: &HeaderMap, mut found: Found) -> Found {
     found
 }
 
+/// `access_token` values; an empty one (`?access_token=`) is no token, as an empty
+/// cookie is.
 fn params(body: &[u8]) -> impl Iterator<Item = String> + '_ {
     form_urlencoded::parse(body)
-        .filter(|(k, _)| k == "access_token")
+        .filter(|(k, v)| k == "access_token" && !v.is_empty())
         .map(|(_, v)| v.into_owned())
+}
+
+/// The longest token sent to the provider; a longer one is invalid without asking.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Whether `token` can be an access token at all: RFC 6750's `b64token` syntax (which
+/// JWTs and the opaque tokens of every provider we know fit) within [`MAX_TOKEN_LEN`].
+/// Anything else is refused as `invalid_token` without a call to the provider, so a
+/// hostile client cannot make the provider answer an error we would have to interpret.
+pub fn is_plausible(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
 }
 
 #[cfg(test)]
@@ -107,6 +125,41 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn empty_parameters_are_no_token() {
+        let q = parts("/x?access_token=", &[]);
+        assert_eq!(find(&[TokenSource::Query], &q, None), Found::None);
+        let q = parts("/x?access_token&access_token=abc", &[]);
+        assert_eq!(
+            find(&[TokenSource::Query], &q, None),
+            Found::One("abc".into())
+        );
+        assert_eq!(
+            find(&[TokenSource::Post], &q, Some(b"access_token=&x=1")),
+            Found::None
+        );
+    }
+
+    #[test]
+    fn plausible_tokens() {
+        for ok in ["abc", "a.b.c", "Zm9v+/_-~.x==", "x="] {
+            assert!(is_plausible(ok), "{ok}");
+        }
+        let long = "a".repeat(MAX_TOKEN_LEN + 1);
+        for bad in [
+            "",
+            "=",
+            "a b",
+            "a\"b",
+            "<script>",
+            "\u{e9}",
+            long.as_str(),
+            "a=b",
+        ] {
+            assert!(!is_plausible(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -78,10 +78,14 @@ async fn introspect(
         .call(request)
         .await
         .map_err(|e| ValidateError::Unavailable(e.to_string()))?;
-    if !response.status().is_success() {
+    let status = response.status();
+    if !status.is_success() {
+        if refuses_the_token(status, response.body()) {
+            tracing::info!(%status, "the introspection endpoint refused the token itself");
+            return Ok((false, Map::new()));
+        }
         return Err(ValidateError::Unavailable(format!(
-            "the introspection endpoint answered {}",
-            response.status()
+            "the introspection endpoint answered {status}"
         )));
     }
     let claims: Map<String, Value> = serde_json::from_slice(response.body()).map_err(|_| {
@@ -90,6 +94,28 @@ async fn introspect(
     let active = claims.get("active") == Some(&Value::Bool(true))
         && is_access_token(&claims, gw.config.oauth.require_token_type);
     Ok((active, if active { claims } else { Map::new() }))
+}
+
+/// Whether an error answer is about the token (malformed, too large: the token is simply
+/// not valid) rather than about us (our client credentials, or the provider failing).
+/// RFC 7662 says an endpoint answers `active: false` for any bad token, but some answer
+/// 400 `invalid_request` or 413 for one they cannot parse.
+fn refuses_the_token(status: http::StatusCode, body: &[u8]) -> bool {
+    use http::StatusCode;
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        return true;
+    }
+    if status != StatusCode::BAD_REQUEST {
+        return false;
+    }
+    let error = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned));
+    // invalid_client / unauthorized_client (sent as 400 by some providers) are ours.
+    !matches!(
+        error.as_deref(),
+        Some("invalid_client" | "unauthorized_client")
+    )
 }
 
 /// Whether an active introspection result is an access token. RFC 7662 lets the endpoint
@@ -166,7 +192,21 @@ async fn verify_jwt(
 
 #[cfg(test)]
 mod tests {
-    use super::is_access_token;
+    use super::{is_access_token, refuses_the_token};
+    use http::StatusCode;
+
+    #[test]
+    fn which_error_answers_mean_an_invalid_token() {
+        let refuses =
+            |s: u16, b: &str| refuses_the_token(StatusCode::from_u16(s).unwrap(), b.as_bytes());
+        assert!(refuses(400, r#"{"error":"invalid_request"}"#));
+        assert!(refuses(400, "not json"));
+        assert!(refuses(413, ""));
+        assert!(!refuses(400, r#"{"error":"invalid_client"}"#));
+        assert!(!refuses(401, r#"{"error":"invalid_client"}"#));
+        assert!(!refuses(500, ""));
+        assert!(!refuses(503, ""));
+    }
     use serde_json::{json, Map, Value};
 
     fn claims(v: Value) -> Map<String, Value> {
