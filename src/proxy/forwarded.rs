@@ -103,11 +103,18 @@ pub fn request_ctx(
 /// Sets `X-Forwarded-For/Proto/Host` on a request going upstream: appended to what a
 /// trusted proxy sent, replacing whatever anyone else sent.
 pub fn set_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
-    let peer = ctx.peer.to_string();
-    let xff = match (ctx.trusted, headers.get(XFF).and_then(|v| v.to_str().ok())) {
-        (true, Some(prev)) if !prev.trim().is_empty() => format!("{prev}, {peer}"),
-        _ => peer,
-    };
+    let mut xff = String::new();
+    if ctx.trusted {
+        // Every X-Forwarded-For line the proxy sent, in order (a list may span lines).
+        for prev in headers.get_all(XFF).iter().filter_map(|v| v.to_str().ok()) {
+            let prev = prev.trim();
+            if !prev.is_empty() {
+                xff.push_str(prev);
+                xff.push_str(", ");
+            }
+        }
+    }
+    let _ = std::fmt::Write::write_fmt(&mut xff, format_args!("{}", ctx.peer));
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(XFF, v);
     }
@@ -179,6 +186,12 @@ mod tests {
         let mut out = h.clone();
         set_forwarded_headers(&mut out, &ctx);
         assert_eq!(out[XFF], "1.2.3.4, 10.0.0.5");
+        // A list split over several lines keeps every hop, once, on one line.
+        let mut out = h.clone();
+        out.append(XFF, HeaderValue::from_static("5.6.7.8"));
+        set_forwarded_headers(&mut out, &ctx);
+        assert_eq!(out.get_all(XFF).iter().count(), 1);
+        assert_eq!(out[XFF], "1.2.3.4, 5.6.7.8, 10.0.0.5");
     }
 
     #[test]
