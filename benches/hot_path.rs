@@ -113,8 +113,10 @@ fn realistic_session(now: i64) -> Session {
         refresh_token: Some(fake_jwt(700, 2)),
         id_token: Some(fake_jwt(1000, 3)),
         created_at: now,
+        created_ms: now * 1000,
         last_seen: now,
         identity: Default::default(),
+        logout_checked: Default::default(),
     }
 }
 

@@ -26,6 +26,16 @@ impl Clock {
         real + self.offset.load(Ordering::Relaxed)
     }
 
+    /// Current time as epoch milliseconds (the offset counts in whole seconds): orders
+    /// events within one second, such as a login just after a logout.
+    pub fn now_ms(&self) -> i64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        real + self.offset.load(Ordering::Relaxed) * 1000
+    }
+
     /// Moves this clock (and every clone of it) forward by `secs`.
     pub fn advance(&self, secs: i64) {
         self.offset.fetch_add(secs, Ordering::Relaxed);

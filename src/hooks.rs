@@ -76,8 +76,9 @@ pub async fn dispatch(
     if let Some(target) = params.logout {
         return match (target.as_str(), &parts.method) {
             ("backchannel", &Method::POST) => logout::backchannel(gw, body).await,
-            ("get", _) if params.sid.is_some() => {
-                logout::frontchannel(gw, params.sid.as_deref(), params.iss.as_deref())
+            ("get", _) => {
+                let (sid, iss) = (params.sid.as_deref(), params.iss.as_deref());
+                logout::frontchannel(gw, ctx, &parts.headers, sid, iss).await
             }
             _ => logout::logout(gw, ctx, &parts.headers, &target).await,
         };

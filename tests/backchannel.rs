@@ -142,6 +142,29 @@ async fn frontchannel_logout_ends_sessions_with_that_sid() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
+/// `logout=get` without a sid ends the session whose cookie the frame carries (as
+/// mod_auth_openidc does); with neither, it is a 400.
+#[tokio::test]
+async fn frontchannel_logout_without_sid_ends_the_browsers_own_session() {
+    let h = Harness::start().await;
+    let alice = Browser::new();
+    let bob = Browser::new();
+    h.login(&alice, "/a", "alice").await;
+    h.login(&bob, "/a", "bob").await;
+    let r = alice.get(&h.url("/oauth2/callback?logout=get")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(alice.get(&h.url("/a")).await.status(), StatusCode::FOUND);
+    assert_eq!(
+        bob.get(&h.url("/a")).await.status(),
+        StatusCode::OK,
+        "only alice's"
+    );
+    let r = reqwest::get(h.url("/oauth2/callback?logout=get"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
 fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

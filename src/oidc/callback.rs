@@ -180,8 +180,10 @@ async fn complete(
         refresh_token: tokens.refresh_token().map(|t| t.secret().clone()),
         id_token: Some(id_token.raw),
         created_at: now,
+        created_ms: gw.clock.now_ms(),
         last_seen: now,
         identity: Default::default(),
+        logout_checked: Default::default(),
     };
     let cookies = gw
         .sessions

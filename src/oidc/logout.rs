@@ -223,16 +223,14 @@ fn check_logout_claims(
 
 /// OpenID Connect Front-Channel Logout 1.0: `GET <redirect_uri>?logout=get&sid=…&iss=…`,
 /// loaded by the provider in an iframe. Ends every session with that `sid`.
-pub fn frontchannel(gw: &Gateway, sid: Option<&str>, iss: Option<&str>) -> Response<Body> {
+pub async fn frontchannel(
+    gw: &Gateway,
+    ctx: &RequestCtx,
+    headers: &HeaderMap,
+    sid: Option<&str>,
+    iss: Option<&str>,
+) -> Response<Body> {
     let issuer = &gw.provider.config().issuer;
-    let Some(sid) = sid.filter(|s| !s.is_empty()) else {
-        return response::page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "Front-channel logout needs a sid.",
-            None,
-        );
-    };
     if let Some(iss) = iss {
         if iss.trim_end_matches('/') != issuer.trim_end_matches('/') {
             return response::page(
@@ -243,13 +241,33 @@ pub fn frontchannel(gw: &Gateway, sid: Option<&str>, iss: Option<&str>) -> Respo
             );
         }
     }
-    gw.sessions.end_by_sid(issuer, sid);
+    let sid = sid.filter(|s| !s.is_empty());
+    if let Some(sid) = sid {
+        gw.sessions.end_by_sid(issuer, sid);
+    }
+    // The browser's own session, when the frame carries its cookie (as mod_auth_openidc
+    // does: without a sid, that is the session to end).
+    let mut cookies = Vec::new();
+    if let Loaded::Valid(session) = gw.sessions.load(headers).await {
+        if sid.is_none() || session.sid.as_deref() == sid {
+            cookies = gw.sessions.end(&session, ctx.secure(), headers).await;
+        }
+    }
+    if sid.is_none() && cookies.is_empty() {
+        return response::page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "Front-channel logout needs a sid or a session.",
+            None,
+        );
+    }
     gw.metrics.sessions_ended.inc();
     tracing::info!("front-channel logout accepted");
-    response::page(
+    let page = response::page(
         StatusCode::OK,
         "Logged out",
         "The session has been ended.",
         None,
-    )
+    );
+    response::with_cookies(page, cookies)
 }

@@ -89,8 +89,27 @@ pub fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
     headers
         .get_all(COOKIE)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .flat_map(|v| pieces(v.as_bytes()))
         .filter_map(split_pair)
+}
+
+/// The `;`-separated pieces of one `Cookie` header value. memchr, not a byte loop: the
+/// sealed session value (kilobytes) is walked by every request, more than once.
+fn pieces(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match memchr::memchr(b';', current) {
+            Some(i) => {
+                rest = Some(&current[i + 1..]);
+                Some(&current[..i])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
 }
 
 fn split_pair(piece: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -98,7 +117,7 @@ fn split_pair(piece: &[u8]) -> Option<(&[u8], &[u8])> {
     if piece.is_empty() {
         return None;
     }
-    Some(match piece.iter().position(|&b| b == b'=') {
+    Some(match memchr::memchr(b'=', piece) {
         Some(i) => (trim(&piece[..i]), unquote(trim(&piece[i + 1..]))),
         None => (&piece[..0], piece),
     })
@@ -290,7 +309,7 @@ pub(crate) fn strip(headers: &mut HeaderMap, names: &Names) {
     }
     let mut kept: Vec<u8> = Vec::new();
     for value in headers.get_all(COOKIE) {
-        for piece in value.as_bytes().split(|&b| b == b';') {
+        for piece in pieces(value.as_bytes()) {
             let Some((name, _)) = split_pair(piece) else {
                 continue;
             };

@@ -24,7 +24,7 @@ pub use codec::{
 };
 pub use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
 pub use memory::MemoryBackend;
-pub use model::{IdentityCache, Session};
+pub use model::{IdentityCache, LogoutMark, Session};
 pub use store::Backend;
 
 use crate::clock::Clock;
@@ -37,11 +37,12 @@ use moka::sync::Cache;
 use rand::RngCore;
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Decoded cookie-store sessions kept for repeat requests (entries, not bytes).
-const DECODED_CAPACITY: u64 = 10_000;
+/// Decoded cookie-store sessions kept for repeat requests, in (estimated) bytes.
+const DECODED_CAPACITY_BYTES: u64 = 64 << 20;
 /// How long a decoded session is kept; timeouts and logouts are still checked every load.
 const DECODED_TTL: Duration = Duration::from_secs(60);
 /// Ended session ids, and `sid`/`sub` logout records, each.
@@ -99,13 +100,32 @@ pub enum Loaded {
     Invalid(InvalidReason),
 }
 
-/// Logout records for one `sid` or `sub` value: (issuer, epoch seconds of the logout).
+/// Logout records for one `sid` or `sub` value: (issuer, epoch milliseconds of the logout).
 type Records = Arc<Vec<(String, i64)>>;
+
+/// A decoded cookie-store session and the exact sealed value it came from.
+struct Decoded {
+    sealed: Box<str>,
+    session: Arc<Session>,
+}
+
+/// The decoded-session cache key: the sealed value's last characters, which hold its
+/// AES-GCM tag (random per seal). Hashing a few bytes instead of the whole kilobytes-long
+/// value is the point; a hit still compares the whole value, so a forged tail is a miss.
+type DecodedKey = [u8; DECODED_KEY_LEN];
+const DECODED_KEY_LEN: usize = 24;
+
+fn decoded_key(sealed: &str) -> DecodedKey {
+    let tail = &sealed.as_bytes()[sealed.len().saturating_sub(DECODED_KEY_LEN)..];
+    let mut key = [0u8; DECODED_KEY_LEN];
+    key[DECODED_KEY_LEN - tail.len()..].copy_from_slice(tail);
+    key
+}
 
 enum Store {
     /// The whole session is in the cookie; `decoded` skips re-opening a repeat cookie.
     Cookie {
-        decoded: Cache<String, Arc<Session>>,
+        decoded: Cache<DecodedKey, Arc<Decoded>>,
     },
     Memory(MemoryBackend),
     /// Boxed: its client and connection state dwarf the other variants.
@@ -128,6 +148,9 @@ pub struct Sessions {
     by_sub: Cache<String, Records>,
     /// `jti`s of accepted back-channel logout tokens (replay protection).
     logout_jtis: Cache<String, ()>,
+    /// Bumped after every logout record is written (`ended`, `by_sid`, `by_sub`): a
+    /// session checked at the current generation needs no lookups.
+    logout_generation: AtomicU64,
 }
 
 impl fmt::Debug for Sessions {
@@ -155,7 +178,12 @@ impl Sessions {
         let store = match cfg.store {
             StoreKind::Cookie => Store::Cookie {
                 decoded: Cache::builder()
-                    .max_capacity(DECODED_CAPACITY)
+                    .max_capacity(DECODED_CAPACITY_BYTES)
+                    // The sealed value, and the decoded session (about twice its size,
+                    // deflate undone).
+                    .weigher(|_, d: &Arc<Decoded>| {
+                        u32::try_from(256 + d.sealed.len() * 3).unwrap_or(u32::MAX)
+                    })
                     .time_to_live(DECODED_TTL)
                     .build(),
             },
@@ -193,6 +221,7 @@ impl Sessions {
                 .max_capacity(LOGOUT_CAPACITY)
                 .time_to_live(Duration::from_secs(900))
                 .build(),
+            logout_generation: AtomicU64::new(0),
         }
     }
 
@@ -226,11 +255,14 @@ impl Sessions {
 
     fn open_cookie(
         &self,
-        decoded: &Cache<String, Arc<Session>>,
+        decoded: &Cache<DecodedKey, Arc<Decoded>>,
         sealed: Cow<'_, str>,
     ) -> Result<Arc<Session>, InvalidReason> {
-        if let Some(session) = decoded.get(sealed.as_ref()) {
-            return Ok(session);
+        let key = decoded_key(&sealed);
+        if let Some(hit) = decoded.get(&key) {
+            if *hit.sealed == *sealed {
+                return Ok(Arc::clone(&hit.session));
+            }
         }
         let json = self
             .codec
@@ -239,7 +271,7 @@ impl Sessions {
         let session: Session =
             serde_json::from_slice(&json).map_err(|_| InvalidReason::Malformed)?;
         let session = Arc::new(session);
-        decoded.insert(sealed.into_owned(), Arc::clone(&session));
+        remember(decoded, sealed.into_owned(), Arc::clone(&session));
         Ok(session)
     }
 
@@ -270,15 +302,27 @@ impl Sessions {
             tracing::debug!("session older than max_duration");
             return Err(InvalidReason::Expired);
         }
+        // Read before the lookups; writers bump it after their record is in place. So a
+        // mark is only ever set from lookups that could see every record of its generation.
+        let mark = self.logout_generation.load(Ordering::Acquire) + 1;
+        if s.logout_checked.get() == mark {
+            return Ok(());
+        }
+        self.check_logouts(s)?;
+        s.logout_checked.set(mark);
+        Ok(())
+    }
+
+    fn check_logouts(&self, s: &Session) -> Result<(), InvalidReason> {
         if self.ended.contains_key(s.id.as_str()) {
             return Err(InvalidReason::Ended);
         }
         if let Some(sid) = &s.sid {
-            if logged_out(&self.by_sid, &s.iss, sid, s.created_at) {
+            if logged_out(&self.by_sid, &s.iss, sid, created_ms(s)) {
                 return Err(InvalidReason::LoggedOut);
             }
         }
-        if logged_out(&self.by_sub, &s.iss, &s.sub, s.created_at) {
+        if logged_out(&self.by_sub, &s.iss, &s.sub, created_ms(s)) {
             return Err(InvalidReason::LoggedOut);
         }
         Ok(())
@@ -300,7 +344,7 @@ impl Sessions {
                 let sealed = self.codec.seal(Purpose::Session, &json);
                 let cookies = self.write_cookies(&sealed, secure, presented)?;
                 // The next request presents this exact value: spare it the open.
-                decoded.insert(sealed, Arc::new(session.clone()));
+                remember(decoded, sealed, Arc::new(session.clone()));
                 Ok(cookies)
             }
             Store::Memory(backend) => self.save_id(backend, session, secure, presented).await,
@@ -398,6 +442,7 @@ impl Sessions {
         presented: &HeaderMap,
     ) -> Vec<HeaderValue> {
         self.ended.insert(session.id.clone(), ());
+        self.logout_generation.fetch_add(1, Ordering::Release);
         match &self.store {
             Store::Cookie { .. } => {}
             Store::Memory(backend) => backend.remove(&session.id).await,
@@ -423,15 +468,17 @@ impl Sessions {
     }
 
     /// Refuses, from now on, every session of `iss` with OP session id `sid` created up to
-    /// this second (front- and back-channel logout).
+    /// now (front- and back-channel logout); a login after it is not affected.
     pub fn end_by_sid(&self, iss: &str, sid: &str) {
-        record(&self.by_sid, iss, sid, self.clock.now());
+        record(&self.by_sid, iss, sid, self.clock.now_ms());
+        self.logout_generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Refuses, from now on, every session of `iss` for subject `sub` created up to this
-    /// second (back-channel logout without `sid`).
+    /// Refuses, from now on, every session of `iss` for subject `sub` created up to now
+    /// (back-channel logout without `sid`).
     pub fn end_by_sub(&self, iss: &str, sub: &str) {
-        record(&self.by_sub, iss, sub, self.clock.now());
+        record(&self.by_sub, iss, sub, self.clock.now_ms());
+        self.logout_generation.fetch_add(1, Ordering::Release);
     }
 
     /// Records a back-channel logout token's `jti`; true when it was seen before (a replay).
@@ -470,6 +517,12 @@ impl Sessions {
     }
 }
 
+fn remember(decoded: &Cache<DecodedKey, Arc<Decoded>>, sealed: String, session: Arc<Session>) {
+    let key = decoded_key(&sealed);
+    let sealed = sealed.into_boxed_str();
+    decoded.insert(key, Arc::new(Decoded { sealed, session }));
+}
+
 fn record(cache: &Cache<String, Records>, iss: &str, key: &str, now: i64) {
     if key.is_empty() {
         return;
@@ -488,6 +541,16 @@ fn record(cache: &Cache<String, Records>, iss: &str, key: &str, now: i64) {
         }
         Arc::new(records)
     });
+}
+
+/// When `s` was created, in epoch milliseconds; a session from before `created_ms`
+/// existed counts as created at the end of its second (so a logout in that second ends it).
+fn created_ms(s: &Session) -> i64 {
+    if s.created_ms > 0 {
+        s.created_ms
+    } else {
+        s.created_at.saturating_mul(1000).saturating_add(999)
+    }
 }
 
 fn logged_out(cache: &Cache<String, Records>, iss: &str, key: &str, created_at: i64) -> bool {

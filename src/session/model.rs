@@ -38,6 +38,10 @@ pub struct Session {
     /// Epoch seconds.
     #[serde(rename = "ca")]
     pub created_at: i64,
+    /// Epoch milliseconds of the login: orders it against a logout by `sid`/`sub` in the
+    /// same second. 0 in sessions sealed before the field existed.
+    #[serde(rename = "cm", default)]
+    pub created_ms: i64,
     /// Epoch seconds of the last request that refreshed the inactivity timer.
     #[serde(rename = "ls")]
     pub last_seen: i64,
@@ -45,6 +49,43 @@ pub struct Session {
     /// (served from the decoded-session cache) do not rebuild them.
     #[serde(skip)]
     pub identity: IdentityCache,
+    /// The logout generation this (shared, decoded) session was last checked against; see
+    /// `Sessions::check`.
+    #[serde(skip)]
+    pub logout_checked: LogoutMark,
+}
+
+/// A logout generation mark, kept with a decoded session so repeat requests skip the
+/// logout-record lookups while no logout has happened since. Clones start unchecked.
+#[derive(Default)]
+pub struct LogoutMark(std::sync::atomic::AtomicU64);
+
+impl LogoutMark {
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set(&self, mark: u64) {
+        self.0.store(mark, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Clone for LogoutMark {
+    fn clone(&self) -> Self {
+        LogoutMark::default()
+    }
+}
+
+impl fmt::Debug for LogoutMark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LogoutMark({})", self.get())
+    }
+}
+
+impl PartialEq for LogoutMark {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Headers derived from a session, built once on first use. Never compared and never

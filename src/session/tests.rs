@@ -102,8 +102,10 @@ fn session(clock: &Clock, groups: usize) -> Session {
         refresh_token: Some("rt-".repeat(50)),
         id_token: Some("it-".repeat(200)),
         created_at: now,
+        created_ms: now * 1000,
         last_seen: now,
         identity: Default::default(),
+        logout_checked: Default::default(),
     }
 }
 

@@ -329,8 +329,10 @@ fn typical_session_sealed_size() {
         refresh_token: Some(refresh_token.clone()),
         id_token: Some(id_token.clone()),
         created_at: now,
+        created_ms: now * 1000,
         last_seen: now,
         identity: Default::default(),
+        logout_checked: Default::default(),
     };
     let json = serde_json::to_vec(&session).unwrap();
     let c = codec(&[NEW]);
