@@ -348,6 +348,30 @@ describe('refresh hook (?refresh=<return_to>&access_token=<at>)', () => {
   });
 });
 
+describe('a provider that does not rotate refresh tokens', () => {
+  // keep* accounts: oidc-provider hands the same refresh token back (its default for
+  // confidential clients). Each refresh must still be a grant of its own.
+  test('two refresh hook calls make two grants and two new access tokens', async () => {
+    const { client, echo } = await loggedIn('keep-kim');
+    const rt = echo.headers.oidc_refresh_token;
+    let at = echo.headers.oidc_access_token;
+    const before = await opStats();
+    for (let i = 1; i <= 2; i += 1) {
+      const res = await api(client, `/oauth2/callback?refresh=%2Fapp%2F&access_token=${encodeURIComponent(at)}`);
+      assert.equal(res.status, 302, res.text);
+      assert.equal(new URL(res.location).searchParams.get('error_code'), null, res.location);
+      const next = (await api(client, '/app/')).json().headers;
+      assert.notEqual(next.oidc_access_token, at, `refresh ${i} gave a new access token`);
+      assert.equal(next.oidc_refresh_token, rt, 'the provider kept the refresh token');
+      assert.equal((await introspectAtOp(next.oidc_access_token)).active, true);
+      at = next.oidc_access_token;
+    }
+    const after = await opStats();
+    assert.equal(delta(after, before, 'refresh_token'), 2, 'one grant per refresh');
+    assert.equal(delta(after, before, 'refresh_token_error'), 0);
+  });
+});
+
 describe('sessions without a refresh token', () => {
   test('no refresh token issued (no offline_access grant): the refresh hook answers refresh_failed', async () => {
     const { client, echo } = await loggedIn('nort-nina');

@@ -12,7 +12,7 @@
 //
 // Accounts: any login is accepted (devInteractions, any password). `big…` logins carry a
 // large incompressible `bio` claim (session cookie chunking); `nort…` logins get no refresh
-// token; `zoe…` logins have a non-ASCII name; every login gets `<login>@example.com`,
+// token; `keep…` logins keep one refresh token (no rotation); `zoe…` logins have a non-ASCII name; every login gets `<login>@example.com`,
 // except `mallory…` (mallory@evil.test, and not in the admins group).
 // Back-channel logout: the gateway's `?logout=backchannel` is registered; the provider
 // calls it when a session with the gateway ends at the provider.
@@ -164,8 +164,10 @@ const provider = new Provider(issuer, {
     && code.scopes.has('offline_access')
     && !String(code.accountId).startsWith('nort'),
   // Every refresh grant consumes the refresh token and issues a new one; presenting a
-  // consumed one revokes the whole grant (oidc-provider's reuse detection).
-  rotateRefreshToken: true,
+  // consumed one revokes the whole grant (oidc-provider's reuse detection). Except for
+  // `keep…` accounts, whose refresh token is handed back unchanged: oidc-provider's default
+  // for confidential clients (it rotates them only late in their life).
+  rotateRefreshToken: (ctx) => !String(ctx.oidc.entities.RefreshToken?.accountId).startsWith('keep'),
   pkce: { required: () => true },
   ttl: {
     AccessToken: (_ctx, token) => {
