@@ -117,6 +117,7 @@ fn realistic_session(now: i64) -> Session {
         last_seen: now,
         identity: Default::default(),
         logout_checked: Default::default(),
+        touched: Default::default(),
     }
 }
 

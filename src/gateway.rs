@@ -149,16 +149,10 @@ impl Gateway {
             }
         }
         if cookies.is_empty() && self.sessions.needs_touch(&session) {
-            let mut touched = (*session).clone();
-            touched.last_seen = self.clock.now();
-            match self
+            cookies = self
                 .sessions
-                .save(&touched, ctx.secure(), &parts.headers)
-                .await
-            {
-                Ok(c) => cookies = c,
-                Err(e) => tracing::warn!(error = %e, "session could not be re-saved"),
-            }
+                .touch(&session, ctx.secure(), &parts.headers)
+                .await;
         }
         let identity = session
             .identity

@@ -184,6 +184,7 @@ async fn complete(
         last_seen: now,
         identity: Default::default(),
         logout_checked: Default::default(),
+        touched: Default::default(),
     };
     let cookies = gw
         .sessions

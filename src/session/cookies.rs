@@ -301,10 +301,12 @@ pub(crate) fn chunks(sealed: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Rewrites the request's `Cookie` header(s) without the gateway's cookies, merged into one
-/// header; removes it when nothing is left. Leaves the headers untouched (no allocation)
-/// when none of our cookies are present.
+/// header (HTTP/2 clients may send one field per cookie; an HTTP/1.1 upstream must get one
+/// line, RFC 9113 §8.2.3); removes it when nothing is left. Leaves the headers untouched
+/// (no allocation) when there is one header and none of our cookies.
 pub(crate) fn strip(headers: &mut HeaderMap, names: &Names) {
-    if !pairs(headers).any(|(name, _)| names.is_ours(name)) {
+    let several = headers.get_all(COOKIE).iter().nth(1).is_some();
+    if !several && !pairs(headers).any(|(name, _)| names.is_ours(name)) {
         return;
     }
     let mut kept: Vec<u8> = Vec::new();

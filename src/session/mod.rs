@@ -24,7 +24,7 @@ pub use codec::{
 };
 pub use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
 pub use memory::MemoryBackend;
-pub use model::{IdentityCache, LogoutMark, Session};
+pub use model::{IdentityCache, LogoutMark, Session, TouchCache, Touched};
 pub use store::Backend;
 
 use crate::clock::Clock;
@@ -488,6 +488,41 @@ impl Sessions {
             .entry(jti.to_string())
             .or_insert(())
             .is_fresh()
+    }
+
+    /// Re-saves `session` with `last_seen = now` (the inactivity timer) and returns the
+    /// `Set-Cookie` values, or none when saving failed (logged; the session still serves
+    /// this request). The result stays with the presented session for `touch_after`: a
+    /// client that keeps sending this older cookie (parallel requests, or a client that
+    /// ignores Set-Cookie) gets the same new cookie instead of a re-seal per request.
+    pub async fn touch(
+        &self,
+        session: &Session,
+        secure: bool,
+        presented: &HeaderMap,
+    ) -> Vec<HeaderValue> {
+        let now = self.clock.now();
+        if let Some(done) = session.touched.get() {
+            if done.secure == secure && now.saturating_sub(done.at) < self.touch_after {
+                return done.cookies.to_vec();
+            }
+        }
+        let mut touched = session.clone();
+        touched.last_seen = now;
+        match self.save(&touched, secure, presented).await {
+            Ok(cookies) => {
+                session.touched.set(Touched {
+                    at: now,
+                    secure,
+                    cookies: cookies.as_slice().into(),
+                });
+                cookies
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session could not be re-saved");
+                Vec::new()
+            }
+        }
     }
 
     /// Whether the inactivity timer should be refreshed by re-saving with `last_seen = now`.

@@ -53,6 +53,52 @@ pub struct Session {
     /// `Sessions::check`.
     #[serde(skip)]
     pub logout_checked: LogoutMark,
+    /// The cookies of this session re-saved with a newer `last_seen`, for requests that
+    /// still present this (older) cookie; see `Sessions::touch`.
+    #[serde(skip)]
+    pub touched: TouchCache,
+}
+
+/// A re-saved session's `Set-Cookie` values: when, for which scheme, and the values.
+/// Clones start empty.
+#[derive(Default)]
+pub struct TouchCache(std::sync::Mutex<Option<Touched>>);
+
+#[derive(Clone)]
+pub struct Touched {
+    pub at: i64,
+    pub secure: bool,
+    pub cookies: Arc<[HeaderValue]>,
+}
+
+impl TouchCache {
+    pub fn get(&self) -> Option<Touched> {
+        self.0.lock().ok().and_then(|t| t.clone())
+    }
+
+    pub fn set(&self, touched: Touched) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(touched);
+        }
+    }
+}
+
+impl Clone for TouchCache {
+    fn clone(&self) -> Self {
+        TouchCache::default()
+    }
+}
+
+impl fmt::Debug for TouchCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TouchCache")
+    }
+}
+
+impl PartialEq for TouchCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// A logout generation mark, kept with a decoded session so repeat requests skip the

@@ -51,6 +51,11 @@ impl TestStore {
         })
     }
 
+    /// The cookie store keeps decoded sessions shared between requests with one cookie.
+    fn shares_decoded_sessions(&self) -> bool {
+        self.kind == StoreKind::Cookie
+    }
+
     fn config(&self, passphrases: &[&str]) -> SessionConfig {
         let mut cfg = config(self.kind, passphrases);
         if let Some(server) = &self.redis {
@@ -106,6 +111,7 @@ fn session(clock: &Clock, groups: usize) -> Session {
         last_seen: now,
         identity: Default::default(),
         logout_checked: Default::default(),
+        touched: Default::default(),
     }
 }
 
@@ -519,6 +525,34 @@ async fn needs_touch_threshold(store: &TestStore) {
     assert!(quick.needs_touch(&s));
 }
 
+/// A client that keeps presenting the pre-touch cookie (parallel requests, or one that
+/// ignores Set-Cookie) gets the one re-saved cookie, not a re-seal per request; the new
+/// cookie carries the new `last_seen`, and the next touch is due `touch_after` later.
+async fn a_replayed_old_cookie_reuses_its_touch(store: &TestStore) {
+    let (sessions, clock) = store.manager();
+    let jar = saved(&sessions, &session(&clock, 0)).await;
+    clock.advance(30);
+    let old = valid(sessions.load(&jar.headers()).await);
+    assert!(sessions.needs_touch(&old));
+    let first = sessions.touch(&old, true, &jar.headers()).await;
+    assert!(!first.is_empty());
+    let again = valid(sessions.load(&jar.headers()).await);
+    let second = sessions.touch(&again, true, &jar.headers()).await;
+    if store.shares_decoded_sessions() {
+        assert_eq!(first, second, "the replayed cookie was sealed again");
+    }
+    let mut newer = jar.clone();
+    newer.apply(&first);
+    let touched = valid(sessions.load(&newer.headers()).await);
+    assert_eq!(touched.last_seen, clock.now());
+    assert!(!sessions.needs_touch(&touched));
+
+    clock.advance(30);
+    let old = valid(sessions.load(&jar.headers()).await);
+    let third = sessions.touch(&old, true, &jar.headers()).await;
+    assert_ne!(third, first, "a touch older than touch_after is redone");
+}
+
 async fn strips_only_gateway_cookies(store: &TestStore) {
     let (sessions, clock) = store.manager();
     let mut jar = saved(&sessions, &session(&clock, 300)).await;
@@ -659,6 +693,7 @@ conformance!(
     chunked_session_end_clears_every_chunk,
     provider_logout_by_sid_and_sub,
     needs_touch_threshold,
+    a_replayed_old_cookie_reuses_its_touch,
     strips_only_gateway_cookies,
     set_cookie_attributes,
     random_cookie_headers_never_panic,

@@ -333,6 +333,7 @@ fn typical_session_sealed_size() {
         last_seen: now,
         identity: Default::default(),
         logout_checked: Default::default(),
+        touched: Default::default(),
     };
     let json = serde_json::to_vec(&session).unwrap();
     let c = codec(&[NEW]);
