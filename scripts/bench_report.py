@@ -2,7 +2,7 @@
 """Turns the runs scripts/bench recorded into the markdown table it prints.
 
 Input: a TSV with one line per wrk run (round, conns, config, rps, p50_us, p99_us,
-non2xx, errors, rss_kib). Every ratio is taken inside one round (same conns), against the
+non2xx, errors, rss_kib, and optionally cpu_us: the proxy process's CPU time per request). Every ratio is taken inside one round (same conns), against the
 `none` route and against the upstream measured directly, and only then is the median over
 rounds taken: machines are shared and noisy, so ratios measured side by side are the
 result, absolute numbers only context.
@@ -37,7 +37,9 @@ def load(path):
         for line in f:
             if not line.strip() or line.startswith("round"):
                 continue
-            r, conns, config, rps, p50, p99, non2xx, errors, rss = line.rstrip("\n").split("\t")
+            fields = line.rstrip("\n").split("\t")
+            r, conns, config, rps, p50, p99, non2xx, errors, rss = fields[:9]
+            cpu = fields[9] if len(fields) > 9 else "-"
             runs.append(
                 {
                     "round": int(r),
@@ -49,6 +51,7 @@ def load(path):
                     "non2xx": int(non2xx),
                     "errors": int(errors),
                     "rss": int(rss) / 1024.0 if rss not in ("", "-") else None,
+                    "cpu": float(cpu) if cpu not in ("", "-") else None,
                 }
             )
     return runs
@@ -70,8 +73,9 @@ def summarise(runs):
                 out = []
                 for rd in rounds:
                     same = by[(conns, rd)]
-                    if config in same and base in same and same[base][field] > 0:
-                        out.append(same[config][field] / same[base][field])
+                    if config in same and base in same and (same[base][field] or 0) > 0:
+                        if same[config][field] is not None:
+                            out.append(same[config][field] / same[base][field])
                 return median(out)
 
             rows[(conns, config)] = {
@@ -87,6 +91,8 @@ def summarise(runs):
                 "errors_total": sum(r["errors"] for r in per),
                 "rss_max": max((r["rss"] for r in per if r["rss"] is not None), default=None),
                 "x_apache": ratio("rps", "apache"),
+                "cpu": median([r["cpu"] for r in per]),
+                "cpu_x_none": ratio("cpu", "none"),
             }
     return rows
 
@@ -94,12 +100,12 @@ def summarise(runs):
 def table(rows):
     out = [
         "| conns | configuration | req/s | × none | × direct | p50 ms | p99 ms | p99 × none "
-        "| non-2xx (median / total) | socket errors | RSS max MiB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| non-2xx (median / total) | socket errors | RSS max MiB | CPU µs/req | CPU × none |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (conns, config), s in sorted(rows.items(), key=lambda kv: (kv[0][0], ORDER.index(kv[0][1]))):
         out.append(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |".format(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |".format(
                 conns,
                 LABELS.get(config, config),
                 fmt(s["rps"], "{:,.0f}"),
@@ -112,6 +118,8 @@ def table(rows):
                 s["non2xx_total"],
                 s["errors_total"],
                 fmt(s["rss_max"], "{:.1f}"),
+                fmt(s["cpu"], "{:.1f}"),
+                fmt(s["cpu_x_none"], "{:.2f}"),
             )
         )
     return "\n".join(out)
@@ -139,8 +147,13 @@ def targets(rows):
                 oidc["x_apache"],
                 lambda v: v >= 4,
             )
+        if oidc and oidc.get("cpu_x_none") is not None:
+            # The same goal as a cost: 0.85 × the throughput is 1/0.85 × the CPU per request.
+            check("openid-connect CPU/req ≤ 1.18 × none (same goal, as cost)", conns, oidc["cpu_x_none"], lambda v: v <= 1 / 0.85)
         if api:
             check("oauth20 (cached) ≥ 0.90 × none req/s", conns, api["x_none"], lambda v: v >= 0.90)
+            if api.get("cpu_x_none") is not None:
+                check("oauth20 CPU/req ≤ 1.11 × none (same goal, as cost)", conns, api["cpu_x_none"], lambda v: v <= 1 / 0.90)
         gw_rss = [rows[(conns, c)]["rss_max"] for c in ("none", "oidc", "api") if (conns, c) in rows]
         gw_rss = [r for r in gw_rss if r is not None]
         if gw_rss and conns == 256:

@@ -2,7 +2,7 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -11,6 +11,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
     HeaderName::from_static("keep-alive"),
+    // Not standard, but sent by old clients and proxies.
+    HeaderName::from_static("proxy-connection"),
 ];
 
 /// The header names the `Connection` header lists.
@@ -34,7 +36,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("proxy-connection");
 }
 
 /// Applies a client's `Connection` header before the gateway adds its own headers: the

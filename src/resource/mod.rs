@@ -114,11 +114,12 @@ pub async fn handle(
         return bearer_error(StatusCode::FORBIDDEN, "insufficient_scope");
     }
     gw.metrics.bearer_accepted.inc();
-    for (name, value) in gw
-        .identity
-        .for_token(&token, validation.exp, &validation.claims)
-    {
-        parts.headers.insert(name, value);
+    // Built once per cached validation (the token is part of its key), then reused.
+    let identity = validation
+        .headers
+        .get_or_init(|| gw.identity.for_token(&token, validation.exp, &validation.claims));
+    for (name, value) in identity.iter() {
+        parts.headers.insert(name.clone(), value.clone());
     }
     gw.forward(route, parts, body, ctx, Vec::new()).await
 }
