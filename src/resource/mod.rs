@@ -115,9 +115,10 @@ pub async fn handle(
     }
     gw.metrics.bearer_accepted.inc();
     // Built once per cached validation (the token is part of its key), then reused.
-    let identity = validation
-        .headers
-        .get_or_init(|| gw.identity.for_token(&token, validation.exp, &validation.claims));
+    let identity = validation.headers.get_or_init(|| {
+        gw.identity
+            .for_token(&token, validation.exp, &validation.claims)
+    });
     for (name, value) in identity.iter() {
         parts.headers.insert(name.clone(), value.clone());
     }
