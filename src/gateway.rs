@@ -157,6 +157,7 @@ impl Gateway {
         let identity = session
             .identity
             .get_or_init(|| self.identity.for_session(&session));
+        parts.headers.reserve(identity.len());
         for (name, value) in identity.iter() {
             parts.headers.insert(name.clone(), value.clone());
         }

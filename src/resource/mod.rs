@@ -119,6 +119,7 @@ pub async fn handle(
         gw.identity
             .for_token(&token, validation.exp, &validation.claims)
     });
+    parts.headers.reserve(identity.len());
     for (name, value) in identity.iter() {
         parts.headers.insert(name.clone(), value.clone());
     }
