@@ -40,6 +40,18 @@ async fn start(oauth: &str) -> Harness {
     .await
 }
 
+/// A gateway whose one route, `/`, is a bearer route (plus `route_keys`).
+async fn only_bearer_routes(route_keys: &str) -> Harness {
+    let routes = format!(
+        "[[route]]\npath = \"/\"\nupstream = \"{{upstream}}\"\nauth = \"oauth20\"\n{route_keys}\n"
+    );
+    Harness::with(Options {
+        routes: Some(routes),
+        ..Options::default()
+    })
+    .await
+}
+
 async fn bearer(h: &Harness, path: &str, token: &str) -> reqwest::Response {
     raw_client()
         .get(h.url(path))
@@ -368,19 +380,7 @@ async fn revocation_is_seen_after_remove_at_cache() {
 
 #[tokio::test]
 async fn remove_at_cache_works_when_the_gateway_has_only_bearer_routes() {
-    let h = Harness::with(Options {
-        routes: Some(
-            r#"
-[[route]]
-path = "/"
-upstream = "{upstream}"
-auth = "oauth20"
-"#
-            .into(),
-        ),
-        ..Options::default()
-    })
-    .await;
+    let h = only_bearer_routes("").await;
     let t = h.op.issue_access_token("alice", "openid", 300);
     let c = raw_client();
     let remove = || {
@@ -667,20 +667,7 @@ async fn implausible_tokens_are_invalid_without_introspection() {
 /// look-alike headers scrubbed); a bad token is still refused.
 #[tokio::test]
 async fn unauth_action_pass_lets_anonymous_requests_through_a_bearer_route() {
-    let h = Harness::with(Options {
-        routes: Some(
-            r#"
-[[route]]
-path = "/"
-upstream = "{upstream}"
-auth = "oauth20"
-unauth_action = "pass"
-"#
-            .into(),
-        ),
-        ..Options::default()
-    })
-    .await;
+    let h = only_bearer_routes("unauth_action = \"pass\"").await;
     let r = raw_client()
         .get(h.url("/open"))
         .header("OIDC_CLAIM_sub", "mallory")

@@ -5,7 +5,8 @@ use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Session {
@@ -59,85 +60,32 @@ pub struct Session {
     pub touched: TouchCache,
 }
 
-/// A re-saved session's `Set-Cookie` values: when, for which scheme, and the values.
-/// Clones start empty.
+/// Run-time state derived from a session and kept with its shared, decoded copy: never
+/// serialized, ignored by `==`, and empty in a clone (a clone may be changed, by a refresh
+/// or a touch, so nothing derived from the original holds for it).
 #[derive(Default)]
-pub struct TouchCache(std::sync::Mutex<Option<Touched>>);
+pub struct Derived<T>(T);
 
-#[derive(Clone)]
-pub struct Touched {
-    pub at: i64,
-    pub secure: bool,
-    pub cookies: Arc<[HeaderValue]>,
-}
-
-impl TouchCache {
-    pub fn get(&self) -> Option<Touched> {
-        self.0.lock().ok().and_then(|t| t.clone())
-    }
-
-    pub fn set(&self, touched: Touched) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(touched);
-        }
-    }
-}
-
-impl Clone for TouchCache {
+impl<T: Default> Clone for Derived<T> {
     fn clone(&self) -> Self {
-        TouchCache::default()
+        Derived::default()
     }
 }
 
-impl fmt::Debug for TouchCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TouchCache")
-    }
-}
-
-impl PartialEq for TouchCache {
+impl<T> PartialEq for Derived<T> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-/// A logout generation mark, kept with a decoded session so repeat requests skip the
-/// logout-record lookups while no logout has happened since. Clones start unchecked.
-#[derive(Default)]
-pub struct LogoutMark(std::sync::atomic::AtomicU64);
-
-impl LogoutMark {
-    pub fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn set(&self, mark: u64) {
-        self.0.store(mark, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl Clone for LogoutMark {
-    fn clone(&self) -> Self {
-        LogoutMark::default()
-    }
-}
-
-impl fmt::Debug for LogoutMark {
+impl<T> fmt::Debug for Derived<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LogoutMark({})", self.get())
+        f.write_str("Derived")
     }
 }
 
-impl PartialEq for LogoutMark {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-/// Headers derived from a session, built once on first use. Never compared and never
-/// cloned: a cloned session may be changed (refresh, touch), so it starts empty.
-#[derive(Default)]
-pub struct IdentityCache(OnceLock<Arc<[(HeaderName, HeaderValue)]>>);
+/// Headers derived from a session (or a bearer validation), built once on first use.
+pub type IdentityCache = Derived<OnceLock<Arc<[(HeaderName, HeaderValue)]>>>;
 
 impl IdentityCache {
     pub fn get_or_init(
@@ -148,21 +96,39 @@ impl IdentityCache {
     }
 }
 
-impl Clone for IdentityCache {
-    fn clone(&self) -> Self {
-        IdentityCache::default()
+/// The logout generation a decoded session was last checked against, so repeat requests
+/// skip the logout-record lookups while no logout has happened since.
+pub type LogoutMark = Derived<AtomicU64>;
+
+impl LogoutMark {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, mark: u64) {
+        self.0.store(mark, Ordering::Relaxed);
     }
 }
 
-impl fmt::Debug for IdentityCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("IdentityCache")
-    }
+/// A re-saved session's `Set-Cookie` values: when, for which scheme, and the values.
+#[derive(Clone)]
+pub struct Touched {
+    pub at: i64,
+    pub secure: bool,
+    pub cookies: Arc<[HeaderValue]>,
 }
 
-impl PartialEq for IdentityCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
+pub type TouchCache = Derived<Mutex<Option<Touched>>>;
+
+impl TouchCache {
+    pub fn get(&self) -> Option<Touched> {
+        self.0.lock().ok().and_then(|t| t.clone())
+    }
+
+    pub fn set(&self, touched: Touched) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(touched);
+        }
     }
 }
 
