@@ -13,11 +13,10 @@ use http::{HeaderMap, HeaderValue};
 use oidc_gateway::clock::Clock;
 use oidc_gateway::config::{Config, IntrospectionCache};
 use oidc_gateway::devop::{DevOp, DevOpOptions};
-use oidc_gateway::gateway::Gateway;
 use oidc_gateway::identity::IdentityHeaders;
 use oidc_gateway::redirect::validate_redirect;
-use oidc_gateway::resource::cache::{TokenCache, Validation};
 use oidc_gateway::resource::validate;
+use oidc_gateway::services::{Services, TokenCache, Validation};
 use oidc_gateway::session::{Codec, Loaded, Purpose, Session, Sessions};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
@@ -102,22 +101,19 @@ fn realistic_session(now: i64) -> Session {
         _ => Map::new(),
     };
     Session {
-        id: Sessions::new_session_id(),
+        id: "bench-session-id-0123456789".into(),
         iss: "https://idp.example.com/realms/demo".into(),
         sub: "f3c0a1de-4b1e-4d52-9a55-0c8e2f6f9b11".into(),
         sid: Some("6c1f2a9e-0d53-4c0e-8f4b-2f7e0d1c9a88".into()),
         id_token_claims: as_map(claims),
         userinfo: Some(as_map(userinfo)),
-        access_token: Some(fake_jwt(1200, 1)),
+        access_token: Some(fake_jwt(1200, 1).into()),
         access_token_expires: Some(now + 300),
-        refresh_token: Some(fake_jwt(700, 2)),
-        id_token: Some(fake_jwt(1000, 3)),
+        refresh_token: Some(fake_jwt(700, 2).into()),
+        id_token: Some(fake_jwt(1000, 3).into()),
         created_at: now,
         created_ms: now * 1000,
         last_seen: now,
-        identity: Default::default(),
-        logout_checked: Default::default(),
-        touched: Default::default(),
     }
 }
 
@@ -339,8 +335,8 @@ fn bearer_benches(c: &mut Criterion) {
     let op = rt
         .block_on(DevOp::start(DevOpOptions::default()))
         .expect("development OP");
-    let introspecting = Gateway::new(config(&op.issuer(), ""), Clock::system());
-    let jwt = Gateway::new(config(&op.issuer(), "jwt = true"), Clock::system());
+    let introspecting = Services::new(config(&op.issuer(), ""), Clock::system());
+    let jwt = Services::new(config(&op.issuer(), "jwt = true"), Clock::system());
     let opaque = op.issue_access_token("alice", "openid profile", 3600);
     let signed = op.issue_jwt_access_token(json!({"sub": "alice", "scope": "openid"}));
     for gw in [&introspecting, &jwt] {

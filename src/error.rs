@@ -1,30 +1,223 @@
-//! One error type for everything a request can fail on, and the one function that turns
-//! it into a response (status, page, log line). Variants name the failed check.
+//! The failures a request can meet, each variant naming the failed check, and the one
+//! function that turns them into responses ([`GatewayError::into_response`]: status, page,
+//! log line). The check enums of the provider calls (ID token, JWT, token grants) live here
+//! too, because [`GatewayError`] carries them as its sources.
 
-use crate::oidc::provider::ProviderUnavailable;
-use crate::response::{page, Body};
+use crate::outbound::OpHttpError;
+use crate::response::{self, page, Body};
+use crate::session::SessionError;
+use http::header::{HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
+use openidconnect::{ClaimsVerificationError, ConfigurationError, SignatureVerificationError};
+
+/// The provider's metadata or keys cannot be had (unreachable, or answering nonsense).
+/// Carries the cause as one line: it is remembered and handed to every request for a
+/// couple of seconds, so it must be cheap to clone.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the OpenID Provider is unreachable or misconfigured: {0}")]
+pub struct ProviderUnavailable(pub String);
+
+/// Why an ID token was refused. The `Display` of each variant starts with the claim or
+/// step that failed (`iss: …`, `signature: …`), which the login error page shows.
+#[derive(Debug, thiserror::Error)]
+pub enum IdTokenError {
+    #[error("missing: the token response has no id_token")]
+    Missing,
+    #[error("malformed: not a signed JWT")]
+    Malformed(#[source] serde_json::Error),
+    #[error("malformed claims")]
+    MalformedClaims(#[source] jsonwebtoken::errors::Error),
+    #[error("alg: unsigned tokens (alg none) are not accepted")]
+    Unsigned,
+    #[error("alg: {0}")]
+    DisallowedAlg(String),
+    #[error("signature: no key in the provider's JWKS matches the token's key id")]
+    NoMatchingKey,
+    #[error("signature: invalid")]
+    Signature(#[source] SignatureVerificationError),
+    /// Our `iat` window (too old, or in the future); the text says which.
+    #[error("{0}")]
+    IssuedAt(String),
+    #[error("exp: the token has expired")]
+    Expired(#[source] ClaimsVerificationError),
+    #[error("aud: not for this client")]
+    Audience(#[source] ClaimsVerificationError),
+    #[error("iss: not the provider")]
+    Issuer(#[source] ClaimsVerificationError),
+    #[error("nonce: does not match the login")]
+    Nonce(#[source] ClaimsVerificationError),
+    #[error("sub: missing")]
+    NoSubject,
+    #[error("sub: changed since login")]
+    SubjectChanged,
+    #[error("claims: refused")]
+    Claims(#[source] ClaimsVerificationError),
+}
+
+impl From<ClaimsVerificationError> for IdTokenError {
+    /// Names the failed check of openidconnect's verifier.
+    fn from(e: ClaimsVerificationError) -> IdTokenError {
+        use ClaimsVerificationError as C;
+        use SignatureVerificationError as S;
+        match e {
+            // openidconnect reports our iat check as Expired; its message names it.
+            C::Expired(m) if m.starts_with("iat") => IdTokenError::IssuedAt(m),
+            C::Expired(_) => IdTokenError::Expired(e),
+            C::InvalidAudience(_) => IdTokenError::Audience(e),
+            C::InvalidIssuer(_) => IdTokenError::Issuer(e),
+            C::InvalidNonce(_) => IdTokenError::Nonce(e),
+            C::SignatureVerification(S::NoSignature) => IdTokenError::Unsigned,
+            C::SignatureVerification(S::DisallowedAlg(m) | S::UnsupportedAlg(m)) => {
+                IdTokenError::DisallowedAlg(m)
+            }
+            C::SignatureVerification(S::NoMatchingKey) => IdTokenError::NoMatchingKey,
+            C::SignatureVerification(s) => IdTokenError::Signature(s),
+            other => IdTokenError::Claims(other),
+        }
+    }
+}
+
+/// Why a JWT (bearer access token, back-channel logout token) was refused, or could not
+/// be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    /// The provider's keys could not be had: not the token's fault.
+    #[error(transparent)]
+    Unavailable(#[from] ProviderUnavailable),
+    #[error("malformed: not a JWT")]
+    Malformed(#[source] jsonwebtoken::errors::Error),
+    #[error("alg: {0:?} is not allowed")]
+    DisallowedAlg(jsonwebtoken::Algorithm),
+    #[error("signature: no key in the provider's JWKS matches the kid")]
+    NoMatchingKey,
+    #[error("signature: unusable key")]
+    UnusableKey(#[source] jsonwebtoken::errors::Error),
+    #[error("signature: invalid")]
+    Signature(#[source] jsonwebtoken::errors::Error),
+    #[error("alg: does not match the key")]
+    AlgorithmMismatch(#[source] jsonwebtoken::errors::Error),
+    #[error("exp: the token has expired")]
+    Expired,
+    #[error("nbf: not yet valid")]
+    NotYetValid,
+    #[error("iss: not the provider")]
+    Issuer,
+    #[error("aud: not for this client")]
+    Audience,
+    #[error("{0}: missing")]
+    MissingClaim(String),
+    #[error("invalid")]
+    Other(#[source] jsonwebtoken::errors::Error),
+}
+
+impl From<jsonwebtoken::errors::Error> for JwtError {
+    fn from(e: jsonwebtoken::errors::Error) -> JwtError {
+        use jsonwebtoken::errors::ErrorKind as K;
+        match e.kind() {
+            K::InvalidSignature => JwtError::Signature(e),
+            K::ExpiredSignature => JwtError::Expired,
+            K::InvalidIssuer => JwtError::Issuer,
+            K::InvalidAudience => JwtError::Audience,
+            K::ImmatureSignature => JwtError::NotYetValid,
+            K::MissingRequiredClaim(c) => JwtError::MissingClaim(c.clone()),
+            K::InvalidAlgorithm => JwtError::AlgorithmMismatch(e),
+            _ => JwtError::Other(e),
+        }
+    }
+}
+
+/// Why a grant at the token endpoint (authorization code, refresh token) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error(transparent)]
+    Unavailable(#[from] ProviderUnavailable),
+    #[error("the provider has no token endpoint")]
+    NoTokenEndpoint(#[source] ConfigurationError),
+    /// An OAuth error response (`invalid_grant`, …). Both texts come from the provider
+    /// and are made printable (no control characters) before they are kept.
+    #[error("the token endpoint answered {error}{}", description.as_ref().map(|d| format!(" ({d})")).unwrap_or_default())]
+    Refused {
+        error: String,
+        description: Option<String>,
+    },
+    #[error("the token endpoint is unreachable")]
+    Unreachable(#[source] OpHttpError),
+    #[error("the token endpoint's answer is not a token response")]
+    Malformed(#[source] serde_path_to_error::Error<serde_json::Error>),
+    #[error("the token request failed: {0}")]
+    Protocol(String),
+    #[error("ID token rejected: {0}")]
+    IdToken(#[from] IdTokenError),
+}
+
+impl GrantError {
+    /// Whether the provider could not be reached (as opposed to refusing).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            GrantError::Unavailable(_) | GrantError::Unreachable(_)
+        )
+    }
+}
+
+/// Text from the provider or the client, safe to show and log: control characters (a
+/// forged log line, a header split) become `?`.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Why a request on a bearer-token route was refused (RFC 6750 §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    /// No token, or more than one (header and query, say).
+    #[error("invalid_request")]
+    InvalidRequest,
+    /// Malformed, unknown, inactive, expired, or failing a JWT check.
+    #[error("invalid_token")]
+    InvalidToken,
+    /// Valid, but a claim rule of the route is not met.
+    #[error("insufficient_scope")]
+    InsufficientScope,
+}
+
+impl BearerError {
+    fn status(self) -> StatusCode {
+        match self {
+            BearerError::InvalidRequest | BearerError::InvalidToken => StatusCode::UNAUTHORIZED,
+            BearerError::InsufficientScope => StatusCode::FORBIDDEN,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// The request has no usable `Host` (missing, or not a host name).
+    #[error("the request has no valid Host")]
+    BadHost,
+    /// No route's path prefix matches.
+    #[error("no route matches the path")]
+    NoRoute,
+    /// The path holds a (decoded) `.` or `..` segment.
+    #[error("the path contains dot segments")]
+    DotSegment,
     #[error("invalid request: {0}")]
     BadRequest(String),
     /// The authorization response could not be tied to a login this browser started.
     #[error("login could not be matched: {0}")]
     LoginMismatch(&'static str),
-    /// The provider answered the authorization request with an error.
-    // Debug formatting: the provider's text is attacker-influenced; no raw newlines in logs.
+    /// The provider answered the authorization request with an error (made printable).
     #[error("provider returned error {error:?}")]
     ProviderError {
         error: String,
         description: Option<String>,
     },
     /// The token endpoint refused or failed the code exchange.
-    #[error("code exchange failed: {0:?}")]
-    TokenExchange(String),
-    /// The ID token failed a check; the string names it.
+    #[error("code exchange failed: {0}")]
+    TokenExchange(#[source] GrantError),
     #[error("ID token rejected: {0}")]
-    IdToken(String),
+    IdToken(#[from] IdTokenError),
     #[error("userinfo failed: {0}")]
     Userinfo(String),
     #[error(transparent)]
@@ -35,50 +228,83 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("claim rule not satisfied: {0}")]
     Forbidden(String),
+    /// The session could not be stored (too large, store unreachable, …).
     #[error("session could not be stored: {0}")]
-    Session(String),
-    /// The server-side session store (Redis) is unreachable.
-    #[error("session store unavailable: {0}")]
-    SessionStoreUnavailable(String),
+    Session(#[from] SessionError),
+    /// A bearer-token route refused the request.
+    #[error("bearer token refused: {0}")]
+    Bearer(BearerError),
+    /// A form-encoded body (carrying the access token) is larger than the gateway reads.
+    #[error("the form body is too large")]
+    FormTooLarge,
+    /// A bearer token could not be validated: the provider cannot be asked.
+    #[error("bearer token could not be validated: {0}")]
+    BearerUnavailable(#[source] ProviderUnavailable),
 }
 
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
+        use GatewayError as E;
         match self {
-            GatewayError::BadRequest(_)
-            | GatewayError::LoginMismatch(_)
-            | GatewayError::ProviderError { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::TokenExchange(_)
-            | GatewayError::IdToken(_)
-            | GatewayError::Userinfo(_)
-            | GatewayError::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
-            GatewayError::ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
-            GatewayError::Session(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::SessionStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::BadHost
+            | E::DotSegment
+            | E::BadRequest(_)
+            | E::LoginMismatch(_)
+            | E::ProviderError { .. } => StatusCode::BAD_REQUEST,
+            E::NoRoute => StatusCode::NOT_FOUND,
+            E::TokenExchange(e) if e.is_unreachable() => StatusCode::SERVICE_UNAVAILABLE,
+            E::TokenExchange(_) | E::IdToken(_) | E::Userinfo(_) | E::UpstreamUnreachable(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            E::ProviderUnavailable(_) | E::BearerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            E::Forbidden(_) => StatusCode::FORBIDDEN,
+            E::Session(SessionError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Session(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Bearer(b) => b.status(),
+            E::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
-    /// The response for this error; logs it once. Messages never contain secrets: the
-    /// variants carry check names and provider error codes, not token values.
+    /// The response for this error; logs it once (routine refusals at debug, so a flood of
+    /// bad requests cannot flood the log). Messages never contain secrets: the variants
+    /// carry check names and provider error codes, not token values.
     pub fn into_response(self) -> Response<Body> {
+        use GatewayError as E;
         let status = self.status();
-        if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), error = %self, "request failed");
-        } else {
-            tracing::info!(status = status.as_u16(), error = %self, "request refused");
+        match &self {
+            E::BadHost | E::NoRoute | E::DotSegment | E::Bearer(_) | E::FormTooLarge => {
+                tracing::debug!(status = status.as_u16(), error = %self, "request refused")
+            }
+            _ if status.is_server_error() => {
+                tracing::warn!(status = status.as_u16(), error = %self, "request failed")
+            }
+            _ => tracing::info!(status = status.as_u16(), error = %self, "request refused"),
         }
         let start_again = Some(("/", "Start again"));
+        let unreachable = "The identity provider is unreachable right now, so you cannot log in. Please try again in a moment.";
         match &self {
-            GatewayError::BadRequest(reason) => page(status, "Invalid request", reason, None),
-            GatewayError::LoginMismatch(why) => page(
+            E::BadHost => page(status, "Invalid request", "The request has no valid Host.", None),
+            E::NoRoute => page(
+                status,
+                "Not found",
+                "No application is configured at this address.",
+                None,
+            ),
+            E::DotSegment => page(
+                status,
+                "Invalid request",
+                "The path contains dot segments.",
+                None,
+            ),
+            E::BadRequest(reason) => page(status, "Invalid request", reason, None),
+            E::LoginMismatch(why) => page(
                 status,
                 "Login could not be completed",
                 &format!("The login could not be matched to this browser ({why}). Please start again."),
                 start_again,
             ),
-            GatewayError::ProviderError { error, description } => page(
+            E::ProviderError { error, description } => page(
                 status,
                 "Login failed",
                 &match description {
@@ -87,60 +313,80 @@ impl GatewayError {
                 },
                 start_again,
             ),
-            GatewayError::TokenExchange(why) => page(
-                status,
-                "Login failed",
-                &format!("The identity provider did not complete the login: {why}"),
-                start_again,
-            ),
-            GatewayError::IdToken(check) => page(
+            E::TokenExchange(e) if e.is_unreachable() => {
+                page(status, "Identity provider unreachable", unreachable, None)
+            }
+            E::TokenExchange(GrantError::IdToken(check)) | E::IdToken(check) => page(
                 status,
                 "Login failed",
                 &format!("The identity provider's ID token was rejected: {check}"),
                 start_again,
             ),
-            GatewayError::Userinfo(why) => page(
+            E::TokenExchange(why) => page(
+                status,
+                "Login failed",
+                &format!("The identity provider did not complete the login: {why}"),
+                start_again,
+            ),
+            E::Userinfo(why) => page(
                 status,
                 "Login failed",
                 &format!("The identity provider's user information was rejected: {why}"),
                 start_again,
             ),
-            GatewayError::ProviderUnavailable(_) => page(
+            E::ProviderUnavailable(_) => {
+                page(status, "Identity provider unreachable", unreachable, None)
+            }
+            E::BearerUnavailable(_) => page(
                 status,
                 "Identity provider unreachable",
-                "The identity provider is unreachable right now, so you cannot log in. Please try again in a moment.",
+                "The access token cannot be validated right now.",
                 None,
             ),
-            GatewayError::UpstreamUnreachable(_) => page(
+            E::UpstreamUnreachable(_) => page(
                 status,
                 "Bad gateway",
                 "The application behind this gateway is unreachable.",
                 None,
             ),
-            GatewayError::UpstreamTimeout => page(
+            E::UpstreamTimeout => page(
                 status,
                 "Gateway timeout",
                 "The application behind this gateway did not answer in time.",
                 None,
             ),
-            GatewayError::Forbidden(_) => page(
+            E::Forbidden(_) => page(
                 status,
                 "Access denied",
                 "You are logged in, but your account is not allowed to use this application.",
                 None,
             ),
-            GatewayError::SessionStoreUnavailable(_) => page(
+            E::Session(SessionError::Store(_)) => page(
                 status,
                 "Temporarily unavailable",
                 "Sessions cannot be stored right now, so you cannot log in. Please try again in a moment.",
                 None,
             ),
-            GatewayError::Session(_) => page(
+            E::Session(_) => page(
                 status,
                 "Session error",
                 "Your session could not be stored. Please contact the administrator.",
                 None,
             ),
+            E::Bearer(error) => {
+                let mut resp =
+                    response::text(status, format!("{} {error}\n", status.as_u16()));
+                resp.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_str(&format!("Bearer error=\"{error}\""))
+                        .expect("static header"),
+                );
+                resp
+            }
+            E::FormTooLarge => response::text(status, "413 form body too large\n"),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,6 +1,7 @@
 //! The per-request pipeline: where is this request going (hook or route), who is making
 //! it (session cookie or bearer token), may they (claim rules), and what the upstream
-//! learns about them (identity headers) before the proxy forwards it.
+//! learns about them (identity headers) before the proxy forwards it. Stages return an
+//! outcome (an identity, or a response to send); only this pipeline forwards.
 
 use crate::authz;
 use crate::clock::Clock;
@@ -8,47 +9,38 @@ use crate::config::{AuthKind, Config, RouteConfig, UnauthAction};
 use crate::error::GatewayError;
 use crate::hooks;
 use crate::identity::IdentityHeaders;
-use crate::observe::Metrics;
-use crate::oidc::{login, provider::Provider};
-use crate::proxy::forwarded::{request_ctx, RequestCtx};
-use crate::proxy::Upstream;
+use crate::oidc::login;
+use crate::proxy::{hop, Upstream};
+use crate::refresh::{self, Freshness};
+use crate::request::{request_ctx, RequestCtx};
+use crate::resource::{self, Bearer};
 use crate::response::{self, Body};
 use crate::router::Router;
-use crate::session::{Loaded, Sessions};
-use http::header::HeaderValue;
+use crate::services::Services;
+use crate::session::{Headers, Loaded};
+use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-/// Everything a request needs, built once at start from a validated config.
+/// Everything a request needs, built once at start from a validated config: the shared
+/// services the stages use, and what only the pipeline uses (routes, upstream client,
+/// identity headers).
 pub struct Gateway {
-    pub config: Config,
-    pub clock: Clock,
-    pub provider: Arc<Provider>,
-    pub sessions: Sessions,
-    pub identity: IdentityHeaders,
-    pub router: Router,
-    pub upstream: Upstream,
-    pub metrics: Metrics,
-    pub refresh_flights: crate::refresh::Flights,
-    pub resource: crate::resource::Resource,
+    pub services: Services,
+    router: Router,
+    upstream: Upstream,
+    identity: IdentityHeaders,
 }
 
 impl Gateway {
     pub fn new(config: Config, clock: Clock) -> Gateway {
         Gateway {
-            provider: Arc::new(Provider::new(config.provider.clone(), clock.clone())),
-            sessions: Sessions::new(&config.session, clock.clone()),
-            identity: IdentityHeaders::new(&config.headers),
             router: Router::new(&config.routes),
             upstream: Upstream::new(&config.server),
-            metrics: Metrics::default(),
-            refresh_flights: crate::refresh::Flights::default(),
-            resource: crate::resource::Resource::new(&config.oauth),
-            clock,
-            config,
+            identity: IdentityHeaders::new(&config.headers),
+            services: Services::new(config, clock),
         }
     }
 
@@ -59,56 +51,38 @@ impl Gateway {
         peer: SocketAddr,
         tls: bool,
     ) -> Response<Body> {
-        self.metrics.requests.inc();
+        let services = &self.services;
+        services.metrics.requests.inc();
         let Some(ctx) = request_ctx(
-            &self.config.server,
+            &services.config.server,
             request.uri(),
             request.headers(),
             peer,
             tls,
         ) else {
-            return response::page(
-                StatusCode::BAD_REQUEST,
-                "Invalid request",
-                "The request has no valid Host.",
-                None,
-            );
+            return GatewayError::BadHost.into_response();
         };
-        if request.uri().path() == self.config.redirect_path() {
+        if request.uri().path() == services.config.redirect_path() {
             let (parts, body) = request.into_parts();
             // Boxed, like every rarely taken arm below: an async fn's future is as large as
             // its largest arm, and hyper keeps one per connection, idle or not.
-            return Box::pin(hooks::dispatch(self, &ctx, &parts, body)).await;
+            return Box::pin(hooks::dispatch(services, &ctx, &parts, body)).await;
         }
         let route = match self.router.route(request.uri().path()) {
             Ok(Some(route)) => route,
-            Ok(None) => {
-                return response::page(
-                    StatusCode::NOT_FOUND,
-                    "Not found",
-                    "No application is configured at this address.",
-                    None,
-                )
-            }
-            Err(_) => {
-                return response::page(
-                    StatusCode::BAD_REQUEST,
-                    "Invalid request",
-                    "The path contains dot segments.",
-                    None,
-                )
-            }
+            Ok(None) => return GatewayError::NoRoute.into_response(),
+            Err(_) => return GatewayError::DotSegment.into_response(),
         };
         let (mut parts, body) = request.into_parts();
         self.identity.scrub(&mut parts.headers);
-        crate::proxy::hop::drop_connection_named(&mut parts.headers);
+        hop::drop_connection_named(&mut parts.headers);
         match route.auth {
             AuthKind::None => {
                 self.forward(route, parts, Body::Left(body), &ctx, Vec::new())
                     .await
             }
             AuthKind::OpenIdConnect => self.openid_connect(route, parts, body, &ctx).await,
-            AuthKind::OAuth20 => crate::resource::handle(self, route, parts, body, &ctx).await,
+            AuthKind::OAuth20 => self.oauth20(route, parts, body, &ctx).await,
         }
     }
 
@@ -121,13 +95,16 @@ impl Gateway {
         body: Incoming,
         ctx: &RequestCtx,
     ) -> Response<Body> {
-        let session = match self.sessions.load(&parts.headers).await {
+        let services = &self.services;
+        let session = match services.sessions.load(&parts.headers).await {
             Loaded::Valid(session) => session,
             other => {
                 let clear = match other {
                     Loaded::Invalid(reason) => {
                         tracing::debug!(?reason, "session cookie refused");
-                        self.sessions.clear_cookies(&parts.headers, ctx.secure())
+                        services
+                            .sessions
+                            .clear_cookies(&parts.headers, ctx.secure())
                     }
                     _ => Vec::new(),
                 };
@@ -135,9 +112,9 @@ impl Gateway {
             }
         };
         let (session, mut cookies) =
-            match crate::refresh::ensure_fresh(self, session, &parts.headers, ctx).await {
-                crate::refresh::Freshness::Fresh(session, cookies) => (session, cookies),
-                crate::refresh::Freshness::Expired(clear) => {
+            match refresh::ensure_fresh(services, session, &parts.headers, ctx).await {
+                Freshness::Fresh(session, cookies) => (session, cookies),
+                Freshness::Expired(clear) => {
                     return self.unauthenticated(route, parts, body, ctx, clear).await;
                 }
             };
@@ -145,24 +122,48 @@ impl Gateway {
             let claims = session.merged_claims();
             if let Some(rule) = authz::first_failing(&route.require_claims, &claims) {
                 tracing::info!(sub = %session.sub, rule = rule.as_str(), "claim rule not satisfied");
-                return GatewayError::Forbidden(rule.as_str().to_string()).into_response();
+                let refused = GatewayError::Forbidden(rule.as_str().to_string()).into_response();
+                return response::with_cookies(refused, cookies);
             }
         }
-        if cookies.is_empty() && self.sessions.needs_touch(&session) {
-            cookies = self
+        if cookies.is_empty() && services.sessions.needs_touch(&session) {
+            cookies = services
                 .sessions
                 .touch(&session, ctx.secure(), &parts.headers)
                 .await;
         }
-        let identity = session
-            .identity
-            .get_or_init(|| self.identity.for_session(&session));
-        parts.headers.reserve(identity.len());
-        for (name, value) in identity.iter() {
-            parts.headers.insert(name.clone(), value.clone());
-        }
+        let identity = session.identity(|| self.identity.for_session(&session));
+        insert_identity(&mut parts.headers, identity);
         self.forward(route, parts, Body::Left(body), ctx, cookies)
             .await
+    }
+
+    /// A bearer-token route: the token's identity goes upstream, or the refusal goes back.
+    async fn oauth20(
+        &self,
+        route: &RouteConfig,
+        mut parts: Parts,
+        body: Incoming,
+        ctx: &RequestCtx,
+    ) -> Response<Body> {
+        match resource::authenticate(&self.services, route, &parts, body).await {
+            Bearer::Authenticated {
+                token,
+                validation,
+                body,
+            } => {
+                // Built once per cached validation (the token is part of its key).
+                let identity = validation.headers.get_or_init(|| {
+                    self.identity
+                        .for_token(&token, validation.exp, &validation.claims)
+                        .into()
+                });
+                insert_identity(&mut parts.headers, identity);
+                self.forward(route, parts, body, ctx, Vec::new()).await
+            }
+            Bearer::Anonymous(body) => self.forward(route, parts, body, ctx, Vec::new()).await,
+            Bearer::Refused(error) => error.into_response(),
+        }
     }
 
     async fn unauthenticated(
@@ -189,8 +190,14 @@ impl Gateway {
                     .path_and_query()
                     .map(|p| p.as_str())
                     .unwrap_or("/");
-                let start =
-                    login::start(self, ctx, &parts.headers, &parts.method, return_to, clear);
+                let start = login::start(
+                    &self.services,
+                    ctx,
+                    &parts.headers,
+                    &parts.method,
+                    return_to,
+                    clear,
+                );
                 return Box::pin(start).await;
             }
         };
@@ -199,7 +206,7 @@ impl Gateway {
 
     /// Strips the gateway's cookies and forwards; `cookies` are Set-Cookie values to add to
     /// the upstream's response.
-    pub async fn forward(
+    async fn forward(
         &self,
         route: &RouteConfig,
         mut parts: Parts,
@@ -207,8 +214,9 @@ impl Gateway {
         ctx: &RequestCtx,
         cookies: Vec<HeaderValue>,
     ) -> Response<Body> {
-        self.sessions.strip_gateway_cookies(&mut parts.headers);
-        self.metrics.proxied.inc();
+        let services = &self.services;
+        services.sessions.strip_gateway_cookies(&mut parts.headers);
+        services.metrics.proxied.inc();
         match self
             .upstream
             .forward(route, Request::from_parts(parts, body), ctx)
@@ -216,9 +224,17 @@ impl Gateway {
         {
             Ok(resp) => response::with_cookies(resp, cookies),
             Err(e) => {
-                self.metrics.upstream_errors.inc();
+                services.metrics.upstream_errors.inc();
                 response::with_cookies(e.into_response(), cookies)
             }
         }
+    }
+}
+
+/// Puts the identity headers in place, replacing any of the same name.
+fn insert_identity(headers: &mut HeaderMap, identity: &Headers) {
+    headers.reserve(identity.len());
+    for (name, value) in identity.iter() {
+        headers.insert(name.clone(), value.clone());
     }
 }

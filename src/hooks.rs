@@ -2,12 +2,12 @@
 //! wins) to the login callback, logout, refresh, cache removal and session info.
 
 use crate::config::InfoMember;
-use crate::gateway::Gateway;
 use crate::oidc::{callback, logout};
-use crate::proxy::forwarded::RequestCtx;
 use crate::redirect::validate_redirect;
+use crate::request::RequestCtx;
 use crate::response::{self, escape_html, Body};
 use crate::secret::constant_time_eq;
+use crate::services::Services;
 use crate::session::{InvalidReason, Loaded, Session};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -56,8 +56,9 @@ impl HookParams {
     }
 }
 
-pub async fn dispatch(
-    gw: &Gateway,
+/// Answers a request on the redirect URI path (never forwarded upstream).
+pub(crate) async fn dispatch(
+    gw: &Services,
     ctx: &RequestCtx,
     parts: &Parts,
     body: Incoming,
@@ -87,7 +88,7 @@ pub async fn dispatch(
         return refresh_hook(gw, ctx, parts, &return_to, params.access_token.as_deref()).await;
     }
     if let Some(token) = params.remove_at_cache {
-        return crate::resource::remove_from_cache(gw, &token).await;
+        return remove_from_cache(gw, &token).await;
     }
     if let Some(format) = params.info {
         return info_hook(gw, parts, &format).await;
@@ -95,7 +96,7 @@ pub async fn dispatch(
     invalid_request()
 }
 
-pub fn invalid_request() -> Response<Body> {
+fn invalid_request() -> Response<Body> {
     response::page(
         StatusCode::BAD_REQUEST,
         "Invalid request",
@@ -117,7 +118,7 @@ fn refresh_error(return_to: &str, code: &str) -> Response<Body> {
 
 /// `?refresh=<return_to>&access_token=<at>`: SPEC §6, checks in table order.
 async fn refresh_hook(
-    gw: &Gateway,
+    gw: &Services,
     ctx: &RequestCtx,
     parts: &Parts,
     return_to: &str,
@@ -155,7 +156,7 @@ async fn refresh_hook(
             return response::with_cookies(refresh_error(&return_to, "session_corruption"), clear);
         }
     };
-    let Some(current) = session.access_token.as_deref() else {
+    let Some(current) = session.access_token.as_ref().map(|t| t.expose()) else {
         return refresh_error(&return_to, "no_access_token_exists");
     };
     if !constant_time_eq(current.as_bytes(), presented.as_bytes()) {
@@ -176,7 +177,7 @@ fn issuer_matches(a: &str, b: &str) -> bool {
 }
 
 /// `?info=json|html`: SPEC §9.
-async fn info_hook(gw: &Gateway, parts: &Parts, format: &str) -> Response<Body> {
+async fn info_hook(gw: &Services, parts: &Parts, format: &str) -> Response<Body> {
     if format != "json" && format != "html" {
         return response::text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -212,14 +213,14 @@ async fn info_hook(gw: &Gateway, parts: &Parts, format: &str) -> Response<Body> 
     )
 }
 
-fn session_info(gw: &Gateway, session: &Session) -> Map<String, Value> {
+fn session_info(gw: &Services, session: &Session) -> Map<String, Value> {
     let cfg = &gw.config;
     let mut out = Map::new();
     for member in &cfg.hooks.info {
         let (name, value) = match member {
             InfoMember::Iat => ("iat", json!(gw.clock.now())),
             InfoMember::AccessToken => match &session.access_token {
-                Some(t) => ("access_token", json!(t)),
+                Some(t) => ("access_token", json!(t.expose())),
                 None => continue,
             },
             InfoMember::AccessTokenExpires => match session.access_token_expires {
@@ -245,11 +246,26 @@ fn session_info(gw: &Gateway, session: &Session) -> Map<String, Value> {
                 None => continue,
             },
             InfoMember::RefreshToken => match &session.refresh_token {
-                Some(t) => ("refresh_token", json!(t)),
+                Some(t) => ("refresh_token", json!(t.expose())),
                 None => continue,
             },
         };
         out.insert(name.to_string(), value);
     }
     out
+}
+
+/// `<redirect_uri>?remove_at_cache=<token>`: knowing the token is the credential.
+async fn remove_from_cache(gw: &Services, token: &str) -> Response<Body> {
+    if token.is_empty() {
+        return response::text(
+            StatusCode::BAD_REQUEST,
+            "400 remove_at_cache needs a token\n",
+        );
+    }
+    if gw.token_cache.remove(token).await {
+        response::text(StatusCode::OK, "200 removed\n")
+    } else {
+        response::text(StatusCode::NOT_FOUND, "404 not cached\n")
+    }
 }

@@ -1,32 +1,46 @@
 //! oidc-gateway: a reverse proxy that puts OpenID Connect login in front of web applications.
 //!
-//! A request walks: listener (`server`) -> `router` -> `gateway` pipeline (a session from
-//! `session`, or a bearer token from `resource`; `refresh` keeps tokens fresh; `authz` claim
-//! rules; `identity` headers) -> `proxy` -> upstream. Requests on the redirect URI branch off
-//! to `hooks` (login callback and logout in `oidc`, refresh, info, cache removal).
+//! A request walks: listener (`server`) -> `request` context -> `router` -> `gateway`
+//! pipeline (a session from `session`, or a bearer token from `resource`; `refresh` keeps
+//! tokens fresh; `authz` claim rules; `identity` headers) -> `proxy` -> upstream. Requests
+//! on the redirect URI branch off to `hooks` (login callback and logout in `oidc`, refresh,
+//! info, cache removal).
+//!
+//! Dependencies run one way: `server` -> `gateway` -> the stages (`hooks`, `oidc`,
+//! `refresh`, `resource`, `identity`, `authz`, `proxy`) -> `services` (the shared run-time
+//! state) -> `provider`, `session`, `config` and the leaves (`error`, `outbound`,
+//! `response`, `secret`, `clock`, `observe`). `tests/module_graph.rs` fails on a cycle.
+//!
+//! Only what `main`, the tests and the benches use is public; everything else is
+//! `pub(crate)`.
 #![forbid(unsafe_code)]
 
-pub mod authz;
+pub(crate) mod authz;
 pub mod clock;
 pub mod config;
 pub mod demo;
-pub mod devop;
-pub mod echo;
-pub mod error;
+pub(crate) mod error;
 pub mod gateway;
-pub mod hooks;
+pub(crate) mod hooks;
 pub mod identity;
 pub mod observe;
-pub mod oidc;
-pub mod proxy;
+pub(crate) mod oidc;
+pub(crate) mod outbound;
+pub(crate) mod provider;
+pub(crate) mod proxy;
 pub mod redirect;
-pub mod refresh;
+pub(crate) mod refresh;
+pub(crate) mod request;
 pub mod resource;
-pub mod response;
-pub mod router;
-pub mod secret;
+pub(crate) mod response;
+pub(crate) mod router;
+pub(crate) mod secret;
 pub mod server;
+pub mod services;
 pub mod session;
+
+pub mod devop;
+pub mod echo;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Idempotent; call it
 /// before any TLS is used (main does; tests do in their set-up).

@@ -1,10 +1,17 @@
-//! [`Secret`]: a string that never prints its value in `Debug` or `Display`.
+//! Secret values and random ids: [`Secret`], a string that never prints its value in
+//! `Debug` or `Display`; constant-time comparison; fresh random identifiers.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use subtle::ConstantTimeEq;
 
-/// A secret value (client secret, passphrase, token). Formatting shows `[redacted]`.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// A secret value (client secret, passphrase, access, refresh or ID token). Formatting
+/// shows `[redacted]`; serialized (inside a sealed session) as the plain string.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -19,6 +26,18 @@ impl Secret {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_string())
     }
 }
 
@@ -37,4 +56,11 @@ impl fmt::Display for Secret {
 /// Compares two byte strings in constant time (for equal lengths).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// 128 random bits, base64url: session ids and generated passphrases.
+pub fn random_id() -> String {
+    let mut id = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut id);
+    URL_SAFE_NO_PAD.encode(id)
 }

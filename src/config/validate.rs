@@ -485,7 +485,7 @@ fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> Se
             c.problem("session.passphrase", "is required (or session.passphrases)");
             Vec::new()
         }
-        (None, None) => vec![Secret::new(crate::session::Sessions::new_session_id())],
+        (None, None) => vec![Secret::new(crate::secret::random_id())],
     };
     let single = passphrases.len() == 1;
     for (i, p) in passphrases.iter().enumerate() {

@@ -159,7 +159,7 @@ impl IdentityHeaders {
 
     fn push_access_token(&self, out: &mut Vec<Header>, session: &Session, s: &mut Scratch) {
         if let Some(at) = &session.access_token {
-            self.push_token(out, &self.access_token, at);
+            self.push_token(out, &self.access_token, at.expose());
         }
         if let Some(exp) = session.access_token_expires {
             self.push_number(out, &self.access_token_expires, exp, s);
@@ -173,13 +173,13 @@ impl IdentityHeaders {
             self.push_json(out, name, &session.id_token_claims);
         }
         if let (true, Some(raw)) = (self.id_token_serialized, &session.id_token) {
-            self.push_token(out, &self.id_token, raw);
+            self.push_token(out, &self.id_token, raw.expose());
         }
         if let (true, Some(ui)) = (self.userinfo_json, &session.userinfo) {
             self.push_json(out, &self.userinfo_json_name, ui);
         }
         if let (true, Some(rt)) = (self.pass_refresh_token, &session.refresh_token) {
-            self.push_token(out, &self.refresh_token, rt);
+            self.push_token(out, &self.refresh_token, rt.expose());
         }
     }
 

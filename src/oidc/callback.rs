@@ -2,35 +2,31 @@
 //! code (with the PKCE verifier and client authentication), verify the ID token, fetch
 //! userinfo, and create a new session.
 
-use super::http::error_chain;
 use super::state;
-use super::tokens::verify_id_token;
-use crate::error::GatewayError;
-use crate::gateway::Gateway;
-use crate::proxy::forwarded::RequestCtx;
+use crate::error::{printable, GatewayError, IdTokenError};
+use crate::provider::{code_grant, verify_id_token};
+use crate::request::RequestCtx;
 use crate::response::{self, Body};
-use crate::session::{Session, SessionError, Sessions};
+use crate::secret::{random_id, Secret};
+use crate::services::Services;
+use crate::session::Session;
 use http::header::HeaderMap;
 use http::Response;
-use openidconnect::{
-    AuthorizationCode, OAuth2TokenResponse, PkceCodeVerifier, RedirectUrl, RequestTokenError,
-    TokenResponse,
-};
+use openidconnect::{OAuth2TokenResponse, RedirectUrl, TokenResponse};
 use serde_json::{Map, Value};
-use std::borrow::Cow;
 
 /// The parameters of an authorization response.
 #[derive(Default)]
-pub struct AuthResponse {
-    pub code: Option<String>,
-    pub state: Option<String>,
-    pub error: Option<String>,
-    pub error_description: Option<String>,
-    pub iss: Option<String>,
+pub(crate) struct AuthResponse {
+    pub(crate) code: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) error_description: Option<String>,
+    pub(crate) iss: Option<String>,
 }
 
 impl AuthResponse {
-    pub fn parse(query: &str) -> AuthResponse {
+    pub(crate) fn parse(query: &str) -> AuthResponse {
         let mut r = AuthResponse::default();
         for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             let slot = match k.as_ref() {
@@ -48,8 +44,8 @@ impl AuthResponse {
 }
 
 /// Handles the callback; always clears the state cookie it used.
-pub async fn finish(
-    gw: &Gateway,
+pub(crate) async fn finish(
+    gw: &Services,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     params: AuthResponse,
@@ -94,7 +90,7 @@ pub async fn finish(
 }
 
 async fn complete(
-    gw: &Gateway,
+    gw: &Services,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     params: AuthResponse,
@@ -103,8 +99,8 @@ async fn complete(
     let cfg = gw.provider.config();
     if let Some(error) = params.error {
         return Err(GatewayError::ProviderError {
-            error,
-            description: params.error_description,
+            error: printable(&error),
+            description: params.error_description.as_deref().map(printable),
         });
     }
     // RFC 9207: when the provider names itself, it must be ours (mix-up defence).
@@ -118,49 +114,32 @@ async fn complete(
     let code = params
         .code
         .ok_or_else(|| GatewayError::BadRequest("the authorization response has no code".into()))?;
-    let loaded = gw.provider.get().await?;
+    let discovered = gw.provider.get().await?;
 
     let redirect_url = RedirectUrl::new(login.redirect_uri.clone())
         .map_err(|_| GatewayError::LoginMismatch("the stored redirect URI is invalid"))?;
-    let mut exchange = loaded
-        .client
-        .exchange_code(AuthorizationCode::new(code))
-        .map_err(|e| GatewayError::TokenExchange(e.to_string()))?
-        .set_redirect_uri(Cow::Owned(redirect_url));
-    if let Some(v) = login.pkce_verifier {
-        exchange = exchange.set_pkce_verifier(PkceCodeVerifier::new(v));
-    }
-    let http = gw.provider.http().for_openidconnect();
-    let tokens = exchange.request_async(&http).await.map_err(|e| match e {
-        RequestTokenError::ServerResponse(r) => GatewayError::TokenExchange(format!(
-            "the token endpoint answered {}{}",
-            r.error(),
-            r.error_description()
-                .map(|d| format!(" ({d})"))
-                .unwrap_or_default()
-        )),
-        RequestTokenError::Request(e) => {
-            GatewayError::ProviderUnavailable(super::provider::ProviderUnavailable(error_chain(&e)))
-        }
-        other => GatewayError::TokenExchange(error_chain(&other)),
-    })?;
+    let tokens = code_grant(
+        &gw.provider,
+        &discovered,
+        code,
+        redirect_url,
+        login.pkce_verifier,
+    )
+    .await
+    .map_err(GatewayError::TokenExchange)?;
 
-    let raw_id_token = tokens
-        .id_token()
-        .ok_or_else(|| GatewayError::IdToken("the token response has no id_token".into()))?
-        .to_string();
+    let raw_id_token = tokens.id_token().ok_or(IdTokenError::Missing)?.to_string();
     let id_token = verify_id_token(
         &gw.provider,
-        loaded.clone(),
+        discovered.clone(),
         &raw_id_token,
         Some(&login.nonce),
     )
-    .await
-    .map_err(GatewayError::IdToken)?;
+    .await?;
     let sub = id_token.str_claim("sub").unwrap_or_default().to_string();
-    let access_token = tokens.access_token().secret().clone();
+    let access_token = Secret::new(tokens.access_token().secret().clone());
 
-    let userinfo = match (cfg.userinfo, loaded.metadata.userinfo_endpoint()) {
+    let userinfo = match (cfg.userinfo, discovered.metadata.userinfo_endpoint()) {
         (true, Some(endpoint)) => {
             Some(fetch_userinfo(gw, endpoint.url().as_str(), &access_token, &sub).await?)
         }
@@ -169,7 +148,7 @@ async fn complete(
 
     let now = gw.clock.now();
     let session = Session {
-        id: Sessions::new_session_id(),
+        id: random_id(),
         iss: id_token.str_claim("iss").unwrap_or_default().to_string(),
         sub,
         sid: id_token.str_claim("sid").map(str::to_string),
@@ -177,38 +156,30 @@ async fn complete(
         userinfo,
         access_token: Some(access_token),
         access_token_expires: tokens.expires_in().map(|d| now + d.as_secs() as i64),
-        refresh_token: tokens.refresh_token().map(|t| t.secret().clone()),
-        id_token: Some(id_token.raw),
+        refresh_token: tokens
+            .refresh_token()
+            .map(|t| Secret::new(t.secret().clone())),
+        id_token: Some(Secret::new(id_token.raw)),
         created_at: now,
         created_ms: gw.clock.now_ms(),
         last_seen: now,
-        identity: Default::default(),
-        logout_checked: Default::default(),
-        touched: Default::default(),
     };
-    let cookies = gw
-        .sessions
-        .save(&session, ctx.secure(), headers)
-        .await
-        .map_err(|e| match e {
-            SessionError::Store(_) => GatewayError::SessionStoreUnavailable(e.to_string()),
-            other => GatewayError::Session(other.to_string()),
-        })?;
+    let cookies = gw.sessions.save(&session, ctx.secure(), headers).await?;
     tracing::info!(sub = %session.sub, "login completed");
     Ok((login.return_to, cookies))
 }
 
 /// Calls the userinfo endpoint; its `sub` must equal the ID token's.
-pub async fn fetch_userinfo(
-    gw: &Gateway,
+async fn fetch_userinfo(
+    gw: &Services,
     endpoint: &str,
-    access_token: &str,
+    access_token: &Secret,
     sub: &str,
 ) -> Result<Map<String, Value>, GatewayError> {
     let response = gw
         .provider
         .http()
-        .get(endpoint, Some(access_token))
+        .get(endpoint, Some(access_token.expose()))
         .await
         .map_err(|e| GatewayError::Userinfo(e.to_string()))?;
     if !response.status().is_success() {

@@ -5,9 +5,9 @@
 use super::state::{self, LoginState};
 use crate::config::Pkce;
 use crate::error::GatewayError;
-use crate::gateway::Gateway;
-use crate::proxy::forwarded::RequestCtx;
+use crate::request::RequestCtx;
 use crate::response::{self, Body};
+use crate::services::Services;
 use http::header::{HeaderMap, ACCEPT};
 use http::{Response, StatusCode};
 use openidconnect::core::CoreAuthenticationFlow;
@@ -16,7 +16,7 @@ use std::borrow::Cow;
 
 /// Whether the request comes from a browser navigating (which can follow a login
 /// redirect) rather than from script or an API client (which gets a 401).
-pub fn is_browser_navigation(headers: &HeaderMap) -> bool {
+pub(crate) fn is_browser_navigation(headers: &HeaderMap) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     // A WebSocket (or other protocol upgrade) cannot follow a login redirect.
     if headers.contains_key(http::header::UPGRADE) {
@@ -41,14 +41,14 @@ pub fn is_browser_navigation(headers: &HeaderMap) -> bool {
 }
 
 /// The 401 answer for clients that cannot follow a login redirect.
-pub fn unauthorized() -> Response<Body> {
+pub(crate) fn unauthorized() -> Response<Body> {
     response::text(StatusCode::UNAUTHORIZED, "401 Unauthorized: log in first\n")
 }
 
 /// Redirects the browser to the provider. `return_to` is the origin-relative URL to come
 /// back to; `extra_cookies` (e.g. clearing a bad session cookie) ride along.
-pub async fn start(
-    gw: &Gateway,
+pub(crate) async fn start(
+    gw: &Services,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     method: &http::Method,
@@ -73,20 +73,20 @@ fn on_site(return_to: &str) -> String {
 }
 
 async fn build(
-    gw: &Gateway,
+    gw: &Services,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     method: &http::Method,
     return_to: &str,
 ) -> Result<(String, Vec<http::HeaderValue>), GatewayError> {
-    let loaded = gw.provider.get().await?;
+    let discovered = gw.provider.get().await?;
     let cfg = gw.provider.config();
     let redirect_uri = cfg.redirect_uri.resolve(ctx.scheme, &ctx.host);
     let redirect_url = RedirectUrl::new(redirect_uri.clone()).map_err(|_| {
         GatewayError::BadRequest("the request's host cannot form a redirect URI".into())
     })?;
 
-    let mut request = loaded
+    let mut request = discovered
         .client
         .authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,

@@ -2,17 +2,20 @@
 //! refresh token, end the session (cookies cleared, id deny-listed so a replayed cookie is
 //! refused), then send the browser to the provider's end_session_endpoint or the target.
 
-use super::client_authenticated_post;
-use crate::gateway::Gateway;
-use crate::proxy::forwarded::RequestCtx;
+use crate::error::JwtError;
+use crate::provider::{client_authenticated_post, verify_jwt};
 use crate::redirect::validate_redirect;
+use crate::request::RequestCtx;
 use crate::response::{self, Body};
+use crate::secret::Secret;
+use crate::services::Services;
 use crate::session::Loaded;
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
+use serde_json::{Map, Value};
 
-pub async fn logout(
-    gw: &Gateway,
+pub(crate) async fn logout(
+    gw: &Services,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     target: &str,
@@ -37,14 +40,14 @@ pub async fn logout(
         Loaded::Valid(s) => Some(s),
         _ => None,
     };
-    let loaded = gw.provider.get().await.ok();
+    let discovered = gw.provider.get().await.ok();
     let mut cookies = gw.sessions.clear_cookies(headers, ctx.secure());
     if let Some(session) = &session {
         if let (Some(rt), Some(endpoint)) = (
             &session.refresh_token,
-            loaded
+            discovered
                 .as_ref()
-                .and_then(|l| l.extra().revocation_endpoint.clone()),
+                .and_then(|d| d.extra().revocation_endpoint.clone()),
         ) {
             revoke(gw, endpoint.as_str(), rt, "refresh_token").await;
         }
@@ -60,15 +63,15 @@ pub async fn logout(
             t.clone()
         }
     });
-    let end_session = loaded
+    let end_session = discovered
         .as_ref()
-        .and_then(|l| l.extra().end_session_endpoint.clone());
+        .and_then(|d| d.extra().end_session_endpoint.clone());
     let resp = match (end_session, session.as_ref()) {
         (Some(mut url), Some(session)) => {
             {
                 let mut q = url.query_pairs_mut();
                 if let Some(hint) = &session.id_token {
-                    q.append_pair("id_token_hint", hint);
+                    q.append_pair("id_token_hint", hint.expose());
                 }
                 q.append_pair("client_id", &gw.provider.config().client_id);
                 if let Some(t) = &absolute_target {
@@ -85,7 +88,7 @@ pub async fn logout(
     response::with_cookies(resp, cookies)
 }
 
-pub fn logged_out_page() -> Response<Body> {
+fn logged_out_page() -> Response<Body> {
     response::page(
         StatusCode::OK,
         "Logged out",
@@ -95,11 +98,11 @@ pub fn logged_out_page() -> Response<Body> {
 }
 
 /// RFC 7009 revocation; failures are logged, never fatal to the logout.
-pub async fn revoke(gw: &Gateway, endpoint: &str, token: &str, hint: &str) {
+async fn revoke(gw: &Services, endpoint: &str, token: &Secret, hint: &str) {
     let request = match client_authenticated_post(
         gw.provider.config(),
         endpoint,
-        &[("token", token), ("token_type_hint", hint)],
+        &[("token", token.expose()), ("token_type_hint", hint)],
     ) {
         Ok(r) => r,
         Err(e) => {
@@ -129,7 +132,7 @@ fn logout_token_error(description: &str) -> Response<Body> {
 /// OpenID Connect Back-Channel Logout 1.0: `POST <redirect_uri>?logout=backchannel` with a
 /// `logout_token`. Ends every session with its `sid` (or, without one, its `sub`), in
 /// every store including the cookie store.
-pub async fn backchannel(gw: &Gateway, body: hyper::body::Incoming) -> Response<Body> {
+pub(crate) async fn backchannel(gw: &Services, body: hyper::body::Incoming) -> Response<Body> {
     use http_body_util::{BodyExt, Limited};
     let Ok(collected) = Limited::new(body, MAX_LOGOUT_BODY).collect().await else {
         return logout_token_error("the request body is too large or broken");
@@ -143,41 +146,38 @@ pub async fn backchannel(gw: &Gateway, body: hyper::body::Incoming) -> Response<
         return logout_token_error("exactly one logout_token is required");
     };
     let client_id = gw.provider.config().client_id.clone();
-    let claims = match super::jwt::verify(&gw.provider, token, |rules| {
+    let claims = match verify_jwt(&gw.provider, token, |rules| {
         rules.set_audience(&[client_id]);
         rules.set_required_spec_claims(&["iss", "aud", "iat"]);
     })
     .await
     {
         Ok(claims) => claims,
-        Err(super::jwt::JwtError::Unavailable(cause)) => {
+        Err(JwtError::Unavailable(cause)) => {
             tracing::warn!(%cause, "back-channel logout: provider keys unavailable");
             return response::json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &serde_json::json!({"error": "temporarily_unavailable"}),
             );
         }
-        Err(super::jwt::JwtError::Invalid(check)) => {
+        Err(check) => {
             tracing::info!(%check, "back-channel logout token rejected");
             return logout_token_error(&format!("logout_token rejected: {check}"));
         }
     };
-    if let Err(why) = check_logout_claims(gw, &claims) {
-        tracing::info!(check = why, "back-channel logout token rejected");
-        return logout_token_error(why);
-    }
-    let iss = claims
-        .get("iss")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    match (
-        claims.get("sid").and_then(|v| v.as_str()),
-        claims.get("sub").and_then(|v| v.as_str()),
-    ) {
-        (Some(sid), _) => gw.sessions.end_by_sid(iss, sid),
-        (None, Some(sub)) => gw.sessions.end_by_sub(iss, sub),
-        (None, None) => {
-            return logout_token_error("sid/sub: the token names no session or subject")
+    let checked = check_logout_claims(&claims, gw.clock.now()).and_then(|(target, jti)| {
+        if gw.sessions.seen_logout_jti(jti) {
+            Err(LogoutTokenError::Replayed)
+        } else {
+            Ok(target)
+        }
+    });
+    match checked {
+        Ok(LogoutTarget::Sid { iss, sid }) => gw.sessions.end_by_sid(iss, sid),
+        Ok(LogoutTarget::Sub { iss, sub }) => gw.sessions.end_by_sub(iss, sub),
+        Err(why) => {
+            tracing::info!(check = %why, "back-channel logout token rejected");
+            return logout_token_error(&why.to_string());
         }
     }
     gw.metrics.sessions_ended.inc();
@@ -187,44 +187,68 @@ pub async fn backchannel(gw: &Gateway, body: hyper::body::Incoming) -> Response<
     resp
 }
 
-/// The checks jsonwebtoken does not know: the event, sid/sub, jti (no replay), no nonce,
-/// a recent iat.
+/// How far a logout token's `iat` may be from now, either way.
+const LOGOUT_IAT_WINDOW: i64 = 600;
+
+/// Why a logout token whose signature, `iss` and `aud` are good is still refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum LogoutTokenError {
+    #[error("events: the back-channel logout event is missing")]
+    NoEvent,
+    #[error("nonce: a logout token must not carry one")]
+    Nonce,
+    #[error("sid/sub: the token names no session or subject")]
+    NoSessionOrSubject,
+    #[error("iat: not recent")]
+    StaleIssuedAt,
+    #[error("jti: missing")]
+    NoJti,
+    #[error("jti: this logout token was already used")]
+    Replayed,
+}
+
+/// What a logout token ends: the sessions of one OP session, or of one subject.
+#[derive(Debug, PartialEq, Eq)]
+enum LogoutTarget<'a> {
+    Sid { iss: &'a str, sid: &'a str },
+    Sub { iss: &'a str, sub: &'a str },
+}
+
+/// The checks jsonwebtoken does not know: the event, no nonce, sid/sub, a recent iat and
+/// a jti (whose replay the caller checks). Returns what to end and the jti.
 fn check_logout_claims(
-    gw: &Gateway,
-    claims: &serde_json::Map<String, serde_json::Value>,
-) -> Result<(), &'static str> {
+    claims: &Map<String, Value>,
+    now: i64,
+) -> Result<(LogoutTarget<'_>, &str), LogoutTokenError> {
     let event_ok = claims
         .get("events")
-        .and_then(|e| e.as_object())
-        .is_some_and(|e| e.get(BACKCHANNEL_EVENT).is_some_and(|v| v.is_object()));
+        .and_then(Value::as_object)
+        .is_some_and(|e| e.get(BACKCHANNEL_EVENT).is_some_and(Value::is_object));
     if !event_ok {
-        return Err("events: the back-channel logout event is missing");
+        return Err(LogoutTokenError::NoEvent);
     }
     if claims.contains_key("nonce") {
-        return Err("nonce: a logout token must not carry one");
+        return Err(LogoutTokenError::Nonce);
     }
-    let sid = claims.get("sid").and_then(|v| v.as_str());
-    let sub = claims.get("sub").and_then(|v| v.as_str());
-    if sid.is_none() && sub.is_none() {
-        return Err("sid/sub: the token names no session or subject");
-    }
-    let iat = claims.get("iat").and_then(|v| v.as_i64()).unwrap_or(0);
-    if (gw.clock.now() - iat).abs() > 600 {
-        return Err("iat: not recent");
-    }
-    let Some(jti) = claims.get("jti").and_then(|v| v.as_str()) else {
-        return Err("jti: missing");
+    let text = |name: &str| claims.get(name).and_then(Value::as_str);
+    let iss = text("iss").unwrap_or_default();
+    let target = match (text("sid"), text("sub")) {
+        (Some(sid), _) => LogoutTarget::Sid { iss, sid },
+        (None, Some(sub)) => LogoutTarget::Sub { iss, sub },
+        (None, None) => return Err(LogoutTokenError::NoSessionOrSubject),
     };
-    if gw.sessions.seen_logout_jti(jti) {
-        return Err("jti: this logout token was already used");
+    let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
+    if (now - iat).abs() > LOGOUT_IAT_WINDOW {
+        return Err(LogoutTokenError::StaleIssuedAt);
     }
-    Ok(())
+    let jti = text("jti").ok_or(LogoutTokenError::NoJti)?;
+    Ok((target, jti))
 }
 
 /// OpenID Connect Front-Channel Logout 1.0: `GET <redirect_uri>?logout=get&sid=…&iss=…`,
 /// loaded by the provider in an iframe. Ends every session with that `sid`.
-pub async fn frontchannel(
-    gw: &Gateway,
+pub(crate) async fn frontchannel(
+    gw: &Services,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     sid: Option<&str>,
@@ -271,3 +295,6 @@ pub async fn frontchannel(
     );
     response::with_cookies(page, cookies)
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,8 +3,9 @@
 //! finish the login this browser started.
 
 use crate::config::SessionConfig;
+use crate::request::request_cookies;
 use crate::session::{Codec, Purpose};
-use http::header::{HeaderMap, HeaderValue, COOKIE};
+use http::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 pub const MAX_STATE_COOKIES: usize = 7;
@@ -30,19 +31,6 @@ pub struct LoginState {
     pub redirect_uri: String,
     #[serde(rename = "t")]
     pub created_at: i64,
-}
-
-/// Every `(name, value)` cookie pair in the request's Cookie headers.
-pub fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            Some((name.trim(), value.trim()))
-        })
 }
 
 fn cookie_header(name: &str, value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {

@@ -2,30 +2,29 @@
 //! hop-by-hop and forwarded headers, streamed bodies both ways, WebSocket (and any other
 //! `Upgrade`) tunnelling, and the 502/504 distinction.
 
-pub mod forwarded;
-pub mod hop;
+mod forwarded;
+pub(crate) mod hop;
 
 use crate::config::{RouteConfig, ServerConfig};
 use crate::error::GatewayError;
-use crate::oidc::http::{error_chain, https_connector, HttpsConnector};
+use crate::outbound::{error_chain, https_connector, HttpsConnector};
+use crate::request::RequestCtx;
 use crate::response::Body;
-use forwarded::RequestCtx;
+use forwarded::set_forwarded_headers;
 use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::time::Duration;
 
-pub use forwarded::{request_ctx, set_forwarded_headers};
-
 /// The upstream client, shared by all routes; pools keep-alive connections per host.
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<HttpsConnector, Body>,
     timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(cfg: &ServerConfig) -> Upstream {
+    pub(crate) fn new(cfg: &ServerConfig) -> Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
@@ -38,7 +37,7 @@ impl Upstream {
 
     /// Sends `request` (whose identity headers are already in place) to the route's
     /// upstream and returns its response, tunnelling upgrades.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         route: &RouteConfig,
         mut request: Request<Body>,

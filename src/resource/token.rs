@@ -3,7 +3,7 @@
 //! place or across several, is an invalid request.
 
 use crate::config::TokenSource;
-use crate::oidc::state::request_cookies;
+use crate::request::request_cookies;
 use http::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
 use http::request::Parts;
 

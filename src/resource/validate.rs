@@ -2,21 +2,20 @@
 //! (signature against the provider JWKS, allowed algorithms, `iss`, `exp`, `aud`), else by
 //! RFC 7662 introspection at the provider.
 
-use super::cache::Validation;
-use crate::gateway::Gateway;
-use crate::oidc::client_authenticated_post;
-use crate::oidc::jwt::{self, JwtError};
+use crate::error::{JwtError, ProviderUnavailable};
+use crate::provider::{self, client_authenticated_post};
+use crate::services::{Services, Validation};
 use serde_json::{Map, Value};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ValidateError {
-    /// The provider could not be asked (unreachable, 5xx, refused our credentials).
-    #[error("token validation unavailable: {0}")]
-    Unavailable(String),
+/// The provider could not be asked (unreachable, 5xx, refused our credentials).
+type Unavailable = ProviderUnavailable;
+
+fn unavailable(cause: impl std::fmt::Display) -> Unavailable {
+    ProviderUnavailable(cause.to_string())
 }
 
 /// Validates `token`; an invalid token is `Ok` with `active: false`.
-pub async fn validate(gw: &Gateway, token: &str) -> Result<Validation, ValidateError> {
+pub async fn validate(gw: &Services, token: &str) -> Result<Validation, Unavailable> {
     let now = gw.clock.now();
     let (active, claims) = if gw.config.oauth.jwt && looks_like_jwt(token) {
         match verify_jwt(gw, token).await? {
@@ -28,7 +27,7 @@ pub async fn validate(gw: &Gateway, token: &str) -> Result<Validation, ValidateE
     };
     let exp = claims.get("exp").and_then(Value::as_i64);
     let active = active && exp.is_none_or(|e| e > now);
-    let ttl = gw.resource.cache.ttl_for(active, exp, now);
+    let ttl = gw.token_cache.ttl_for(active, exp, now);
     Ok(Validation {
         active,
         claims,
@@ -43,26 +42,17 @@ fn looks_like_jwt(token: &str) -> bool {
 }
 
 /// RFC 7662 introspection, client authenticated as at the token endpoint.
-async fn introspect(
-    gw: &Gateway,
-    token: &str,
-) -> Result<(bool, Map<String, Value>), ValidateError> {
+async fn introspect(gw: &Services, token: &str) -> Result<(bool, Map<String, Value>), Unavailable> {
     let endpoint = match &gw.config.oauth.introspection_endpoint {
         Some(url) => url.to_string(),
         None => {
-            let loaded = gw
-                .provider
-                .get()
-                .await
-                .map_err(|e| ValidateError::Unavailable(e.0))?;
-            loaded
+            let discovered = gw.provider.get().await?;
+            discovered
                 .extra()
                 .introspection_endpoint
                 .as_ref()
                 .map(|u| u.to_string())
-                .ok_or_else(|| {
-                    ValidateError::Unavailable("the provider has no introspection_endpoint".into())
-                })?
+                .ok_or_else(|| unavailable("the provider has no introspection_endpoint"))?
         }
     };
     let request = client_authenticated_post(
@@ -70,27 +60,26 @@ async fn introspect(
         &endpoint,
         &[("token", token), ("token_type_hint", "access_token")],
     )
-    .map_err(|e| ValidateError::Unavailable(e.to_string()))?;
+    .map_err(unavailable)?;
     gw.metrics.introspections.inc();
     let response = gw
         .provider
         .http()
         .call(request)
         .await
-        .map_err(|e| ValidateError::Unavailable(e.to_string()))?;
+        .map_err(unavailable)?;
     let status = response.status();
     if !status.is_success() {
         if refuses_the_token(status, response.body()) {
             tracing::info!(%status, "the introspection endpoint refused the token itself");
             return Ok((false, Map::new()));
         }
-        return Err(ValidateError::Unavailable(format!(
+        return Err(unavailable(format_args!(
             "the introspection endpoint answered {status}"
         )));
     }
-    let claims: Map<String, Value> = serde_json::from_slice(response.body()).map_err(|_| {
-        ValidateError::Unavailable("the introspection response is not a JSON object".into())
-    })?;
+    let claims: Map<String, Value> = serde_json::from_slice(response.body())
+        .map_err(|_| unavailable("the introspection response is not a JSON object"))?;
     let active = claims.get("active") == Some(&Value::Bool(true))
         && is_access_token(&claims, gw.config.oauth.require_token_type);
     Ok((active, if active { claims } else { Map::new() }))
@@ -166,12 +155,9 @@ fn is_access_token(claims: &Map<String, Value>, require_marked: bool) -> bool {
 }
 
 /// Local JWT validation; `None` for a token that fails any check.
-async fn verify_jwt(
-    gw: &Gateway,
-    token: &str,
-) -> Result<Option<Map<String, Value>>, ValidateError> {
+async fn verify_jwt(gw: &Services, token: &str) -> Result<Option<Map<String, Value>>, Unavailable> {
     let audience = gw.config.oauth.audience.clone();
-    let result = jwt::verify(&gw.provider, token, |rules| {
+    let result = provider::verify_jwt(&gw.provider, token, |rules| {
         rules.set_required_spec_claims(&["exp", "iss"]);
         rules.validate_nbf = true;
         match &audience {
@@ -182,8 +168,8 @@ async fn verify_jwt(
     .await;
     match result {
         Ok(claims) => Ok(Some(claims)),
-        Err(JwtError::Unavailable(cause)) => Err(ValidateError::Unavailable(cause)),
-        Err(JwtError::Invalid(check)) => {
+        Err(JwtError::Unavailable(cause)) => Err(cause),
+        Err(check) => {
             tracing::debug!(%check, "JWT access token rejected");
             Ok(None)
         }

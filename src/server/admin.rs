@@ -1,11 +1,11 @@
 //! The admin listener: `/healthz` (process up), `/readyz` (provider metadata loaded) and
 //! `/metrics` (Prometheus). Never served on the proxied port.
 
-use crate::gateway::Gateway;
 use crate::response::{self, Body};
+use crate::services::Services;
 use http::{Request, Response, StatusCode};
 
-pub fn handle<B>(gw: &Gateway, req: Request<B>) -> Response<Body> {
+pub(crate) fn handle<B>(gw: &Services, req: Request<B>) -> Response<Body> {
     match req.uri().path() {
         "/healthz" => response::text(StatusCode::OK, "ok\n"),
         "/readyz" if gw.provider.is_ready() => response::text(StatusCode::OK, "ready\n"),

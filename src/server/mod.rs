@@ -69,7 +69,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
     }
     let grace = config.server.shutdown_grace;
     let gateway = Arc::new(Gateway::new(config, clock));
-    gateway.provider.warm_up();
+    gateway.services.provider.warm_up();
     let (stop, stopped) = watch::channel(false);
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
@@ -96,7 +96,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
             grace,
             move |req, _| {
                 let gw = gw.clone();
-                async move { admin::handle(&gw, req) }
+                async move { admin::handle(&gw.services, req) }
             },
         )));
     }

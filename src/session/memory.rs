@@ -2,7 +2,7 @@
 //! remaining life (inactivity or maximum duration, whichever ends first) runs out.
 
 use super::store::Backend;
-use super::{Session, SessionError};
+use super::{ActiveSession, Session, SessionError};
 use moka::future::Cache;
 use moka::Expiry;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 #[derive(Clone)]
 struct Entry {
-    session: Arc<Session>,
+    session: Arc<ActiveSession>,
     ttl: Duration,
 }
 
@@ -58,13 +58,13 @@ impl std::fmt::Debug for MemoryBackend {
 }
 
 impl Backend for MemoryBackend {
-    async fn get(&self, id: &str) -> Option<Arc<Session>> {
+    async fn get(&self, id: &str) -> Option<Arc<ActiveSession>> {
         self.cache.get(id).await.map(|e| e.session)
     }
 
     async fn put(&self, session: &Session, ttl: Duration) -> Result<(), SessionError> {
         let entry = Entry {
-            session: Arc::new(session.clone()),
+            session: Arc::new(ActiveSession::new(session.clone())),
             ttl,
         };
         self.cache.insert(session.id.clone(), entry).await;

@@ -24,17 +24,14 @@ pub use codec::{
 };
 pub use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
 pub use memory::MemoryBackend;
-pub use model::{IdentityCache, LogoutMark, Session, TouchCache, Touched};
+pub use model::{ActiveSession, Headers, Session, Touched};
 pub use store::Backend;
 
 use crate::clock::Clock;
 use crate::config::{SessionConfig, StoreKind};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use cookies::{Names, Presented};
 use http::{HeaderMap, HeaderValue};
 use moka::sync::Cache;
-use rand::RngCore;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,7 +92,7 @@ pub enum InvalidReason {
 pub enum Loaded {
     /// No session cookie at all.
     Missing,
-    Valid(Arc<Session>),
+    Valid(Arc<ActiveSession>),
     /// Session cookie(s) presented but unusable: clear them and start a login.
     Invalid(InvalidReason),
 }
@@ -106,7 +103,7 @@ type Records = Arc<Vec<(String, i64)>>;
 /// A decoded cookie-store session and the exact sealed value it came from.
 struct Decoded {
     sealed: Box<str>,
-    session: Arc<Session>,
+    session: Arc<ActiveSession>,
 }
 
 /// The decoded-session cache key: the sealed value's last characters, which hold its
@@ -257,7 +254,7 @@ impl Sessions {
         &self,
         decoded: &Cache<DecodedKey, Arc<Decoded>>,
         sealed: Cow<'_, str>,
-    ) -> Result<Arc<Session>, InvalidReason> {
+    ) -> Result<Arc<ActiveSession>, InvalidReason> {
         let key = decoded_key(&sealed);
         if let Some(hit) = decoded.get(&key) {
             if *hit.sealed == *sealed {
@@ -270,7 +267,7 @@ impl Sessions {
             .map_err(InvalidReason::Unsealed)?;
         let session: Session =
             serde_json::from_slice(&json).map_err(|_| InvalidReason::Malformed)?;
-        let session = Arc::new(session);
+        let session = Arc::new(ActiveSession::new(session));
         remember(decoded, sealed.into_owned(), Arc::clone(&session));
         Ok(session)
     }
@@ -279,7 +276,7 @@ impl Sessions {
         &self,
         backend: &impl Backend,
         sealed: &str,
-    ) -> Result<Arc<Session>, InvalidReason> {
+    ) -> Result<Arc<ActiveSession>, InvalidReason> {
         let id = self
             .codec
             .open(Purpose::SessionId, sealed)
@@ -292,7 +289,7 @@ impl Sessions {
     }
 
     /// The checks that run on every load, cached or not: timeouts, then logouts.
-    fn check(&self, s: &Session) -> Result<(), InvalidReason> {
+    fn check(&self, s: &ActiveSession) -> Result<(), InvalidReason> {
         let now = self.clock.now();
         if now.saturating_sub(s.last_seen) > self.inactivity {
             tracing::debug!("session idle longer than inactivity_timeout");
@@ -305,11 +302,11 @@ impl Sessions {
         // Read before the lookups; writers bump it after their record is in place. So a
         // mark is only ever set from lookups that could see every record of its generation.
         let mark = self.logout_generation.load(Ordering::Acquire) + 1;
-        if s.logout_checked.get() == mark {
+        if s.logout_mark() == mark {
             return Ok(());
         }
         self.check_logouts(s)?;
-        s.logout_checked.set(mark);
+        s.set_logout_mark(mark);
         Ok(())
     }
 
@@ -344,7 +341,11 @@ impl Sessions {
                 let sealed = self.codec.seal(Purpose::Session, &json);
                 let cookies = self.write_cookies(&sealed, secure, presented)?;
                 // The next request presents this exact value: spare it the open.
-                remember(decoded, sealed, Arc::new(session.clone()));
+                remember(
+                    decoded,
+                    sealed,
+                    Arc::new(ActiveSession::new(session.clone())),
+                );
                 Ok(cookies)
             }
             Store::Memory(backend) => self.save_id(backend, session, secure, presented).await,
@@ -497,21 +498,21 @@ impl Sessions {
     /// ignores Set-Cookie) gets the same new cookie instead of a re-seal per request.
     pub async fn touch(
         &self,
-        session: &Session,
+        session: &ActiveSession,
         secure: bool,
         presented: &HeaderMap,
     ) -> Vec<HeaderValue> {
         let now = self.clock.now();
-        if let Some(done) = session.touched.get() {
+        if let Some(done) = session.touched() {
             if done.secure == secure && now.saturating_sub(done.at) < self.touch_after {
                 return done.cookies.to_vec();
             }
         }
-        let mut touched = session.clone();
+        let mut touched = session.session().clone();
         touched.last_seen = now;
         match self.save(&touched, secure, presented).await {
             Ok(cookies) => {
-                session.touched.set(Touched {
+                session.set_touched(Touched {
                     at: now,
                     secure,
                     cookies: cookies.as_slice().into(),
@@ -532,13 +533,6 @@ impl Sessions {
         self.clock.now().saturating_sub(session.last_seen) >= self.touch_after
     }
 
-    /// 128 random bits, base64url.
-    pub fn new_session_id() -> String {
-        let mut id = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut id);
-        URL_SAFE_NO_PAD.encode(id)
-    }
-
     /// Whether a request cookie name belongs to the gateway (session, its chunks and count,
     /// or a state cookie), so it is not forwarded upstream.
     pub fn is_gateway_cookie(&self, name: &str) -> bool {
@@ -552,7 +546,11 @@ impl Sessions {
     }
 }
 
-fn remember(decoded: &Cache<DecodedKey, Arc<Decoded>>, sealed: String, session: Arc<Session>) {
+fn remember(
+    decoded: &Cache<DecodedKey, Arc<Decoded>>,
+    sealed: String,
+    session: Arc<ActiveSession>,
+) {
     let key = decoded_key(&sealed);
     let sealed = sealed.into_boxed_str();
     decoded.insert(key, Arc::new(Decoded { sealed, session }));

@@ -1,14 +1,18 @@
 //! The session: who logged in, their tokens and claims, and when it started and was last
-//! used. Short serde names keep sealed cookies small.
+//! used (the serialized model; short serde names keep sealed cookies small). And
+//! [`ActiveSession`]: a loaded session shared by the requests that present it, with the
+//! run-time state derived from it.
 
+use crate::secret::Secret;
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::fmt;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+/// Tokens are [`Secret`]s: `Debug` never prints them.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Session {
     /// Random id, new at every login; also the key for server-side stores and the deny list.
     #[serde(rename = "i")]
@@ -27,15 +31,15 @@ pub struct Session {
     #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     pub userinfo: Option<Map<String, Value>>,
     #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
-    pub access_token: Option<String>,
+    pub access_token: Option<Secret>,
     /// Absolute expiry of the access token, epoch seconds.
     #[serde(rename = "ae", default, skip_serializing_if = "Option::is_none")]
     pub access_token_expires: Option<i64>,
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<Secret>,
     /// The raw ID token, for `id_token_hint` at logout and `OIDC_id_token`.
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
+    pub id_token: Option<Secret>,
     /// Epoch seconds.
     #[serde(rename = "ca")]
     pub created_at: i64,
@@ -46,90 +50,6 @@ pub struct Session {
     /// Epoch seconds of the last request that refreshed the inactivity timer.
     #[serde(rename = "ls")]
     pub last_seen: i64,
-    /// The identity headers built from this session, kept with it so that repeat requests
-    /// (served from the decoded-session cache) do not rebuild them.
-    #[serde(skip)]
-    pub identity: IdentityCache,
-    /// The logout generation this (shared, decoded) session was last checked against; see
-    /// `Sessions::check`.
-    #[serde(skip)]
-    pub logout_checked: LogoutMark,
-    /// The cookies of this session re-saved with a newer `last_seen`, for requests that
-    /// still present this (older) cookie; see `Sessions::touch`.
-    #[serde(skip)]
-    pub touched: TouchCache,
-}
-
-/// Run-time state derived from a session and kept with its shared, decoded copy: never
-/// serialized, ignored by `==`, and empty in a clone (a clone may be changed, by a refresh
-/// or a touch, so nothing derived from the original holds for it).
-#[derive(Default)]
-pub struct Derived<T>(T);
-
-impl<T: Default> Clone for Derived<T> {
-    fn clone(&self) -> Self {
-        Derived::default()
-    }
-}
-
-impl<T> PartialEq for Derived<T> {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl<T> fmt::Debug for Derived<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Derived")
-    }
-}
-
-/// Headers derived from a session (or a bearer validation), built once on first use.
-pub type IdentityCache = Derived<OnceLock<Arc<[(HeaderName, HeaderValue)]>>>;
-
-impl IdentityCache {
-    pub fn get_or_init(
-        &self,
-        build: impl FnOnce() -> Vec<(HeaderName, HeaderValue)>,
-    ) -> &Arc<[(HeaderName, HeaderValue)]> {
-        self.0.get_or_init(|| build().into())
-    }
-}
-
-/// The logout generation a decoded session was last checked against, so repeat requests
-/// skip the logout-record lookups while no logout has happened since.
-pub type LogoutMark = Derived<AtomicU64>;
-
-impl LogoutMark {
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    pub fn set(&self, mark: u64) {
-        self.0.store(mark, Ordering::Relaxed);
-    }
-}
-
-/// A re-saved session's `Set-Cookie` values: when, for which scheme, and the values.
-#[derive(Clone)]
-pub struct Touched {
-    pub at: i64,
-    pub secure: bool,
-    pub cookies: Arc<[HeaderValue]>,
-}
-
-pub type TouchCache = Derived<Mutex<Option<Touched>>>;
-
-impl TouchCache {
-    pub fn get(&self) -> Option<Touched> {
-        self.0.lock().ok().and_then(|t| t.clone())
-    }
-
-    pub fn set(&self, touched: Touched) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(touched);
-        }
-    }
 }
 
 impl Session {
@@ -150,24 +70,75 @@ impl Session {
     }
 }
 
-/// Never prints tokens.
-impl fmt::Debug for Session {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session")
-            .field("iss", &self.iss)
-            .field("sub", &self.sub)
-            .field("sid", &self.sid)
-            .field(
-                "access_token",
-                &self.access_token.as_ref().map(|_| "[redacted]"),
-            )
-            .field("access_token_expires", &self.access_token_expires)
-            .field(
-                "refresh_token",
-                &self.refresh_token.as_ref().map(|_| "[redacted]"),
-            )
-            .field("created_at", &self.created_at)
-            .field("last_seen", &self.last_seen)
-            .finish_non_exhaustive()
+/// Identity headers built for a session or a bearer token.
+pub type Headers = Arc<[(HeaderName, HeaderValue)]>;
+
+/// A loaded session, shared by every request that presents the same cookie (through the
+/// decoded-session cache or the memory store), with what the gateway derived from it at
+/// run time: never serialized, and new with every new (refreshed, touched) session.
+#[derive(Debug)]
+pub struct ActiveSession {
+    session: Session,
+    /// The identity headers, built on first use so repeat requests do not rebuild them.
+    identity: OnceLock<Headers>,
+    /// The logout generation this session was last checked against; see
+    /// `Sessions::check`.
+    logout_mark: AtomicU64,
+    /// This session re-saved with a newer `last_seen`, for requests that still present
+    /// this (older) cookie; see `Sessions::touch`.
+    touched: Mutex<Option<Touched>>,
+}
+
+/// A re-saved session's `Set-Cookie` values: when, for which scheme, and the values.
+#[derive(Clone, Debug)]
+pub struct Touched {
+    pub at: i64,
+    pub secure: bool,
+    pub cookies: Arc<[HeaderValue]>,
+}
+
+impl ActiveSession {
+    pub fn new(session: Session) -> ActiveSession {
+        ActiveSession {
+            session,
+            identity: OnceLock::new(),
+            logout_mark: AtomicU64::new(0),
+            touched: Mutex::new(None),
+        }
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The identity headers for this session, built by `build` on first use.
+    pub fn identity(&self, build: impl FnOnce() -> Vec<(HeaderName, HeaderValue)>) -> &Headers {
+        self.identity.get_or_init(|| build().into())
+    }
+
+    pub(crate) fn logout_mark(&self) -> u64 {
+        self.logout_mark.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_logout_mark(&self, mark: u64) {
+        self.logout_mark.store(mark, Ordering::Relaxed);
+    }
+
+    pub(crate) fn touched(&self) -> Option<Touched> {
+        self.touched.lock().ok().and_then(|t| t.clone())
+    }
+
+    pub(crate) fn set_touched(&self, touched: Touched) {
+        if let Ok(mut slot) = self.touched.lock() {
+            *slot = Some(touched);
+        }
+    }
+}
+
+impl Deref for ActiveSession {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.session
     }
 }

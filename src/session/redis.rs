@@ -12,7 +12,7 @@
 
 use super::codec::{Codec, Purpose, MAX_PLAINTEXT_LEN};
 use super::store::Backend;
-use super::{Session, SessionError};
+use super::{ActiveSession, Session, SessionError};
 use crate::config::RedisConfig;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Cmd, FromRedisValue, RedisError};
@@ -212,7 +212,7 @@ impl RedisBackend {
 }
 
 impl Backend for RedisBackend {
-    async fn get(&self, id: &str) -> Option<Arc<Session>> {
+    async fn get(&self, id: &str) -> Option<Arc<ActiveSession>> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.key(id));
         // Bytes, not String: no conversion error can be mistaken for a broken connection.
@@ -236,7 +236,7 @@ impl Backend for RedisBackend {
             })
             .and_then(|json| serde_json::from_slice::<Session>(&json).map_err(|e| e.to_string()));
         match opened {
-            Ok(session) => Some(Arc::new(session)),
+            Ok(session) => Some(Arc::new(ActiveSession::new(session))),
             Err(e) => {
                 // Another passphrase, or a value written by something else.
                 tracing::warn!(redis = %self.target, error = %e, "a stored session did not open; treating it as missing");

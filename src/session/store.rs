@@ -1,7 +1,7 @@
 //! The contract for server-side session stores (memory now, Redis later): the cookie then
 //! holds only a sealed session id, and the session itself lives behind this trait.
 
-use super::{Session, SessionError};
+use super::{ActiveSession, Session, SessionError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use std::time::Duration;
 pub trait Backend: Send + Sync + 'static {
     /// The session stored under `id`, if any and not yet expired. A store that cannot be
     /// reached answers `None` (the user logs in again) and logs why.
-    fn get(&self, id: &str) -> impl Future<Output = Option<Arc<Session>>> + Send;
+    fn get(&self, id: &str) -> impl Future<Output = Option<Arc<ActiveSession>>> + Send;
 
     /// Stores `session` under its id for `ttl`, replacing any previous value.
     fn put(

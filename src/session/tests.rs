@@ -96,22 +96,19 @@ fn session(clock: &Clock, groups: usize) -> Session {
         claims.insert("groups".into(), Value::Array(groups));
     }
     Session {
-        id: Sessions::new_session_id(),
+        id: crate::secret::random_id(),
         iss: ISS.into(),
         sub: "alice".into(),
         sid: Some("op-sid-1".into()),
         id_token_claims: claims,
         userinfo: Some(Map::from_iter([("name".to_string(), json!("Alice"))])),
-        access_token: Some("at-".repeat(100)),
+        access_token: Some("at-".repeat(100).into()),
         access_token_expires: Some(now + 300),
-        refresh_token: Some("rt-".repeat(50)),
-        id_token: Some("it-".repeat(200)),
+        refresh_token: Some("rt-".repeat(50).into()),
+        id_token: Some("it-".repeat(200).into()),
         created_at: now,
         created_ms: now * 1000,
         last_seen: now,
-        identity: Default::default(),
-        logout_checked: Default::default(),
-        touched: Default::default(),
     }
 }
 
@@ -167,7 +164,7 @@ async fn saved(sessions: &Sessions, s: &Session) -> Jar {
     jar
 }
 
-fn valid(loaded: Loaded) -> Arc<Session> {
+fn valid(loaded: Loaded) -> Arc<ActiveSession> {
     match loaded {
         Loaded::Valid(s) => s,
         other => panic!("expected a valid session, got {other:?}"),
@@ -208,14 +205,14 @@ async fn save_then_load(store: &TestStore) {
     let s = session(&clock, 0);
     let jar = saved(&sessions, &s).await;
     assert_eq!(jar.names(), ["oidc_session"]);
-    assert_eq!(*valid(sessions.load(&jar.headers()).await), s);
+    assert_eq!(*valid(sessions.load(&jar.headers()).await).session(), s);
     // Again: the repeat (cached, for the cookie store) path gives the same answer.
-    assert_eq!(*valid(sessions.load(&jar.headers()).await), s);
+    assert_eq!(*valid(sessions.load(&jar.headers()).await).session(), s);
     // A fresh manager with the same passphrase (a restart) reads the session, except from
     // the memory store, which is lost with the process.
     if store.kind != StoreKind::Memory {
         let restarted = Sessions::new(&store.config(&[KEY]), clock.clone());
-        assert_eq!(*valid(restarted.load(&jar.headers()).await), s);
+        assert_eq!(*valid(restarted.load(&jar.headers()).await).session(), s);
     }
 }
 
@@ -234,14 +231,14 @@ async fn large_session_is_chunked_and_loads(store: &TestStore) {
         }
         StoreKind::Memory | StoreKind::Redis => assert_eq!(jar.names(), ["oidc_session"]),
     }
-    assert_eq!(*valid(sessions.load(&jar.headers()).await), big);
+    assert_eq!(*valid(sessions.load(&jar.headers()).await).session(), big);
 
     // Shrinking back to one cookie expires the stale chunks the browser still holds.
     let small = session(&clock, 0);
     let set = sessions.save(&small, true, &jar.headers()).await.unwrap();
     jar.apply(&set);
     assert_eq!(jar.names(), ["oidc_session"]);
-    assert_eq!(*valid(sessions.load(&jar.headers()).await), small);
+    assert_eq!(*valid(sessions.load(&jar.headers()).await).session(), small);
 
     // And growing again expires the plain cookie.
     let set = sessions.save(&big, true, &jar.headers()).await.unwrap();
@@ -249,7 +246,7 @@ async fn large_session_is_chunked_and_loads(store: &TestStore) {
     if store.kind == StoreKind::Cookie {
         assert!(jar.get("oidc_session").is_none());
     }
-    assert_eq!(*valid(sessions.load(&jar.headers()).await), big);
+    assert_eq!(*valid(sessions.load(&jar.headers()).await).session(), big);
 }
 
 async fn oversized_session_is_an_error_not_a_panic(store: &TestStore) {
@@ -262,7 +259,7 @@ async fn oversized_session_is_an_error_not_a_panic(store: &TestStore) {
         StoreKind::Memory | StoreKind::Redis => {
             let mut jar = Jar::default();
             jar.apply(&result.unwrap());
-            assert_eq!(*valid(sessions.load(&jar.headers()).await), huge);
+            assert_eq!(*valid(sessions.load(&jar.headers()).await).session(), huge);
         }
     }
 }
@@ -299,7 +296,7 @@ async fn tampered_truncated_and_garbage_cookies_are_invalid(store: &TestStore) {
     forged.set("oidc_session", "");
     invalid(sessions.load(&forged.headers()).await);
     // The original still works: nothing above poisoned a cache.
-    assert_eq!(*valid(sessions.load(&jar.headers()).await), s);
+    assert_eq!(*valid(sessions.load(&jar.headers()).await).session(), s);
 }
 
 async fn tampered_chunk_is_invalid(store: &TestStore) {
@@ -708,7 +705,7 @@ async fn rotation_reads_old_cookies_and_writes_new_ones() {
     let rotated = Sessions::new(&config(StoreKind::Cookie, &[KEY, OTHER_KEY]), clock.clone());
     let s = session(&clock, 0);
     let jar = saved(&old, &s).await;
-    assert_eq!(*valid(rotated.load(&jar.headers()).await), s);
+    assert_eq!(*valid(rotated.load(&jar.headers()).await).session(), s);
     let jar = saved(&rotated, &s).await;
     assert_eq!(
         invalid(old.load(&jar.headers()).await),
@@ -756,8 +753,8 @@ fn manager_is_send_and_sync_and_its_futures_are_send() {
 
 #[test]
 fn session_ids_are_128_bit_base64url_and_unique() {
-    let a = Sessions::new_session_id();
-    let b = Sessions::new_session_id();
+    let a = crate::secret::random_id();
+    let b = crate::secret::random_id();
     assert_eq!(a.len(), 22);
     assert_ne!(a, b);
     assert!(a
@@ -917,7 +914,7 @@ async fn redis_replicas_share_sessions_and_logout_on_one_ends_it_on_all() {
     let b = redis_manager(&url, Duration::from_secs(2), &clock);
     let s = session(&clock, 0);
     let mut jar = saved(&a, &s).await;
-    assert_eq!(*valid(b.load(&jar.headers()).await), s);
+    assert_eq!(*valid(b.load(&jar.headers()).await).session(), s);
 
     // A touch written by one replica is what the other reads.
     clock.advance(60);

@@ -324,16 +324,13 @@ fn typical_session_sealed_size() {
         sid: Some("3c9e2f61-8a4b-4d7e-b5c1-0f2a6e9d4b83".into()),
         id_token_claims,
         userinfo: None,
-        access_token: Some(access_token.clone()),
+        access_token: Some(access_token.clone().into()),
         access_token_expires: Some(now + 300),
-        refresh_token: Some(refresh_token.clone()),
-        id_token: Some(id_token.clone()),
+        refresh_token: Some(refresh_token.clone().into()),
+        id_token: Some(id_token.clone().into()),
         created_at: now,
         created_ms: now * 1000,
         last_seen: now,
-        identity: Default::default(),
-        logout_checked: Default::default(),
-        touched: Default::default(),
     };
     let json = serde_json::to_vec(&session).unwrap();
     let c = codec(&[NEW]);

@@ -4,11 +4,12 @@
 //! uncached token are single-flight: concurrent requests share one validation.
 
 use crate::config::IntrospectionCache;
+use crate::session::Headers;
 use moka::future::Cache;
 use moka::Expiry;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long an inactive (or invalid) result is remembered.
@@ -25,7 +26,7 @@ pub struct Validation {
     /// How long this result may be reused (set when it is made).
     pub ttl: Duration,
     /// The identity headers for this token, built on first use.
-    pub headers: crate::session::IdentityCache,
+    pub headers: OnceLock<Headers>,
 }
 
 pub fn key(token: &str) -> Key {

@@ -1,10 +1,22 @@
 //! The OpenID Provider as the gateway knows it: discovery metadata and JWKS, fetched lazily,
 //! retried with back-off while the provider is unreachable, and refetched (rate-limited) when
-//! a token names a key id we have not seen.
+//! a token names a key id we have not seen; and every back-channel call made to it (token
+//! grants, ID-token and JWT checks against its keys, client authentication).
 
-use super::http::{error_chain, OpClient};
+mod client_auth;
+mod grant;
+pub(crate) mod id_token;
+mod jwt;
+
+pub(crate) use client_auth::client_authenticated_post;
+pub(crate) use grant::{code_grant, refresh_grant, TokenGrant};
+pub(crate) use id_token::verify_id_token;
+pub(crate) use jwt::verify as verify_jwt;
+
 use crate::clock::Clock;
 use crate::config::ProviderConfig;
+use crate::error::ProviderUnavailable;
+use crate::outbound::{error_chain, OpClient};
 use openidconnect::core::*;
 use openidconnect::{
     AdditionalProviderMetadata, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl,
@@ -53,22 +65,18 @@ pub type OidcClient = CoreClient<
 >;
 
 /// Metadata, JWKS and a ready client, replaced as a whole when the JWKS is refetched.
-pub struct Loaded {
+pub struct Discovered {
     pub metadata: Metadata,
     pub client: OidcClient,
     /// The JWKS as raw JSON, for the bearer-token JWT path (jsonwebtoken).
     pub jwks: Arc<jsonwebtoken::jwk::JwkSet>,
 }
 
-impl Loaded {
+impl Discovered {
     pub fn extra(&self) -> &ExtraMetadata {
         self.metadata.additional_metadata()
     }
 }
-
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the OpenID Provider is unreachable or misconfigured: {0}")]
-pub struct ProviderUnavailable(pub String);
 
 /// How soon a failed discovery may be retried by a request.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
@@ -79,7 +87,7 @@ pub struct Provider {
     cfg: ProviderConfig,
     http: OpClient,
     clock: Clock,
-    loaded: RwLock<Option<Arc<Loaded>>>,
+    loaded: RwLock<Option<Arc<Discovered>>>,
     last_failure: Mutex<Option<(Instant, String)>>,
     last_jwks_fetch: Mutex<Option<Instant>>,
     fetch_lock: tokio::sync::Mutex<()>,
@@ -116,13 +124,13 @@ impl Provider {
         self.loaded.read().map(|l| l.is_some()).unwrap_or(false)
     }
 
-    fn current(&self) -> Option<Arc<Loaded>> {
+    fn current(&self) -> Option<Arc<Discovered>> {
         self.loaded.read().ok().and_then(|l| l.clone())
     }
 
     /// The provider's metadata, fetching it on first use. While the provider is unreachable
     /// this answers the last error for a couple of seconds instead of hammering it.
-    pub async fn get(&self) -> Result<Arc<Loaded>, ProviderUnavailable> {
+    pub async fn get(&self) -> Result<Arc<Discovered>, ProviderUnavailable> {
         if let Some(loaded) = self.current() {
             return Ok(loaded);
         }
@@ -161,7 +169,7 @@ impl Provider {
         }
     }
 
-    async fn discover(&self) -> Result<Loaded, String> {
+    async fn discover(&self) -> Result<Discovered, String> {
         let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| e.to_string())?;
         let http = self.http.for_openidconnect();
         let metadata = Metadata::discover_async(issuer, &http)
@@ -237,7 +245,7 @@ impl Provider {
         &self,
         metadata: Metadata,
         (for_oidc, for_jwt): (CoreJsonWebKeySet, jsonwebtoken::jwk::JwkSet),
-    ) -> Loaded {
+    ) -> Discovered {
         let metadata = metadata.set_jwks(for_oidc);
         let mut client = OidcClient::from_provider_metadata(
             metadata.clone(),
@@ -249,7 +257,7 @@ impl Provider {
         if self.cfg.token_endpoint_auth == crate::config::TokenEndpointAuth::ClientSecretPost {
             client = client.set_auth_type(openidconnect::AuthType::RequestBody);
         }
-        Loaded {
+        Discovered {
             metadata,
             client,
             jwks: Arc::new(for_jwt),
@@ -258,7 +266,7 @@ impl Provider {
 
     /// Refetches the JWKS after a token named an unknown key id. Rate-limited: returns
     /// `None` when it was refetched too recently (or the fetch failed).
-    pub async fn refetch_jwks(&self) -> Option<Arc<Loaded>> {
+    pub async fn refetch_jwks(&self) -> Option<Arc<Discovered>> {
         let current = self.current()?;
         let _guard = self.fetch_lock.lock().await;
         {

@@ -1,6 +1,7 @@
-//! The HTTP client for calls to the OpenID Provider: one hyper-util pooled client over
-//! rustls, with a timeout and a response-size bound, and no redirect following (a
-//! provider that redirects a back-channel call is an error, not a hop to follow).
+//! Outbound connections: the rustls connector shared by the provider and upstream
+//! clients, and the client for calls to the OpenID Provider (one hyper-util pool, with a
+//! timeout and a response-size bound, and no redirect following: a provider that
+//! redirects a back-channel call is an error, not a hop to follow).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};

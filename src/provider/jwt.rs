@@ -1,0 +1,62 @@
+//! JWTs verified against the provider's JWKS with jsonwebtoken (bearer access tokens and
+//! back-channel logout tokens): asymmetric algorithms only, the key found by `kid` (JWKS
+//! refetched once, rate-limited, when the `kid` is unknown).
+
+use super::Provider;
+use crate::error::JwtError;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+/// Asymmetric algorithms only: `none` and HMAC (which would need a shared secret) never.
+pub(crate) const ALLOWED_ALGS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Verifies `token`'s signature and the rules `configure` sets on a [`Validation`] whose
+/// algorithm, issuer and leeway are already filled in. Returns the claims.
+pub(crate) async fn verify(
+    provider: &Provider,
+    token: &str,
+    configure: impl FnOnce(&mut Validation),
+) -> Result<Map<String, Value>, JwtError> {
+    let header = jsonwebtoken::decode_header(token).map_err(JwtError::Malformed)?;
+    if !ALLOWED_ALGS.contains(&header.alg) {
+        return Err(JwtError::DisallowedAlg(header.alg));
+    }
+    let discovered = provider.get().await?;
+    let find = |jwks: &jsonwebtoken::jwk::JwkSet| match &header.kid {
+        Some(kid) => jwks.find(kid).cloned(),
+        None if jwks.keys.len() == 1 => jwks.keys.first().cloned(),
+        None => None,
+    };
+    let jwk = match find(&discovered.jwks) {
+        Some(k) => k,
+        None => provider
+            .refetch_jwks()
+            .await
+            .and_then(|reloaded| find(&reloaded.jwks))
+            .ok_or(JwtError::NoMatchingKey)?,
+    };
+    let key = DecodingKey::from_jwk(&jwk).map_err(JwtError::UnusableKey)?;
+    let issuer = &provider.config().issuer;
+    let mut rules = Validation::new(header.alg);
+    rules.set_issuer(&[issuer.as_str(), issuer.trim_end_matches('/')]);
+    rules.leeway = 30;
+    configure(&mut rules);
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &rules)?;
+    // jsonwebtoken checks time against the system clock; check ours too (tests move it).
+    if let Some(exp) = data.claims.get("exp").and_then(Value::as_i64) {
+        if exp + 30 < provider.clock().now() {
+            return Err(JwtError::Expired);
+        }
+    }
+    Ok(data.claims)
+}

@@ -1,0 +1,149 @@
+//! Who and where an inbound request came from: the client address, scheme and host as the
+//! browser sees the gateway, believing `X-Forwarded-*` only from trusted proxies.
+
+use crate::config::ServerConfig;
+use http::header::{HeaderMap, COOKIE, HOST};
+use std::net::{IpAddr, SocketAddr};
+
+pub(crate) const XFP: &str = "x-forwarded-proto";
+pub(crate) const XFH: &str = "x-forwarded-host";
+
+/// Where the request came from, as the gateway believes it.
+#[derive(Debug, Clone)]
+pub struct RequestCtx {
+    /// "http" or "https", as the browser sees the gateway.
+    pub scheme: &'static str,
+    /// Host (and port) as the browser sees the gateway.
+    pub host: String,
+    pub peer: IpAddr,
+    /// Whether the peer is a trusted proxy.
+    pub trusted: bool,
+}
+
+impl RequestCtx {
+    pub fn secure(&self) -> bool {
+        self.scheme == "https"
+    }
+
+    /// `scheme://host`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.host)
+    }
+}
+
+/// A host as it may appear in a Host header: no path, userinfo, spaces or controls.
+fn plausible_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
+}
+
+/// Works out scheme, host and client of a request. `None` when it has no usable host.
+pub fn request_ctx(
+    cfg: &ServerConfig,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    tls: bool,
+) -> Option<RequestCtx> {
+    let peer_ip = peer.ip().to_canonical();
+    let trusted = cfg.trusted_proxies.iter().any(|net| net.contains(&peer_ip));
+    if let Some(public) = &cfg.public_url {
+        let host = match public.port() {
+            Some(port) => format!("{}:{port}", public.host_str()?),
+            None => public.host_str()?.to_string(),
+        };
+        let scheme = if public.scheme() == "https" {
+            "https"
+        } else {
+            "http"
+        };
+        return Some(RequestCtx {
+            scheme,
+            host,
+            peer: peer_ip,
+            trusted,
+        });
+    }
+    let forwarded = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let mut scheme = if tls { "https" } else { "http" };
+    let mut host = headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .map(str::to_string);
+    if trusted {
+        match forwarded(XFP) {
+            Some(p) if p.eq_ignore_ascii_case("https") => scheme = "https",
+            Some(p) if p.eq_ignore_ascii_case("http") => scheme = "http",
+            _ => {}
+        }
+        if let Some(h) = forwarded(XFH) {
+            host = Some(h.to_string());
+        }
+    }
+    let host = host.filter(|h| plausible_host(h))?;
+    Some(RequestCtx {
+        scheme,
+        host,
+        peer: peer_ip,
+        trusted,
+    })
+}
+
+/// Every `(name, value)` cookie pair in the request's Cookie headers.
+pub(crate) fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.trim(), value.trim()))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cfg(trusted: &[&str]) -> ServerConfig {
+        ServerConfig {
+            listen: vec![],
+            public_url: None,
+            trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            upstream_timeout: Duration::from_secs(1),
+            upstream_connect_timeout: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn hostile_host_is_refused() {
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for bad in ["evil.test/x", "a@b", "a b", ""] {
+            let h = headers(&[("host", bad)]);
+            assert!(
+                request_ctx(&cfg(&[]), &"/".parse().unwrap(), &h, peer, false).is_none(),
+                "{bad}"
+            );
+        }
+    }
+}

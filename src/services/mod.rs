@@ -1,0 +1,45 @@
+//! The gateway's shared run-time state, built once from a validated config and handed to
+//! every stage of the pipeline and every hook: config, clock, provider, sessions, metrics,
+//! the refresh single-flight table and the bearer-token validation cache. It imports no
+//! handler: stages depend on it, never the other way round.
+
+mod flights;
+mod token_cache;
+
+pub(crate) use flights::Outcome as GrantOutcome;
+pub use flights::{Flights, FAILURE_TTL, MAX_FLIGHTS, RESULT_TTL};
+pub use token_cache::{TokenCache, Validation, INACTIVE_TTL};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::observe::Metrics;
+use crate::provider::Provider;
+use crate::session::Sessions;
+use std::sync::Arc;
+
+pub struct Services {
+    pub config: Config,
+    pub clock: Clock,
+    pub provider: Arc<Provider>,
+    pub sessions: Sessions,
+    pub metrics: Metrics,
+    pub refresh_flights: Flights,
+    pub token_cache: TokenCache,
+}
+
+impl Services {
+    pub fn new(config: Config, clock: Clock) -> Services {
+        Services {
+            provider: Arc::new(Provider::new(config.provider.clone(), clock.clone())),
+            sessions: Sessions::new(&config.session, clock.clone()),
+            metrics: Metrics::default(),
+            refresh_flights: Flights::default(),
+            token_cache: TokenCache::new(
+                config.oauth.introspection_cache,
+                config.oauth.cache_max_bytes,
+            ),
+            clock,
+            config,
+        }
+    }
+}
