@@ -10,8 +10,6 @@ pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod demo;
-pub mod devop;
-pub mod echo;
 pub mod error;
 pub mod gateway;
 pub mod hooks;
