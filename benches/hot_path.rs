@@ -9,10 +9,10 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use devop::{DevOp, DevOpOptions};
 use http::{HeaderMap, HeaderValue};
 use oidc_gateway::clock::Clock;
 use oidc_gateway::config::{Config, IntrospectionCache};
-use oidc_gateway::devop::{DevOp, DevOpOptions};
 use oidc_gateway::identity::IdentityHeaders;
 use oidc_gateway::redirect::validate_redirect;
 use oidc_gateway::resource::validate;

@@ -3,10 +3,11 @@
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::devop::{DevOp, DevOpOptions};
-use crate::echo::start_echo_with;
+use devop::echo::start_echo_with;
+use devop::{DevOp, DevOpOptions};
 use rand::RngCore;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// The demo configuration: `/` behind login, `/public` open, `/api` for bearer tokens.
 pub fn demo_config(listen: SocketAddr, issuer: &str, upstream: &str, passphrase: &str) -> String {
@@ -46,8 +47,9 @@ auth = "oauth20"
 /// Runs the demo until Ctrl-C.
 pub async fn run(listen: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
     let clock = Clock::system();
+    let op_clock = clock.clone();
     let op = DevOp::start(DevOpOptions {
-        clock: clock.clone(),
+        now: Arc::new(move || op_clock.now()),
         ..DevOpOptions::default()
     })
     .await?;

@@ -39,8 +39,6 @@ pub mod server;
 pub mod services;
 pub mod session;
 
-pub mod devop;
-pub mod echo;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Idempotent; call it
 /// before any TLS is used (main does; tests do in their set-up).

@@ -4,7 +4,7 @@
 
 mod common;
 use common::*;
-use oidc_gateway::devop::{DevOp, DevOpOptions, Tamper};
+use devop::{DevOp, DevOpOptions, Tamper};
 use reqwest::StatusCode;
 use std::collections::HashMap;
 
@@ -504,7 +504,7 @@ async fn provider_that_comes_up_later_is_used_without_a_restart() {
     let late = DevOp::start(DevOpOptions {
         listen: format!("127.0.0.1:{port}").parse().unwrap(),
         redirect_uris: vec![h.url("/oauth2/callback")],
-        clock: h.clock.clone(),
+        now: common::op_now(&h.clock),
         ..DevOpOptions::default()
     })
     .await

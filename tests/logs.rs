@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use oidc_gateway::devop::Tamper;
+use devop::Tamper;
 use reqwest::StatusCode;
 use std::sync::{Arc, Mutex};
 use tracing_subscriber::fmt::MakeWriter;

@@ -497,7 +497,7 @@ async fn a_refreshed_id_token_with_another_sub_is_rejected() {
     let bob = Browser::new();
     let (alice_at, _) = login(&h, &alice, "alice").await;
     let (bob_at, _) = login(&h, &bob, "bob").await;
-    h.op.set_tamper(Some(oidc_gateway::devop::Tamper::OtherSub));
+    h.op.set_tamper(Some(devop::Tamper::OtherSub));
 
     // The hook: refresh_failed, and the session is unchanged.
     assert_redirect(

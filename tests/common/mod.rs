@@ -2,10 +2,10 @@
 //! and the echo upstream, and a cookie-keeping HTTP client that does not follow redirects.
 #![allow(dead_code)]
 
+use devop::echo::{start_echo, EchoServer};
+use devop::{DevOp, DevOpOptions};
 use oidc_gateway::clock::Clock;
 use oidc_gateway::config::Config;
-use oidc_gateway::devop::{DevOp, DevOpOptions};
-use oidc_gateway::echo::{start_echo, EchoServer};
 use oidc_gateway::server::Running;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::Value;
@@ -138,7 +138,7 @@ impl Harness {
         oidc_gateway::install_crypto_provider();
         let clock = Clock::system();
         let op = DevOp::start(DevOpOptions {
-            clock: clock.clone(),
+            now: op_now(&clock),
             ..DevOpOptions::default()
         })
         .await
@@ -221,6 +221,13 @@ impl Harness {
         register_with_op(&self.op, &base);
         (gw, base)
     }
+}
+
+/// The development OP's time source reading `clock`, so advancing the harness clock moves
+/// the OP's token lifetimes too.
+pub fn op_now(clock: &Clock) -> devop::Now {
+    let clock = clock.clone();
+    Arc::new(move || clock.now())
 }
 
 async fn start_gateway(issuer: &str, upstream: &str, o: &Options, clock: &Clock) -> Running {

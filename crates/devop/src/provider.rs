@@ -7,12 +7,16 @@ use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::keys::KeySet;
 use super::store::Store;
-use super::{Counters, Tamper};
-use crate::clock::Clock;
-use crate::secret::constant_time_eq;
+use super::{Counters, Now, Tamper};
+
+/// Equal length and content, compared in constant time.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && bool::from(a.ct_eq(b))
+}
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it (the state is a
 /// set of independent maps, so it stays usable).
@@ -26,7 +30,7 @@ pub(crate) struct Provider {
     client_secret_digest: [u8; 32],
     redirect_uris: Mutex<Vec<String>>,
     post_logout_redirect_uris: Mutex<Vec<String>>,
-    pub clock: Clock,
+    now: Now,
     access_token_ttl: AtomicI64,
     refuse_refresh: AtomicBool,
     keep_refresh_tokens: AtomicBool,
@@ -46,7 +50,7 @@ pub(crate) struct Registration {
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
     pub access_token_ttl: i64,
-    pub clock: Clock,
+    pub now: Now,
 }
 
 impl Provider {
@@ -57,7 +61,7 @@ impl Provider {
             client_secret_digest: Sha256::digest(reg.client_secret.as_bytes()).into(),
             redirect_uris: Mutex::new(reg.redirect_uris),
             post_logout_redirect_uris: Mutex::new(reg.post_logout_redirect_uris),
-            clock: reg.clock,
+            now: reg.now,
             access_token_ttl: AtomicI64::new(reg.access_token_ttl),
             refuse_refresh: AtomicBool::new(false),
             keep_refresh_tokens: AtomicBool::new(false),
@@ -71,7 +75,7 @@ impl Provider {
     }
 
     pub(crate) fn now(&self) -> i64 {
-        self.clock.now()
+        (self.now)()
     }
 
     /// Compares digests in constant time, so neither content nor length leaks.

@@ -149,4 +149,19 @@ pub(crate) fn with_query(base: &str, pairs: &[(&str, &str)]) -> String {
     format!("{base}{sep}{}", query.finish())
 }
 
-pub(crate) use crate::response::escape_html as escape;
+/// Escapes text for HTML element content and quoted attribute values (the pages of the
+/// OP and of the echo upstream reflect request values).
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::devop::serve::{spawn_on, Stopper};
-use crate::response::escape_html;
+use crate::http::escape as escape_html;
+use crate::serve::{spawn_on, Stopper};
 
 /// Where the page's "Log out" link points by default: the gateway's logout hook.
 pub const DEFAULT_LOGOUT_HREF: &str = "/oauth2/callback?logout=%2F";

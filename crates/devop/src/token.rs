@@ -13,9 +13,8 @@ use super::client_auth::authenticate;
 use super::error::TokenError;
 use super::http::{json, read_form, Params, Resp};
 use super::mint::{has_scope, token_response, Issue};
-use super::provider::{lock, Provider};
+use super::provider::{constant_time_eq, lock, Provider};
 use super::store::{random_token, AuthCode, PkceMethod, RefreshToken};
-use crate::secret::constant_time_eq;
 
 pub(crate) async fn handle(op: &Provider, parts: Parts, body: Incoming) -> Resp {
     let params = match read_form(&parts.headers, body).await {

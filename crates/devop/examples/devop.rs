@@ -11,13 +11,13 @@
 //! same JSON is printed on SIGTERM/SIGINT before it exits.
 
 use clap::Parser;
+use devop::{Counters, DevOp, DevOpOptions};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use oidc_gateway::devop::{Counters, DevOp, DevOpOptions};
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -84,10 +84,28 @@ async fn serve_counters(op: DevOp, addr: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Resolves on SIGTERM or SIGINT (Ctrl-C elsewhere), like the gateway's own.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    oidc_gateway::install_crypto_provider();
     let op = DevOp::start(DevOpOptions {
         listen: args.listen,
         client_id: args.client_id,
@@ -104,7 +122,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(out, "issuer {}", op.issuer())?;
     out.flush()?;
     drop(out);
-    oidc_gateway::shutdown_signal().await;
+    shutdown_signal().await;
     println!("counters {}", counters_json(&op.counters()));
     op.shutdown();
     Ok(())

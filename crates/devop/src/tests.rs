@@ -7,6 +7,7 @@ use reqwest::header::{AUTHORIZATION, CACHE_CONTROL, LOCATION, WWW_AUTHENTICATE};
 use reqwest::{redirect, Client, StatusCode};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::*;
 
@@ -15,12 +16,39 @@ const BYE: &str = "http://127.0.0.1:9/bye";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
 async fn start() -> DevOp {
+    start_with(system_now()).await
+}
+
+async fn start_with(now: Now) -> DevOp {
     let opts = DevOpOptions {
         redirect_uris: vec![CALLBACK.into()],
         post_logout_redirect_uris: vec![BYE.into()],
+        now,
         ..DevOpOptions::default()
     };
     DevOp::start(opts).await.expect("dev OP starts")
+}
+
+/// The real time plus an offset the test moves forward (clones share it).
+#[derive(Clone, Default)]
+struct TestClock(Arc<AtomicI64>);
+
+impl TestClock {
+    fn now(&self) -> Now {
+        let offset = Arc::clone(&self.0);
+        let real = system_now();
+        Arc::new(move || real() + offset.load(Ordering::Relaxed))
+    }
+
+    fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, Ordering::Relaxed);
+    }
+}
+
+/// A provider started like [`start`], on a clock the test moves.
+async fn start_on_test_clock() -> (DevOp, TestClock) {
+    let clock = TestClock::default();
+    (start_with(clock.now()).await, clock)
 }
 
 fn client() -> Client {
@@ -506,7 +534,7 @@ async fn a_reused_code_is_refused_and_revokes_what_it_issued() {
 
 #[tokio::test]
 async fn code_bound_to_redirect_uri_and_lifetime() {
-    let op = start().await;
+    let (op, clock) = start_on_test_clock().await;
     op.add_redirect_uri("http://127.0.0.1:9/other");
     let code = code_for(&op, "alice").await;
     let form = [
@@ -522,7 +550,7 @@ async fn code_bound_to_redirect_uri_and_lifetime() {
     );
 
     let code = code_for(&op, "alice").await;
-    op.op.clock.advance(61);
+    clock.advance(61);
     let (status, body) = redeem(&op, &code).await;
     assert_eq!(
         (status, body["error"].as_str()),
@@ -766,7 +794,7 @@ async fn refresh_can_be_refused_and_scope_only_narrowed() {
 
 #[tokio::test]
 async fn introspection_reports_active_inactive_and_revoked() {
-    let op = start().await;
+    let (op, clock) = start_on_test_clock().await;
     let mut extra = Map::new();
     extra.insert("groups".into(), json!(["admins"]));
     op.set_user_claims("alice", extra);
@@ -806,7 +834,7 @@ async fn introspection_reports_active_inactive_and_revoked() {
 
     let short = op.issue_access_token("bob", "openid api", 30);
     assert_eq!(introspect(&op, &short).await["scope"], "openid api");
-    op.op.clock.advance(31);
+    clock.advance(31);
     assert_eq!(introspect(&op, &short).await, json!({"active": false}));
 
     let c = op.counters();
@@ -846,7 +874,7 @@ async fn revoking_a_refresh_token_revokes_its_access_tokens() {
 
 #[tokio::test]
 async fn userinfo_answers_for_valid_tokens_only() {
-    let op = start().await;
+    let (op, clock) = start_on_test_clock().await;
     let mut extra = Map::new();
     extra.insert("groups".into(), json!(["dev"]));
     extra.insert("sub".into(), json!("not-overridable"));
@@ -919,7 +947,7 @@ async fn userinfo_answers_for_valid_tokens_only() {
             .status(),
         StatusCode::OK
     );
-    op.op.clock.advance(11);
+    clock.advance(11);
     assert_eq!(
         client()
             .get(&url)
@@ -1060,7 +1088,7 @@ async fn each_tamper_mode_alters_exactly_its_part() {
         let header = jwt_part(token, 0);
         let claims = jwt_part(token, 1);
         let verified = verify_with_jwks(&op, token).await;
-        let now = op.op.clock.now();
+        let now = op.op.now();
         let iat = claims["iat"].as_i64().unwrap();
         let exp = claims["exp"].as_i64().unwrap();
         match mode {
