@@ -1,4 +1,4 @@
-//! Requests on the redirect URI path: never proxied, dispatched in SPEC order (first match
+//! Requests on the redirect URI path: never proxied, dispatched in the order of docs/behaviour.md §3 (first match
 //! wins) to the login callback, logout, refresh, cache removal and session info.
 
 use crate::config::InfoMember;
@@ -116,7 +116,7 @@ fn refresh_error(return_to: &str, code: &str) -> Response<Body> {
     response::redirect(&format!("{url}{sep}error_code={code}{fragment}"))
 }
 
-/// `?refresh=<return_to>&access_token=<at>`: SPEC §6, checks in table order.
+/// `?refresh=<return_to>&access_token=<at>`: docs/behaviour.md §6, checks in table order.
 async fn refresh_hook(
     gw: &Services,
     ctx: &RequestCtx,
@@ -176,7 +176,7 @@ fn issuer_matches(a: &str, b: &str) -> bool {
     a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
-/// `?info=json|html`: SPEC §9.
+/// `?info=json|html`: docs/behaviour.md §9.
 async fn info_hook(gw: &Services, parts: &Parts, format: &str) -> Response<Body> {
     if format != "json" && format != "html" {
         return response::text(

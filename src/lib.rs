@@ -39,7 +39,6 @@ pub mod server;
 pub mod services;
 pub mod session;
 
-
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Idempotent; call it
 /// before any TLS is used (main does; tests do in their set-up).
 pub fn install_crypto_provider() {

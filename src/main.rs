@@ -81,7 +81,10 @@ fn main() -> ExitCode {
     };
     match command {
         Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
+            Ok(loaded) => {
+                for warning in &loaded.warnings {
+                    eprintln!("{}: {warning}", config.display());
+                }
                 println!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }
@@ -98,6 +101,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            for warning in &config.warnings {
+                tracing::warn!(key = warning.key.as_str(), "{}", warning.reason);
+            }
             runtime().block_on(async {
                 let stop = oidc_gateway::shutdown_signal();
                 match oidc_gateway::server::start(config, Clock::system()).await {

@@ -1,4 +1,4 @@
-//! Bearer-token routes (`auth = "oauth20"`, SPEC §8): token sources, introspection and its
+//! Bearer-token routes (`auth = "oauth20"`, docs/behaviour.md §8): token sources, introspection and its
 //! cache (single-flight, policies, revocation and `remove_at_cache`), local JWT validation,
 //! the answers for each failure, and what the upstream receives.
 mod common;

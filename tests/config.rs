@@ -1,4 +1,4 @@
-//! Configuration errors as a user meets them (SPEC §1, §2): the built binary's
+//! Configuration errors as a user meets them (docs/behaviour.md §1, §2): the built binary's
 //! `check-config` on broken files prints every problem with its key path and exits
 //! non-zero; every file in `conf/` is valid.
 
@@ -173,11 +173,44 @@ fn a_missing_passphrase_is_named() {
 }
 
 #[test]
+fn a_cookie_domain_that_is_not_a_host_name_is_an_error() {
+    let text = VALID.replace(
+        "[session]\n",
+        "[session]\ncookie_domain = \"example.com; Path=/admin\"\n",
+    );
+    assert_problems(
+        &check(&text, &[]),
+        &["session.cookie_domain: \"example.com; Path=/admin\" is not a plain host name"],
+    );
+    let text = VALID.replace(
+        "[session]\n",
+        "[session]\ncookie_domain = \".example.com\"\n",
+    );
+    assert_eq!(check(&text, &[]).code, 0);
+}
+
+#[test]
+fn a_remote_user_header_that_is_not_a_header_name_is_an_error() {
+    let text = format!("{VALID}\n[headers]\nremote_user_header = \"X Remote\"\n");
+    assert_problems(
+        &check(&text, &[]),
+        &["headers.remote_user_header: \"X Remote\" is not a header name"],
+    );
+}
+
+#[test]
 fn a_short_passphrase_is_a_warning_without_printing_it() {
     let text = VALID.replace("0123456789abcdef0123456789abcdef", "tooshort-secret");
-    let out = check(&text, &[("RUST_LOG", "warn")]);
+    // Printed by check-config itself, as a warning with its key: not a log line, so it
+    // shows whatever RUST_LOG says.
+    let out = check(&text, &[("RUST_LOG", "off")]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("shorter than 16"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("warning: session.passphrase: passphrase is shorter than 16"),
+        "{}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("tooshort-secret"), "{}", out.stderr);
     assert!(!out.stdout.contains("tooshort-secret"), "{}", out.stdout);
 }

@@ -1,4 +1,4 @@
-//! The session cookie (SPEC §5): chunking of large sessions, every kind of unusable cookie
+//! The session cookie (docs/behaviour.md §5): chunking of large sessions, every kind of unusable cookie
 //! (tampered, truncated, garbage, wrong purpose, old key, chunk bombs) meaning "log in
 //! again" with the bad cookie cleared and never a 5xx, passphrase rotation, timeouts, and
 //! cookie attributes.

@@ -1,4 +1,4 @@
-//! What the upstream receives about the user (SPEC §11): every identity header with its
+//! What the upstream receives about the user (docs/behaviour.md §11): every identity header with its
 //! exact name and encoding, the optional token headers, client-sent look-alikes scrubbed on
 //! every route kind, and the gateway's own cookies kept from the upstream.
 

@@ -1,4 +1,4 @@
-//! The session info hook (SPEC §9) and session lifetimes (SPEC §5, issue 3): inactivity is
+//! The session info hook (docs/behaviour.md §9) and session lifetimes (docs/behaviour.md §5, issue 3): inactivity is
 //! extended on use without re-sealing the cookie on every request; max_duration is
 //! absolute.
 mod common;

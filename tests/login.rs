@@ -1,4 +1,4 @@
-//! Login (SPEC §4): the authorization redirect and its state cookie, the callback and
+//! Login (docs/behaviour.md §4): the authorization redirect and its state cookie, the callback and
 //! every way it can refuse a login, non-browser clients, `unauth_action`, and an
 //! unreachable provider.
 
@@ -50,7 +50,7 @@ async fn login_redirect_carries_every_authorization_parameter_and_a_sealed_state
     assert!(state.len() >= 16, "state has entropy: {state}");
     assert!(q["nonce"].len() >= 16, "nonce has entropy");
 
-    // Exactly one state cookie, named after the state, with the SPEC attributes.
+    // Exactly one state cookie, named after the state, with the attributes of docs/behaviour.md §4.
     let cookies = set_cookies(&r);
     assert_eq!(cookies.len(), 1, "{cookies:?}");
     let cookie = &cookies[0];

@@ -1,4 +1,4 @@
-//! RP-initiated logout (SPEC §7) and redirect-target validation (SPEC §10): valid targets
+//! RP-initiated logout (docs/behaviour.md §7) and redirect-target validation (docs/behaviour.md §10): valid targets
 //! end the session everywhere (refresh token revoked, cookies cleared, old cookie refused,
 //! browser sent through the OP's end_session_endpoint); hostile targets are refused with
 //! the session kept.

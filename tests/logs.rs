@@ -1,4 +1,4 @@
-//! SPEC §12: logs never contain a token, secret, code or cookie value. One test captures
+//! docs/behaviour.md §12: logs never contain a token, secret, code or cookie value. One test captures
 //! everything logged (TRACE, every target) through a whole login, a refresh, proxied and
 //! bearer requests, a refused login, a tampered cookie and a logout, then searches the
 //! capture for every secret that passed by.

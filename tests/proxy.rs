@@ -1,4 +1,4 @@
-//! The proxy (SPEC §11): routing, upstream failures (502/504), WebSocket tunnelling,
+//! The proxy (docs/behaviour.md §11): routing, upstream failures (502/504), WebSocket tunnelling,
 //! HTTP/2 from clients, bodies streamed both ways, hop-by-hop and `X-Forwarded-*` headers.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Token refresh (SPEC §6): the refresh hook row by row, automatic refresh near expiry,
+//! Token refresh (docs/behaviour.md §6): the refresh hook row by row, automatic refresh near expiry,
 //! the OP refusing or unreachable, rotated refresh tokens, a changed `sub`, and the
 //! single-flight under a burst of concurrent requests with the same cookie.
 mod common;

@@ -9,10 +9,7 @@ pub fn interpolate(value: &mut Value, path: &str, problems: &mut Vec<ConfigProbl
     match value {
         Value::String(s) if s.contains("${") => match expand(s) {
             Ok(expanded) => *s = expanded,
-            Err(reason) => problems.push(ConfigProblem {
-                key: path.to_string(),
-                reason,
-            }),
+            Err(reason) => problems.push(ConfigProblem::error(path, reason)),
         },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {

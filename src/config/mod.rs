@@ -29,6 +29,9 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub hooks: HooksConfig,
     pub routes: Vec<RouteConfig>,
+    /// Problems that do not stop the gateway (a weak passphrase, …): `check-config` prints
+    /// them, `run` logs them at start.
+    pub warnings: Vec<ConfigProblem>,
 }
 
 #[derive(Debug, Clone)]
@@ -134,7 +137,7 @@ pub struct SessionConfig {
     /// Used when `store` is [`StoreKind::Redis`]; validated (with defaults) in any case.
     pub redis: RedisConfig,
     pub cookie_name: String,
-    pub cookie_domain: Option<String>,
+    pub cookie_domain: Option<CookieDomain>,
     pub state_cookie_prefix: String,
     pub same_site: SameSite,
     pub inactivity_timeout: Duration,
@@ -208,7 +211,7 @@ pub struct HeadersConfig {
     pub pass_refresh_token: bool,
     pub encoding: Encoding,
     pub remote_user_claim: String,
-    pub remote_user_header: Option<String>,
+    pub remote_user_header: Option<http::HeaderName>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,11 +323,61 @@ impl UpstreamTarget {
     }
 }
 
+/// A cookie `Domain` attribute value: a plain host name (letters, digits, `.`, `-`), so a
+/// config value can never smuggle other attributes into `Set-Cookie`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieDomain(String);
+
+impl CookieDomain {
+    pub fn parse(value: &str) -> Option<CookieDomain> {
+        let plain = !value.is_empty()
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        plain.then(|| CookieDomain(value.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether a problem stops the gateway from starting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
 /// One problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigProblem {
     pub key: String,
     pub reason: String,
+    pub severity: Severity,
+}
+
+impl ConfigProblem {
+    pub fn error(key: impl Into<String>, reason: impl Into<String>) -> ConfigProblem {
+        ConfigProblem {
+            key: key.into(),
+            reason: reason.into(),
+            severity: Severity::Error,
+        }
+    }
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
+        if self.key.is_empty() {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.key, self.reason)
+        }
+    }
 }
 
 /// Every problem found in a configuration file, with the file's name.
@@ -344,11 +397,7 @@ impl fmt::Display for ConfigError {
             if n == 1 { "" } else { "s" }
         )?;
         for p in &self.problems {
-            if p.key.is_empty() {
-                writeln!(f, "  {}", p.reason)?;
-            } else {
-                writeln!(f, "  {}: {}", p.key, p.reason)?;
-            }
+            writeln!(f, "  {p}")?;
         }
         Ok(())
     }
@@ -362,10 +411,7 @@ impl Config {
         let source = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             source: source.clone(),
-            problems: vec![ConfigProblem {
-                key: String::new(),
-                reason: format!("cannot read file: {e}"),
-            }],
+            problems: vec![ConfigProblem::error("", format!("cannot read file: {e}"))],
         })?;
         Self::from_toml(&text, &source, path.parent())
     }

@@ -57,9 +57,15 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn problem(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(ConfigProblem::error(key, reason));
+    }
+
+    /// A problem that does not stop the gateway; reported by `check-config` and at start.
+    fn warning(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.problems.push(ConfigProblem {
             key: key.into(),
             reason: reason.into(),
+            severity: Severity::Warning,
         });
     }
 
@@ -192,10 +198,10 @@ fn is_loopback(url: &Url) -> bool {
 
 pub(super) fn from_toml(text: &str, base_dir: Option<&Path>) -> Result<Config, Vec<ConfigProblem>> {
     let mut value: toml::Value = toml::from_str(text).map_err(|e| {
-        vec![ConfigProblem {
-            key: String::new(),
-            reason: format!("not valid TOML: {}", e.to_string().trim_end()),
-        }]
+        vec![ConfigProblem::error(
+            "",
+            format!("not valid TOML: {}", e.to_string().trim_end()),
+        )]
     })?;
     let mut problems = Vec::new();
     interpolate(&mut value, "", &mut problems);
@@ -204,37 +210,34 @@ pub(super) fn from_toml(text: &str, base_dir: Option<&Path>) -> Result<Config, V
     let ignored = serde_ignored::Deserializer::new(value, &mut collect);
     let raw: Result<RawConfig, _> = serde_path_to_error::deserialize(ignored);
     for key in unknown {
-        problems.push(ConfigProblem {
-            key,
-            reason: "unknown key".into(),
-        });
+        problems.push(ConfigProblem::error(key, "unknown key"));
     }
     let raw = match raw {
         Ok(raw) => raw,
         Err(e) => {
             let key = e.path().to_string();
-            problems.push(ConfigProblem {
-                key: if key == "." { String::new() } else { key },
+            problems.push(ConfigProblem::error(
+                if key == "." { String::new() } else { key },
                 // toml appends "\nin `key`" to type errors: the key path is already
                 // printed before the reason, and one problem must stay one line.
-                reason: e
-                    .into_inner()
+                e.into_inner()
                     .to_string()
                     .lines()
                     .next()
                     .unwrap_or_default()
                     .trim_end()
                     .to_string(),
-            });
+            ));
             return Err(problems);
         }
     };
     let mut c = Checker { problems, base_dir };
-    let config = build(&mut c, raw);
-    if c.problems.is_empty() {
-        Ok(config)
-    } else {
+    let mut config = build(&mut c, raw);
+    if c.problems.iter().any(|p| p.severity == Severity::Error) {
         Err(c.problems)
+    } else {
+        config.warnings = c.problems;
+        Ok(config)
     }
 }
 
@@ -274,6 +277,7 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
         oauth,
         hooks,
         routes,
+        warnings: Vec::new(),
     }
 }
 
@@ -499,9 +503,9 @@ fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> Se
         } else if p.expose().len() < 16 {
             // Refusing to start would break configs that work with mod_auth_openidc,
             // which sets no minimum; the key derivation is sound, the secret is weak.
-            tracing::warn!(
-                key = key.as_str(),
-                "passphrase is shorter than 16 characters: use 32 random characters"
+            c.warning(
+                key,
+                "passphrase is shorter than 16 characters: use 32 random characters",
             );
         }
     }
@@ -562,7 +566,16 @@ fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> Se
         memory_capacity: raw.memory_capacity.unwrap_or(100_000),
         redis,
         cookie_name,
-        cookie_domain: raw.cookie_domain,
+        cookie_domain: raw.cookie_domain.filter(|d| !d.is_empty()).and_then(|d| {
+            let domain = CookieDomain::parse(&d);
+            if domain.is_none() {
+                c.problem(
+                    "session.cookie_domain",
+                    format!("{d:?} is not a plain host name (letters, digits, '.', '-')"),
+                );
+            }
+            domain
+        }),
         state_cookie_prefix,
         same_site,
         inactivity_timeout,
@@ -719,15 +732,19 @@ fn build_headers(c: &mut Checker, raw: RawHeaders) -> HeadersConfig {
             ("base64url", Encoding::Base64Url),
         ],
     );
-    let remote_user_header = raw.remote_user_header.filter(|h| !h.is_empty());
-    if let Some(h) = &remote_user_header {
-        if !is_header_name(h) {
-            c.problem(
-                "headers.remote_user_header",
-                format!("{h:?} is not a header name"),
-            );
-        }
-    }
+    let remote_user_header = raw
+        .remote_user_header
+        .filter(|h| !h.is_empty())
+        .and_then(|h| match http::HeaderName::from_bytes(h.as_bytes()) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                c.problem(
+                    "headers.remote_user_header",
+                    format!("{h:?} is not a header name"),
+                );
+                None
+            }
+        });
     HeadersConfig {
         claim_prefix,
         claim_delimiter: raw.claim_delimiter.unwrap_or_else(|| ",".into()),

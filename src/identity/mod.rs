@@ -1,5 +1,5 @@
 //! What the upstream learns about the user: the `OIDC_*` and claim headers the gateway
-//! adds (SPEC §11), and the scrubbing of client-sent look-alikes before it adds them.
+//! adds (docs/behaviour.md §11), and the scrubbing of client-sent look-alikes before it adds them.
 //!
 //! Names and value rules follow mod_auth_openidc: claims become `<claim_prefix><name>`,
 //! strings pass as is, booleans as `1`/`0`, numbers in decimal, arrays of scalars joined by
@@ -56,7 +56,7 @@ struct Scratch {
 
 impl IdentityHeaders {
     pub fn new(cfg: &HeadersConfig) -> IdentityHeaders {
-        let remote = cfg.remote_user_header.as_deref().filter(|h| !h.is_empty());
+        let remote = cfg.remote_user_header.as_ref();
         IdentityHeaders {
             claim_prefix: cfg.claim_prefix.as_bytes().to_vec(),
             claim_delimiter: cfg.claim_delimiter.clone(),
@@ -70,9 +70,8 @@ impl IdentityHeaders {
             pass_refresh_token: cfg.pass_refresh_token,
             remote_user_claim: cfg.remote_user_claim.clone(),
             scrub_claim_prefix: normalised(cfg.claim_prefix.as_bytes()),
-            scrub_remote_user: remote.map(|h| normalised(h.as_bytes())),
-            // Config validation has checked the name; an invalid one sends nothing.
-            remote_user: remote.and_then(|h| HeaderName::from_bytes(h.as_bytes()).ok()),
+            scrub_remote_user: remote.map(|h| normalised(h.as_str().as_bytes())),
+            remote_user: remote.cloned(),
             access_token: HeaderName::from_static("oidc_access_token"),
             access_token_expires: HeaderName::from_static("oidc_access_token_expires"),
             id_token_payload_name: HeaderName::from_static("oidc_id_token_payload"),
@@ -107,7 +106,7 @@ impl IdentityHeaders {
                 .is_some_and(|r| name.len() == r.len() && starts_with_norm(name, r))
     }
 
-    /// The headers for a logged-in session (SPEC §11), in a fixed order: access token and
+    /// The headers for a logged-in session (docs/behaviour.md §11), in a fixed order: access token and
     /// expiry, ID-token claims, userinfo claims, payload, raw ID token, userinfo JSON,
     /// refresh token, remote user.
     pub fn for_session(&self, session: &Session) -> Vec<Header> {

@@ -69,7 +69,7 @@ fn check(
     let verifier = discovered
         .client
         .id_token_verifier()
-        // SPEC §4: `aud` must contain client_id; other audiences are allowed, and then the
+        // docs/behaviour.md §4: `aud` must contain client_id; other audiences are allowed, and then the
         // library requires `azp` to be client_id.
         .set_other_audience_verifier_fn(|_| true)
         .set_time_fn(move || to_datetime(now))

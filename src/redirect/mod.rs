@@ -1,4 +1,4 @@
-//! Redirect-target validation (SPEC §10): whether a URL a request asks the gateway to send
+//! Redirect-target validation (docs/behaviour.md §10): whether a URL a request asks the gateway to send
 //! the browser to (refresh `return_to`, logout target) stays on this site.
 //!
 //! The checks are layered on purpose. Cheap syntactic rules reject the known tricks

@@ -4,7 +4,7 @@
 
 use super::codec::MAX_SEALED_LEN;
 use super::InvalidReason;
-use crate::config::SameSite;
+use crate::config::{CookieDomain, SameSite};
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use std::borrow::Cow;
@@ -27,19 +27,11 @@ pub struct CookieAttrs {
 }
 
 impl CookieAttrs {
-    /// `domain` is dropped (with a warning) unless it is a plain host name, so a config
-    /// value can never smuggle extra attributes.
-    pub fn new(same_site: SameSite, domain: Option<&str>) -> CookieAttrs {
-        let domain = domain.filter(|d| {
-            let ok = !d.is_empty()
-                && d.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-            if !ok {
-                tracing::warn!("ignoring session.cookie_domain: not a plain host name");
-            }
-            ok
-        });
-        let domain = domain.map(|d| format!("; Domain={d}")).unwrap_or_default();
+    /// `domain` was checked by config validation: a plain host name.
+    pub fn new(same_site: SameSite, domain: Option<&CookieDomain>) -> CookieAttrs {
+        let domain = domain
+            .map(|d| format!("; Domain={}", d.as_str()))
+            .unwrap_or_default();
         let same_site = same_site.as_str();
         // Browsers drop `SameSite=None` cookies that lack `Secure`; on plain http leave the
         // attribute out (the browser default, Lax) so the cookie is stored at all.

@@ -206,7 +206,7 @@ impl Sessions {
             codec,
             clock,
             names: Names::new(&cfg.cookie_name, &cfg.state_cookie_prefix),
-            attrs: CookieAttrs::new(cfg.same_site, cfg.cookie_domain.as_deref()),
+            attrs: CookieAttrs::new(cfg.same_site, cfg.cookie_domain.as_ref()),
             store,
             inactivity,
             max_duration: secs(cfg.max_duration),

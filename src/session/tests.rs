@@ -584,7 +584,7 @@ async fn set_cookie_attributes(store: &TestStore) {
     let clock = Clock::system();
     let mut cfg = store.config(&[KEY]);
     cfg.same_site = SameSite::Strict;
-    cfg.cookie_domain = Some("example.com".into());
+    cfg.cookie_domain = crate::config::CookieDomain::parse("example.com");
     let sessions = Sessions::new(&cfg, clock.clone());
     for big in [0, 300] {
         let s = session(&clock, big);

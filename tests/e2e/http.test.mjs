@@ -317,7 +317,7 @@ describe('refresh hook (?refresh=<return_to>&access_token=<at>)', () => {
     assert.equal(next.oidc_claim_sub, 'alice', 'same subject after the refreshed ID token');
   });
 
-  test('error codes, in the SPEC order', async () => {
+  test('error codes, in the order of docs/behaviour.md §6', async () => {
     const { client, echo } = await loggedIn('alice');
     const at = echo.headers.oidc_access_token;
     // 400 page, no redirect.
