@@ -56,6 +56,62 @@ impl HookParams {
     }
 }
 
+/// Which hook a request on the redirect URI is for: the first that matches, in the order
+/// of docs/behaviour.md §3.
+#[derive(Debug, PartialEq, Eq)]
+enum Hook {
+    /// The authorization response (a GET with `code` or `error`, and `state`).
+    Callback,
+    /// `logout=backchannel`, POSTed by the provider.
+    BackChannelLogout,
+    /// `logout=get`, loaded by the provider in a frame.
+    FrontChannelLogout {
+        sid: Option<String>,
+        iss: Option<String>,
+    },
+    /// `logout=<target>` (empty: no target).
+    Logout(String),
+    Refresh {
+        return_to: String,
+        access_token: Option<String>,
+    },
+    RemoveFromCache(String),
+    Info(String),
+    Invalid,
+}
+
+impl Hook {
+    fn of(method: &Method, query: &str) -> Hook {
+        let params = HookParams::parse(query);
+        if method == Method::GET && params.has_code_or_error && params.has_state {
+            return Hook::Callback;
+        }
+        if let Some(target) = params.logout {
+            return match (target.as_str(), method) {
+                ("backchannel", &Method::POST) => Hook::BackChannelLogout,
+                ("get", _) => Hook::FrontChannelLogout {
+                    sid: params.sid,
+                    iss: params.iss,
+                },
+                _ => Hook::Logout(target),
+            };
+        }
+        if let Some(return_to) = params.refresh {
+            return Hook::Refresh {
+                return_to,
+                access_token: params.access_token,
+            };
+        }
+        if let Some(token) = params.remove_at_cache {
+            return Hook::RemoveFromCache(token);
+        }
+        match params.info {
+            Some(format) => Hook::Info(format),
+            None => Hook::Invalid,
+        }
+    }
+}
+
 /// Answers a request on the redirect URI path (never forwarded upstream).
 pub(crate) async fn dispatch(
     gw: &Services,
@@ -64,36 +120,25 @@ pub(crate) async fn dispatch(
     body: Incoming,
 ) -> Response<Body> {
     let query = parts.uri.query().unwrap_or("");
-    let params = HookParams::parse(query);
-    if parts.method == Method::GET && params.has_code_or_error && params.has_state {
-        return callback::finish(
-            gw,
-            ctx,
-            &parts.headers,
-            callback::AuthResponse::parse(query),
-        )
-        .await;
+    let headers = &parts.headers;
+    match Hook::of(&parts.method, query) {
+        Hook::Callback => {
+            let params = callback::AuthResponse::parse(query);
+            callback::finish(gw, ctx, headers, params).await
+        }
+        Hook::BackChannelLogout => logout::backchannel(gw, body).await,
+        Hook::FrontChannelLogout { sid, iss } => {
+            logout::frontchannel(gw, ctx, headers, sid.as_deref(), iss.as_deref()).await
+        }
+        Hook::Logout(target) => logout::logout(gw, ctx, headers, &target).await,
+        Hook::Refresh {
+            return_to,
+            access_token,
+        } => refresh_hook(gw, ctx, parts, &return_to, access_token.as_deref()).await,
+        Hook::RemoveFromCache(token) => remove_from_cache(gw, &token).await,
+        Hook::Info(format) => info_hook(gw, parts, &format).await,
+        Hook::Invalid => invalid_request(),
     }
-    if let Some(target) = params.logout {
-        return match (target.as_str(), &parts.method) {
-            ("backchannel", &Method::POST) => logout::backchannel(gw, body).await,
-            ("get", _) => {
-                let (sid, iss) = (params.sid.as_deref(), params.iss.as_deref());
-                logout::frontchannel(gw, ctx, &parts.headers, sid, iss).await
-            }
-            _ => logout::logout(gw, ctx, &parts.headers, &target).await,
-        };
-    }
-    if let Some(return_to) = params.refresh {
-        return refresh_hook(gw, ctx, parts, &return_to, params.access_token.as_deref()).await;
-    }
-    if let Some(token) = params.remove_at_cache {
-        return remove_from_cache(gw, &token).await;
-    }
-    if let Some(format) = params.info {
-        return info_hook(gw, parts, &format).await;
-    }
-    invalid_request()
 }
 
 fn invalid_request() -> Response<Body> {
@@ -269,3 +314,6 @@ async fn remove_from_cache(gw: &Services, token: &str) -> Response<Body> {
         response::text(StatusCode::NOT_FOUND, "404 not cached\n")
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -43,6 +43,26 @@ impl AuthResponse {
     }
 }
 
+/// The code of an authorization response, once it is neither an error nor from another
+/// issuer.
+fn code_of(params: AuthResponse, issuer: &str) -> Result<String, GatewayError> {
+    if let Some(error) = params.error {
+        return Err(GatewayError::ProviderError {
+            error: printable(&error),
+            description: params.error_description.as_deref().map(printable),
+        });
+    }
+    // RFC 9207: when the provider names itself, it must be ours (mix-up defence).
+    if params.iss.as_ref().is_some_and(|iss| iss != issuer) {
+        return Err(GatewayError::LoginMismatch(
+            "the response names another issuer",
+        ));
+    }
+    params
+        .code
+        .ok_or_else(|| GatewayError::BadRequest("the authorization response has no code".into()))
+}
+
 /// Handles the callback; always clears the state cookie it used.
 pub(crate) async fn finish(
     gw: &Services,
@@ -97,23 +117,7 @@ async fn complete(
     login: state::LoginState,
 ) -> Result<(String, Vec<http::HeaderValue>), GatewayError> {
     let cfg = gw.provider.config();
-    if let Some(error) = params.error {
-        return Err(GatewayError::ProviderError {
-            error: printable(&error),
-            description: params.error_description.as_deref().map(printable),
-        });
-    }
-    // RFC 9207: when the provider names itself, it must be ours (mix-up defence).
-    if let Some(iss) = &params.iss {
-        if iss != &cfg.issuer {
-            return Err(GatewayError::LoginMismatch(
-                "the response names another issuer",
-            ));
-        }
-    }
-    let code = params
-        .code
-        .ok_or_else(|| GatewayError::BadRequest("the authorization response has no code".into()))?;
+    let code = code_of(params, &cfg.issuer)?;
     let discovered = gw.provider.get().await?;
 
     let redirect_url = RedirectUrl::new(login.redirect_uri.clone())
@@ -200,3 +204,6 @@ async fn fetch_userinfo(
     }
     Ok(claims)
 }
+
+#[cfg(test)]
+mod tests;
