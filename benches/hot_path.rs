@@ -340,7 +340,7 @@ fn bearer_benches(c: &mut Criterion) {
     let opaque = op.issue_access_token("alice", "openid profile", 3600);
     let signed = op.issue_jwt_access_token(json!({"sub": "alice", "scope": "openid"}));
     for gw in [&introspecting, &jwt] {
-        rt.block_on(gw.provider.get()).expect("provider metadata");
+        rt.block_on(gw.load_provider()).expect("provider metadata");
     }
     let check = |v: Validation| assert!(v.active, "token should be active");
     check(

@@ -22,7 +22,7 @@ enum Test {
 
 impl ClaimRule {
     /// Parses one rule; the error says what is wrong with it.
-    pub fn parse(rule: &str) -> Result<ClaimRule, String> {
+    pub(crate) fn parse(rule: &str) -> Result<ClaimRule, String> {
         let pos = rule
             .find([':', '~'])
             .ok_or_else(|| format!("{rule:?} is not name:value or name~regex"))?;
@@ -44,12 +44,12 @@ impl ClaimRule {
     }
 
     /// The rule as written, for logs and error pages.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.source
     }
 
     /// Whether the rule holds for these claims.
-    pub fn holds(&self, claims: &Map<String, Value>) -> bool {
+    pub(crate) fn holds(&self, claims: &Map<String, Value>) -> bool {
         let mut current = match claims.get(&self.path[0]) {
             Some(v) => v,
             None => return false,
@@ -101,7 +101,7 @@ impl ClaimRule {
 }
 
 /// The first rule of `rules` that does not hold, if any.
-pub fn first_failing<'a>(
+pub(crate) fn first_failing<'a>(
     rules: &'a [ClaimRule],
     claims: &Map<String, Value>,
 ) -> Option<&'a ClaimRule> {

@@ -20,7 +20,7 @@ pub struct ProviderUnavailable(pub String);
 /// Why an ID token was refused. The `Display` of each variant starts with the claim or
 /// step that failed (`iss: …`, `signature: …`), which the login error page shows.
 #[derive(Debug, thiserror::Error)]
-pub enum IdTokenError {
+pub(crate) enum IdTokenError {
     #[error("missing: the token response has no id_token")]
     Missing,
     #[error("malformed: not a signed JWT")]
@@ -80,7 +80,7 @@ impl From<ClaimsVerificationError> for IdTokenError {
 /// Why a JWT (bearer access token, back-channel logout token) was refused, or could not
 /// be checked.
 #[derive(Debug, thiserror::Error)]
-pub enum JwtError {
+pub(crate) enum JwtError {
     /// The provider's keys could not be had: not the token's fault.
     #[error(transparent)]
     Unavailable(#[from] ProviderUnavailable),
@@ -128,7 +128,7 @@ impl From<jsonwebtoken::errors::Error> for JwtError {
 
 /// Why a grant at the token endpoint (authorization code, refresh token) failed.
 #[derive(Debug, thiserror::Error)]
-pub enum GrantError {
+pub(crate) enum GrantError {
     #[error(transparent)]
     Unavailable(#[from] ProviderUnavailable),
     #[error("the provider has no token endpoint")]
@@ -152,7 +152,7 @@ pub enum GrantError {
 
 impl GrantError {
     /// Whether the provider could not be reached (as opposed to refusing).
-    pub fn is_unreachable(&self) -> bool {
+    pub(crate) fn is_unreachable(&self) -> bool {
         matches!(
             self,
             GrantError::Unavailable(_) | GrantError::Unreachable(_)
@@ -162,7 +162,7 @@ impl GrantError {
 
 /// Text from the provider or the client, safe to show and log: control characters (a
 /// forged log line, a header split) become `?`.
-pub fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
@@ -170,7 +170,7 @@ pub fn printable(s: &str) -> String {
 
 /// Why a request on a bearer-token route was refused (RFC 6750 §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum BearerError {
+pub(crate) enum BearerError {
     /// No token, or more than one (header and query, say).
     #[error("invalid_request")]
     InvalidRequest,
@@ -192,7 +192,7 @@ impl BearerError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
+pub(crate) enum GatewayError {
     /// The request has no usable `Host` (missing, or not a host name).
     #[error("the request has no valid Host")]
     BadHost,
@@ -243,7 +243,7 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         use GatewayError as E;
         match self {
             E::BadHost
@@ -269,7 +269,7 @@ impl GatewayError {
     /// The response for this error; logs it once (routine refusals at debug, so a flood of
     /// bad requests cannot flood the log). Messages never contain secrets: the variants
     /// carry check names and provider error codes, not token values.
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         use GatewayError as E;
         let status = self.status();
         match &self {

@@ -15,11 +15,11 @@
 //! `pub(crate)`.
 #![forbid(unsafe_code)]
 
-pub(crate) mod authz;
+pub mod authz;
 pub mod clock;
 pub mod config;
 pub mod demo;
-pub(crate) mod error;
+pub mod error;
 pub mod gateway;
 pub(crate) mod hooks;
 pub mod identity;
@@ -34,7 +34,7 @@ pub(crate) mod request;
 pub mod resource;
 pub(crate) mod response;
 pub(crate) mod router;
-pub(crate) mod secret;
+pub mod secret;
 pub mod server;
 pub mod services;
 pub mod session;

@@ -13,11 +13,11 @@ use std::time::Duration;
 /// Largest provider response read (metadata, JWKS, token, userinfo, introspection).
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
-pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+pub(crate) type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Builds the TLS-capable connector shared by the provider and upstream clients: system
 /// roots when the machine has any, else the bundled Mozilla roots.
-pub fn https_connector(connect_timeout: Duration) -> HttpsConnector {
+pub(crate) fn https_connector(connect_timeout: Duration) -> HttpsConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
@@ -35,7 +35,7 @@ pub fn https_connector(connect_timeout: Duration) -> HttpsConnector {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum OpHttpError {
+pub(crate) enum OpHttpError {
     #[error("the provider did not answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot reach the provider: {0}")]
@@ -47,19 +47,19 @@ pub enum OpHttpError {
 }
 
 /// The future openidconnect awaits for one provider call.
-pub type OpFuture = std::pin::Pin<
+pub(crate) type OpFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<http::Response<Vec<u8>>, OpHttpError>> + Send>,
 >;
 
 /// Cheap to clone: the pool is shared.
 #[derive(Clone)]
-pub struct OpClient {
+pub(crate) struct OpClient {
     client: Client<HttpsConnector, Full<Bytes>>,
     timeout: Duration,
 }
 
 impl OpClient {
-    pub fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https_connector(timeout));
@@ -67,7 +67,7 @@ impl OpClient {
     }
 
     /// Sends one request and reads the whole (bounded) response.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, OpHttpError> {
@@ -93,7 +93,7 @@ impl OpClient {
     }
 
     /// The client in the shape openidconnect's `request_async` takes.
-    pub fn for_openidconnect(&self) -> impl Fn(http::Request<Vec<u8>>) -> OpFuture + '_ {
+    pub(crate) fn for_openidconnect(&self) -> impl Fn(http::Request<Vec<u8>>) -> OpFuture + '_ {
         move |request| {
             let this = self.clone();
             Box::pin(async move { this.call(request).await })
@@ -101,7 +101,7 @@ impl OpClient {
     }
 
     /// GET `url` with an `Accept: application/json` header.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         url: &str,
         bearer: Option<&str>,
@@ -118,7 +118,7 @@ impl OpClient {
 }
 
 /// The error and its sources in one line, for logs and 503 pages.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -10,7 +10,7 @@ pub(crate) const XFH: &str = "x-forwarded-host";
 
 /// Where the request came from, as the gateway believes it.
 #[derive(Debug, Clone)]
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     /// "http" or "https", as the browser sees the gateway.
     pub scheme: &'static str,
     /// Host (and port) as the browser sees the gateway.
@@ -21,12 +21,12 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn secure(&self) -> bool {
+    pub(crate) fn secure(&self) -> bool {
         self.scheme == "https"
     }
 
     /// `scheme://host`.
-    pub fn origin(&self) -> String {
+    pub(crate) fn origin(&self) -> String {
         format!("{}://{}", self.scheme, self.host)
     }
 }
@@ -40,7 +40,7 @@ fn plausible_host(h: &str) -> bool {
 }
 
 /// Works out scheme, host and client of a request. `None` when it has no usable host.
-pub fn request_ctx(
+pub(crate) fn request_ctx(
     cfg: &ServerConfig,
     uri: &http::Uri,
     headers: &HeaderMap,

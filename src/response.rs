@@ -9,20 +9,20 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
 /// A response body: streamed from the upstream, or written by the gateway.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub(crate) type Body = Either<Incoming, Full<Bytes>>;
 
-pub fn full(bytes: impl Into<Bytes>) -> Body {
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
     Either::Right(Full::new(bytes.into()))
 }
 
-pub fn empty_body() -> Body {
+pub(crate) fn empty_body() -> Body {
     Either::Right(Full::new(Bytes::new()))
 }
 
 const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn escape_html(s: &str) -> String {
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 16);
     for c in s.chars() {
         match c {
@@ -39,7 +39,7 @@ pub fn escape_html(s: &str) -> String {
 
 /// A small HTML page: a title, a message, and optionally a link (href, text).
 /// All three are escaped here; callers pass plain text.
-pub fn page(
+pub(crate) fn page(
     status: StatusCode,
     title: &str,
     message: &str,
@@ -67,7 +67,7 @@ pub fn page(
     html_response(status, html)
 }
 
-pub fn html_response(status: StatusCode, html: String) -> Response<Body> {
+pub(crate) fn html_response(status: StatusCode, html: String) -> Response<Body> {
     let mut response = Response::new(full(html));
     *response.status_mut() = status;
     let h = response.headers_mut();
@@ -88,7 +88,7 @@ pub fn html_response(status: StatusCode, html: String) -> Response<Body> {
 }
 
 /// `302` to `location`. A location that is not a valid header value becomes a 400 page.
-pub fn redirect(location: &str) -> Response<Body> {
+pub(crate) fn redirect(location: &str) -> Response<Body> {
     match HeaderValue::from_str(location) {
         Ok(value) => {
             let mut response = Response::new(empty_body());
@@ -106,7 +106,7 @@ pub fn redirect(location: &str) -> Response<Body> {
     }
 }
 
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(full(value.to_string()));
     *response.status_mut() = status;
     response
@@ -117,7 +117,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 }
 
 /// A plain-text response (status pages for non-browser clients, admin endpoints).
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -129,7 +129,10 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 /// Adds Set-Cookie headers to a response.
-pub fn with_cookies(mut response: Response<Body>, cookies: Vec<HeaderValue>) -> Response<Body> {
+pub(crate) fn with_cookies(
+    mut response: Response<Body>,
+    cookies: Vec<HeaderValue>,
+) -> Response<Body> {
     for c in cookies {
         response.headers_mut().append(http::header::SET_COOKIE, c);
     }

@@ -6,26 +6,26 @@ use crate::config::RouteConfig;
 use percent_encoding::percent_decode_str;
 use std::borrow::Cow;
 
-pub struct Router {
+pub(crate) struct Router {
     /// Longest path first.
     routes: Vec<RouteConfig>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum RouteError {
+pub(crate) enum RouteError {
     /// The path contains `.` or `..` segments (raw or encoded).
     DotSegment,
 }
 
 impl Router {
-    pub fn new(routes: &[RouteConfig]) -> Router {
+    pub(crate) fn new(routes: &[RouteConfig]) -> Router {
         let mut routes = routes.to_vec();
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
         Router { routes }
     }
 
     /// The route for `raw_path`, `Ok(None)` when no route matches.
-    pub fn route(&self, raw_path: &str) -> Result<Option<&RouteConfig>, RouteError> {
+    pub(crate) fn route(&self, raw_path: &str) -> Result<Option<&RouteConfig>, RouteError> {
         let path = normalise(raw_path)?;
         Ok(self.routes.iter().find(|r| prefix_matches(&r.path, &path)))
     }
@@ -39,7 +39,7 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 /// Percent-decodes, turns `\` into `/`, collapses repeated slashes, and refuses dot
 /// segments. Borrows when the path needs none of that (the common case).
-pub fn normalise(raw_path: &str) -> Result<Cow<'_, str>, RouteError> {
+pub(crate) fn normalise(raw_path: &str) -> Result<Cow<'_, str>, RouteError> {
     let needs_work = raw_path.contains(['%', '\\']) || raw_path.contains("//");
     let decoded: Cow<'_, str> = if needs_work {
         let d = percent_decode_str(raw_path).decode_utf8_lossy();

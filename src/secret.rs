@@ -23,10 +23,6 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl From<String> for Secret {
@@ -54,12 +50,12 @@ impl fmt::Display for Secret {
 }
 
 /// Compares two byte strings in constant time (for equal lengths).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 /// 128 random bits, base64url: session ids and generated passphrases.
-pub fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut id = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut id);
     URL_SAFE_NO_PAD.encode(id)

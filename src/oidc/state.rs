@@ -8,18 +8,18 @@ use crate::session::{Codec, Purpose};
 use http::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-pub const MAX_STATE_COOKIES: usize = 7;
+pub(crate) const MAX_STATE_COOKIES: usize = 7;
 /// Seconds a login may take from redirect to callback.
-pub const STATE_LIFETIME: i64 = 300;
+pub(crate) const STATE_LIFETIME: i64 = 300;
 
 #[derive(Serialize, Deserialize)]
-pub struct LoginState {
+pub(crate) struct LoginState {
     /// The `state` parameter; must equal the cookie's name suffix.
     #[serde(rename = "s")]
     pub state: String,
     /// Where to send the browser after login (origin-relative path and query).
     #[serde(rename = "u")]
-    pub return_to: String,
+    pub(crate) return_to: String,
     #[serde(rename = "m")]
     pub method: String,
     #[serde(rename = "n")]
@@ -28,7 +28,7 @@ pub struct LoginState {
     pub pkce_verifier: Option<String>,
     /// The redirect URI sent in the authorization request (the code exchange repeats it).
     #[serde(rename = "r")]
-    pub redirect_uri: String,
+    pub(crate) redirect_uri: String,
     #[serde(rename = "t")]
     pub created_at: i64,
 }
@@ -42,7 +42,7 @@ fn cookie_header(name: &str, value: &str, max_age: i64, secure: bool) -> Option<
 }
 
 /// The Set-Cookie value for a new login state.
-pub fn seal(
+pub(crate) fn seal(
     codec: &Codec,
     cfg: &SessionConfig,
     state: &LoginState,
@@ -59,7 +59,7 @@ pub fn seal(
 }
 
 /// A Set-Cookie value that expires the state cookie named `name`.
-pub fn expire(name: &str, secure: bool) -> Option<HeaderValue> {
+pub(crate) fn expire(name: &str, secure: bool) -> Option<HeaderValue> {
     cookie_header(name, "", 0, secure)
 }
 
@@ -70,7 +70,7 @@ fn open(codec: &Codec, value: &str) -> Option<LoginState> {
 
 /// Set-Cookie values that make room for one more state cookie: expired or unreadable
 /// ones go, and the oldest beyond `MAX_STATE_COOKIES - 1`.
-pub fn prune(
+pub(crate) fn prune(
     codec: &Codec,
     cfg: &SessionConfig,
     headers: &HeaderMap,
@@ -98,7 +98,7 @@ pub fn prune(
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum StateError {
+pub(crate) enum StateError {
     Missing,
     Unreadable,
     Expired,
@@ -106,7 +106,7 @@ pub enum StateError {
 }
 
 impl StateError {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             StateError::Missing => "no login state cookie for this state",
             StateError::Unreadable => "the login state cookie is unreadable",
@@ -117,7 +117,7 @@ impl StateError {
 }
 
 /// Finds and opens the state cookie for `state`; returns it with the cookie's name.
-pub fn take(
+pub(crate) fn take(
     codec: &Codec,
     cfg: &SessionConfig,
     headers: &HeaderMap,

@@ -20,7 +20,7 @@ use crate::outbound::{error_chain, OpClient};
 use openidconnect::core::*;
 use openidconnect::{
     AdditionalProviderMetadata, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl,
-    JsonWebKeySet, ProviderMetadata,
+    ProviderMetadata,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, RwLock};
@@ -29,17 +29,17 @@ use url::Url;
 
 /// Endpoints openidconnect's standard metadata type does not expose.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct ExtraMetadata {
+pub(crate) struct ExtraMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub introspection_endpoint: Option<Url>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revocation_endpoint: Option<Url>,
+    pub(crate) revocation_endpoint: Option<Url>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_session_endpoint: Option<Url>,
 }
 impl AdditionalProviderMetadata for ExtraMetadata {}
 
-pub type Metadata = ProviderMetadata<
+pub(crate) type Metadata = ProviderMetadata<
     ExtraMetadata,
     CoreAuthDisplay,
     CoreClientAuthMethod,
@@ -55,7 +55,7 @@ pub type Metadata = ProviderMetadata<
 >;
 
 /// The client as built from discovery: auth URL set, token and userinfo URLs maybe set.
-pub type OidcClient = CoreClient<
+pub(crate) type OidcClient = CoreClient<
     EndpointSet,
     EndpointNotSet,
     EndpointNotSet,
@@ -65,7 +65,7 @@ pub type OidcClient = CoreClient<
 >;
 
 /// Metadata, JWKS and a ready client, replaced as a whole when the JWKS is refetched.
-pub struct Discovered {
+pub(crate) struct Discovered {
     pub metadata: Metadata,
     pub client: OidcClient,
     /// The JWKS as raw JSON, for the bearer-token JWT path (jsonwebtoken).
@@ -73,7 +73,7 @@ pub struct Discovered {
 }
 
 impl Discovered {
-    pub fn extra(&self) -> &ExtraMetadata {
+    pub(crate) fn extra(&self) -> &ExtraMetadata {
         self.metadata.additional_metadata()
     }
 }
@@ -83,7 +83,7 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 /// How soon the JWKS may be refetched for an unknown key id.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
-pub struct Provider {
+pub(crate) struct Provider {
     cfg: ProviderConfig,
     http: OpClient,
     clock: Clock,
@@ -94,7 +94,7 @@ pub struct Provider {
 }
 
 impl Provider {
-    pub fn new(cfg: ProviderConfig, clock: Clock) -> Self {
+    pub(crate) fn new(cfg: ProviderConfig, clock: Clock) -> Self {
         let http = OpClient::new(cfg.http_timeout);
         Self {
             cfg,
@@ -107,20 +107,20 @@ impl Provider {
         }
     }
 
-    pub fn config(&self) -> &ProviderConfig {
+    pub(crate) fn config(&self) -> &ProviderConfig {
         &self.cfg
     }
 
-    pub fn http(&self) -> &OpClient {
+    pub(crate) fn http(&self) -> &OpClient {
         &self.http
     }
 
-    pub fn clock(&self) -> &Clock {
+    pub(crate) fn clock(&self) -> &Clock {
         &self.clock
     }
 
     /// Whether metadata has been loaded (readiness).
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.loaded.read().map(|l| l.is_some()).unwrap_or(false)
     }
 
@@ -130,7 +130,7 @@ impl Provider {
 
     /// The provider's metadata, fetching it on first use. While the provider is unreachable
     /// this answers the last error for a couple of seconds instead of hammering it.
-    pub async fn get(&self) -> Result<Arc<Discovered>, ProviderUnavailable> {
+    pub(crate) async fn get(&self) -> Result<Arc<Discovered>, ProviderUnavailable> {
         if let Some(loaded) = self.current() {
             return Ok(loaded);
         }
@@ -266,7 +266,7 @@ impl Provider {
 
     /// Refetches the JWKS after a token named an unknown key id. Rate-limited: returns
     /// `None` when it was refetched too recently (or the fetch failed).
-    pub async fn refetch_jwks(&self) -> Option<Arc<Discovered>> {
+    pub(crate) async fn refetch_jwks(&self) -> Option<Arc<Discovered>> {
         let current = self.current()?;
         let _guard = self.fetch_lock.lock().await;
         {
@@ -297,7 +297,7 @@ impl Provider {
 
     /// Starts a background task that loads the metadata at start-up and keeps retrying
     /// (with back-off) until it succeeds, so readiness reflects the provider.
-    pub fn warm_up(self: &Arc<Self>) {
+    pub(crate) fn warm_up(self: &Arc<Self>) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(500);
@@ -309,10 +309,5 @@ impl Provider {
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
         });
-    }
-
-    /// A JWKS for openidconnect that is only used to name the type in signatures.
-    pub fn empty_jwks() -> CoreJsonWebKeySet {
-        JsonWebKeySet::new(Vec::new())
     }
 }

@@ -27,7 +27,7 @@ fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 }
 
 /// Removes hop-by-hop headers and every header the `Connection` header names.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         for name in connection_named(headers) {
             headers.remove(name);
@@ -42,7 +42,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// headers it names go now, and it keeps only `upgrade` (which the proxy still needs).
 /// Otherwise `Connection: OIDC_CLAIM_groups` would make the proxy drop a header the
 /// gateway set.
-pub fn drop_connection_named(headers: &mut HeaderMap) {
+pub(crate) fn drop_connection_named(headers: &mut HeaderMap) {
     if !headers.contains_key(header::CONNECTION) {
         return;
     }
@@ -63,7 +63,7 @@ pub fn drop_connection_named(headers: &mut HeaderMap) {
 }
 
 /// The `Upgrade` protocol when the request asks for one (e.g. WebSocket).
-pub fn upgrade_protocol(headers: &HeaderMap) -> Option<http::HeaderValue> {
+pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<http::HeaderValue> {
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()

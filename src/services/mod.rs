@@ -12,6 +12,7 @@ pub use token_cache::{TokenCache, Validation, INACTIVE_TTL};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::error::ProviderUnavailable;
 use crate::observe::Metrics;
 use crate::provider::Provider;
 use crate::session::Sessions;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 pub struct Services {
     pub config: Config,
     pub clock: Clock,
-    pub provider: Arc<Provider>,
+    pub(crate) provider: Arc<Provider>,
     pub sessions: Sessions,
     pub metrics: Metrics,
     pub refresh_flights: Flights,
@@ -28,6 +29,12 @@ pub struct Services {
 }
 
 impl Services {
+    /// Loads the provider's metadata and keys now, instead of on first use (benches; `run`
+    /// warms up in the background instead).
+    pub async fn load_provider(&self) -> Result<(), ProviderUnavailable> {
+        self.provider.get().await.map(|_| ())
+    }
+
     pub fn new(config: Config, clock: Clock) -> Services {
         Services {
             provider: Arc::new(Provider::new(config.provider.clone(), clock.clone())),
