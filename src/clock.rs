@@ -28,7 +28,7 @@ impl Clock {
 
     /// Current time as epoch milliseconds (the offset counts in whole seconds): orders
     /// events within one second, such as a login just after a logout.
-    pub fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         let real = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)

@@ -10,7 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The demo configuration: `/` behind login, `/public` open, `/api` for bearer tokens.
-pub fn demo_config(listen: SocketAddr, issuer: &str, upstream: &str, passphrase: &str) -> String {
+pub(crate) fn demo_config(
+    listen: SocketAddr,
+    issuer: &str,
+    upstream: &str,
+    passphrase: &str,
+) -> String {
     format!(
         r#"
 [server]

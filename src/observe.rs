@@ -4,10 +4,10 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Default)]
-pub struct Counter(AtomicU64);
+pub(crate) struct Counter(AtomicU64);
 
 impl Counter {
-    pub fn inc(&self) {
+    pub(crate) fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
     pub fn get(&self) -> u64 {
@@ -17,23 +17,23 @@ impl Counter {
 
 /// Process-wide counters; cheap relaxed atomics on the request path.
 #[derive(Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     pub requests: Counter,
     pub proxied: Counter,
-    pub upstream_errors: Counter,
-    pub logins_started: Counter,
-    pub logins_completed: Counter,
-    pub login_failures: Counter,
-    pub sessions_ended: Counter,
+    pub(crate) upstream_errors: Counter,
+    pub(crate) logins_started: Counter,
+    pub(crate) logins_completed: Counter,
+    pub(crate) login_failures: Counter,
+    pub(crate) sessions_ended: Counter,
     pub refreshes: Counter,
     pub refresh_failures: Counter,
-    pub bearer_accepted: Counter,
-    pub bearer_rejected: Counter,
+    pub(crate) bearer_accepted: Counter,
+    pub(crate) bearer_rejected: Counter,
     pub introspections: Counter,
 }
 
 impl Metrics {
-    pub fn render(&self, ready: bool) -> String {
+    pub(crate) fn render(&self, ready: bool) -> String {
         let mut out = String::new();
         let rows: [(&str, &str, &Counter); 12] = [
             (

@@ -5,7 +5,7 @@ use toml::Value;
 
 /// Replaces every `${NAME}` in every string of `value`, reporting unset variables with the
 /// key path. `$${` writes a literal `${`.
-pub fn interpolate(value: &mut Value, path: &str, problems: &mut Vec<ConfigProblem>) {
+pub(crate) fn interpolate(value: &mut Value, path: &str, problems: &mut Vec<ConfigProblem>) {
     match value {
         Value::String(s) if s.contains("${") => match expand(s) {
             Ok(expanded) => *s = expanded,

@@ -16,8 +16,6 @@ use std::path::Path;
 use std::time::Duration;
 use url::Url;
 
-pub use validate::parse_duration;
-
 /// A fully validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {

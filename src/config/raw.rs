@@ -6,7 +6,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -27,13 +27,13 @@ pub struct RawConfig {
 /// A value that may be written as one string or as a list of strings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
+    pub(crate) fn into_vec(self) -> Vec<String> {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,
@@ -42,22 +42,22 @@ impl OneOrMany {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawServer {
+pub(crate) struct RawServer {
     pub listen: Option<OneOrMany>,
-    pub public_url: Option<String>,
+    pub(crate) public_url: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     pub upstream_timeout: Option<String>,
-    pub upstream_connect_timeout: Option<String>,
+    pub(crate) upstream_connect_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawAdmin {
+pub(crate) struct RawAdmin {
     pub listen: Option<OneOrMany>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawProvider {
+pub(crate) struct RawProvider {
     pub issuer: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
@@ -69,22 +69,22 @@ pub struct RawProvider {
     pub auth_params: Option<BTreeMap<String, String>>,
     pub userinfo: Option<bool>,
     pub allow_http: Option<bool>,
-    pub http_timeout: Option<String>,
+    pub(crate) http_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawSession {
+pub(crate) struct RawSession {
     pub passphrase: Option<String>,
     pub passphrase_file: Option<String>,
     pub passphrases: Option<Vec<String>>,
     pub store: Option<String>,
-    pub memory_capacity: Option<u64>,
-    pub redis_url: Option<String>,
-    pub redis_prefix: Option<String>,
-    pub redis_timeout: Option<String>,
-    pub cookie_name: Option<String>,
+    pub(crate) memory_capacity: Option<u64>,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) redis_prefix: Option<String>,
+    pub(crate) redis_timeout: Option<String>,
+    pub(crate) cookie_name: Option<String>,
     pub cookie_domain: Option<String>,
-    pub state_cookie_prefix: Option<String>,
+    pub(crate) state_cookie_prefix: Option<String>,
     pub same_site: Option<String>,
     pub inactivity_timeout: Option<String>,
     pub max_duration: Option<String>,
@@ -92,7 +92,7 @@ pub struct RawSession {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawHeaders {
+pub(crate) struct RawHeaders {
     pub claim_prefix: Option<String>,
     pub claim_delimiter: Option<String>,
     pub pass_access_token: Option<bool>,
@@ -105,24 +105,24 @@ pub struct RawHeaders {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawOAuth {
+pub(crate) struct RawOAuth {
     pub introspection_endpoint: Option<String>,
     pub introspection_cache: Option<String>,
     pub accept_token_as: Option<Vec<String>>,
     pub jwt: Option<bool>,
     pub audience: Option<String>,
     pub require_token_type: Option<bool>,
-    pub cache_max_bytes: Option<u64>,
+    pub(crate) cache_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawHooks {
+pub(crate) struct RawHooks {
     pub info: Option<Vec<String>>,
     pub redirect_urls_allowed: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct RawRoute {
+pub(crate) struct RawRoute {
     pub path: Option<String>,
     pub upstream: Option<String>,
     pub auth: Option<String>,

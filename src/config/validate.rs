@@ -7,7 +7,7 @@ use super::*;
 use std::path::Path;
 
 /// Parses `"90s"`, `"5m"`, `"8h"`, `"1d"`, `"250ms"` (a bare number means seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -589,7 +589,7 @@ fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> Se
 }
 
 /// `session.redis_url` when not set: a Redis on this host, database 0.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+pub(crate) const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
 /// The `redis_*` keys. Checked whatever the store, so a typo surfaces before the switch.
 fn build_redis(

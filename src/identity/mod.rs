@@ -97,7 +97,7 @@ impl IdentityHeaders {
     }
 
     /// Whether a header of this name is the gateway's to set.
-    pub fn is_reserved(&self, name: &[u8]) -> bool {
+    pub(crate) fn is_reserved(&self, name: &[u8]) -> bool {
         starts_with_norm(name, OIDC_PREFIX)
             || starts_with_norm(name, &self.scrub_claim_prefix)
             || self
@@ -137,7 +137,7 @@ impl IdentityHeaders {
     /// `OIDC_access_token_expires` when `exp` is known, the token's claims under the claim
     /// prefix, and the remote user header. Sent whatever `pass_access_token` says, as
     /// mod_auth_openidc does: the upstream already receives the token in `Authorization`.
-    pub fn for_token(
+    pub(crate) fn for_token(
         &self,
         token: &str,
         exp: Option<i64>,

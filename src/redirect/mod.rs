@@ -12,7 +12,7 @@ use regex::Regex;
 use url::Url;
 
 /// Longer targets are refused outright.
-pub const MAX_REDIRECT_LEN: usize = 16 * 1024;
+pub(crate) const MAX_REDIRECT_LEN: usize = 16 * 1024;
 
 /// A placeholder origin to resolve relative targets against; only its host matters.
 const PROBE_BASE: &str = "http://redirect-probe.invalid/";

@@ -25,10 +25,10 @@ impl Found {
 }
 
 /// The largest form body read when looking for `access_token` in it.
-pub const MAX_FORM_BODY: usize = 64 * 1024;
+pub(crate) const MAX_FORM_BODY: usize = 64 * 1024;
 
 /// Whether the request carries a form body worth reading for the `post` source.
-pub fn wants_form_body(sources: &[TokenSource], parts: &Parts) -> bool {
+pub(crate) fn wants_form_body(sources: &[TokenSource], parts: &Parts) -> bool {
     sources.contains(&TokenSource::Post)
         && parts.method == http::Method::POST
         && parts
@@ -100,13 +100,13 @@ fn params(body: &[u8]) -> impl Iterator<Item = String> + '_ {
 }
 
 /// The longest token sent to the provider; a longer one is invalid without asking.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 16 * 1024;
 
 /// Whether `token` can be an access token at all: RFC 6750's `b64token` syntax (which
 /// JWTs and the opaque tokens of every provider we know fit) within [`MAX_TOKEN_LEN`].
 /// Anything else is refused as `invalid_token` without a call to the provider, so a
 /// hostile client cannot make the provider answer an error we would have to interpret.
-pub fn is_plausible(token: &str) -> bool {
+pub(crate) fn is_plausible(token: &str) -> bool {
     let body = token.trim_end_matches('=');
     !body.is_empty()
         && token.len() <= MAX_TOKEN_LEN

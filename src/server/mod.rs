@@ -28,7 +28,7 @@ type BoxedResponse = std::pin::Pin<
 
 /// A started gateway: its bound addresses and the handle to stop it.
 pub struct Running {
-    pub addrs: Vec<SocketAddr>,
+    pub(crate) addrs: Vec<SocketAddr>,
     pub admin_addrs: Vec<SocketAddr>,
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,

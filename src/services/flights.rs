@@ -20,9 +20,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const RESULT_TTL: Duration = Duration::from_secs(30);
-pub const FAILURE_TTL: Duration = Duration::from_secs(5);
-pub const MAX_FLIGHTS: u64 = 10_000;
+pub(crate) const RESULT_TTL: Duration = Duration::from_secs(30);
+pub(crate) const FAILURE_TTL: Duration = Duration::from_secs(5);
+pub(crate) const MAX_FLIGHTS: u64 = 10_000;
 
 /// A grant's outcome, shared by every caller of one flight.
 pub(crate) type Outcome = Result<Arc<TokenGrant>, Arc<GrantError>>;
@@ -40,7 +40,7 @@ impl Expiry<[u8; 32], Outcome> for OutcomeExpiry {
     }
 }
 
-pub struct Flights {
+pub(crate) struct Flights {
     cache: Cache<[u8; 32], Outcome>,
 }
 
@@ -66,10 +66,6 @@ impl Flights {
     ) -> Outcome {
         let key = flight_key(refresh_token, access_token);
         self.cache.get_with(key, grant).await
-    }
-
-    pub fn entry_count(&self) -> u64 {
-        self.cache.entry_count()
     }
 }
 

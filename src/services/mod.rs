@@ -6,9 +6,9 @@
 mod flights;
 mod token_cache;
 
+pub(crate) use flights::Flights;
 pub(crate) use flights::Outcome as GrantOutcome;
-pub use flights::{Flights, FAILURE_TTL, MAX_FLIGHTS, RESULT_TTL};
-pub use token_cache::{TokenCache, Validation, INACTIVE_TTL};
+pub use token_cache::{TokenCache, Validation};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -23,8 +23,8 @@ pub struct Services {
     pub clock: Clock,
     pub(crate) provider: Arc<Provider>,
     pub sessions: Sessions,
-    pub metrics: Metrics,
-    pub refresh_flights: Flights,
+    pub(crate) metrics: Metrics,
+    pub(crate) refresh_flights: Flights,
     pub token_cache: TokenCache,
 }
 

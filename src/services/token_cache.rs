@@ -13,9 +13,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long an inactive (or invalid) result is remembered.
-pub const INACTIVE_TTL: Duration = Duration::from_secs(10);
+pub(crate) const INACTIVE_TTL: Duration = Duration::from_secs(10);
 
-pub type Key = [u8; 32];
+pub(crate) type Key = [u8; 32];
 
 /// The outcome of validating one token.
 #[derive(Debug)]
@@ -62,7 +62,7 @@ impl TokenCache {
 
     /// How long a result may be cached: active until `exp` (capped by the policy),
     /// inactive briefly, nothing when caching is off.
-    pub fn ttl_for(&self, active: bool, exp: Option<i64>, now: i64) -> Duration {
+    pub(crate) fn ttl_for(&self, active: bool, exp: Option<i64>, now: i64) -> Duration {
         if self.policy == IntrospectionCache::Off {
             return Duration::ZERO;
         }

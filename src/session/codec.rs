@@ -35,13 +35,14 @@ const MIN_SEALED_LEN: usize = HEADER_LEN + 1 + TAG_LEN;
 
 /// Longest sealed string [`Codec::open`] accepts: 16 cookie chunks of 4000 characters plus
 /// slack. Checked before anything is decoded.
-pub const MAX_SEALED_LEN: usize = 70_000;
+pub(crate) const MAX_SEALED_LEN: usize = 70_000;
 /// Largest plaintext an inflated value may grow to (a deflate bomb stops here).
-pub const MAX_PLAINTEXT_LEN: usize = 1 << 20;
+pub(crate) const MAX_PLAINTEXT_LEN: usize = 1 << 20;
 /// Longest sealed string accepted for [`Purpose::StoredSession`]: a plaintext of
 /// [`MAX_PLAINTEXT_LEN`] sealed without deflate, in base64url. Server-side stores are not
 /// limited by cookie sizes, but what they hand back is still bounded before decoding.
-pub const MAX_STORED_SEALED_LEN: usize = (MAX_PLAINTEXT_LEN + MIN_SEALED_LEN).div_ceil(3) * 4;
+pub(crate) const MAX_STORED_SEALED_LEN: usize =
+    (MAX_PLAINTEXT_LEN + MIN_SEALED_LEN).div_ceil(3) * 4;
 /// Data at or below this size is never deflated: the deflate header would eat the gain.
 const DEFLATE_THRESHOLD: usize = 200;
 

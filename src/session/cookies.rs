@@ -13,15 +13,15 @@ use std::borrow::Cow;
 mod tests;
 
 /// Longest cookie value written as one cookie; longer sealed values are chunked.
-pub const CHUNK_SIZE: usize = 4000;
+pub(crate) const CHUNK_SIZE: usize = 4000;
 /// Most chunks a session may use (and the most a request may claim).
-pub const MAX_CHUNKS: usize = 16;
+pub(crate) const MAX_CHUNKS: usize = 16;
 
 /// The attributes every gateway cookie carries: `Path=/; HttpOnly; SameSite=…`, plus
 /// `Domain=…` when configured and `Secure` on https. Built once; each cookie then costs one
 /// string allocation.
 #[derive(Debug, Clone)]
-pub struct CookieAttrs {
+pub(crate) struct CookieAttrs {
     secure: String,
     insecure: String,
 }

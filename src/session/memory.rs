@@ -34,7 +34,7 @@ impl Expiry<String, Entry> for PerEntryTtl {
 }
 
 /// Sessions held in this process: lost on restart, not shared between instances.
-pub struct MemoryBackend {
+pub(crate) struct MemoryBackend {
     cache: Cache<String, Entry>,
 }
 

@@ -18,14 +18,16 @@ pub(crate) mod test_redis;
 #[cfg(test)]
 mod tests;
 
-pub use self::redis::RedisBackend;
-pub use codec::{
-    Codec, CodecError, Purpose, MAX_PLAINTEXT_LEN, MAX_SEALED_LEN, MAX_STORED_SEALED_LEN,
-};
-pub use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
-pub use memory::MemoryBackend;
-pub use model::{ActiveSession, Headers, Session, Touched};
-pub use store::Backend;
+pub use codec::{Codec, Purpose};
+pub use model::{ActiveSession, Headers, Session};
+
+pub use codec::CodecError;
+pub(crate) use codec::MAX_SEALED_LEN;
+pub(crate) use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
+pub(crate) use memory::MemoryBackend;
+pub(crate) use model::Touched;
+pub(crate) use redis::RedisBackend;
+pub(crate) use store::Backend;
 
 use crate::clock::Clock;
 use crate::config::{SessionConfig, StoreKind};
@@ -225,10 +227,6 @@ impl Sessions {
     /// The codec; the gateway seals state cookies with [`Purpose::State`].
     pub fn codec(&self) -> &Codec {
         &self.codec
-    }
-
-    pub fn cookie_name(&self) -> &str {
-        self.names.session()
     }
 
     /// The session the request's cookies carry. Never panics and never fails hard: anything
@@ -454,7 +452,7 @@ impl Sessions {
 
     /// `Set-Cookie` values that expire every session cookie (plain, count, chunks) the
     /// request presented. State cookies are left to the login flow.
-    pub fn clear_cookies(&self, presented: &HeaderMap, secure: bool) -> Vec<HeaderValue> {
+    pub(crate) fn clear_cookies(&self, presented: &HeaderMap, secure: bool) -> Vec<HeaderValue> {
         let p = Presented::scan(presented, &self.names);
         let mut out = Vec::new();
         if p.plain.is_some() {
@@ -464,26 +462,27 @@ impl Sessions {
         out
     }
 
-    pub fn is_ended(&self, session_id: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_ended(&self, session_id: &str) -> bool {
         self.ended.contains_key(session_id)
     }
 
     /// Refuses, from now on, every session of `iss` with OP session id `sid` created up to
     /// now (front- and back-channel logout); a login after it is not affected.
-    pub fn end_by_sid(&self, iss: &str, sid: &str) {
+    pub(crate) fn end_by_sid(&self, iss: &str, sid: &str) {
         record(&self.by_sid, iss, sid, self.clock.now_ms());
         self.logout_generation.fetch_add(1, Ordering::Release);
     }
 
     /// Refuses, from now on, every session of `iss` for subject `sub` created up to now
     /// (back-channel logout without `sid`).
-    pub fn end_by_sub(&self, iss: &str, sub: &str) {
+    pub(crate) fn end_by_sub(&self, iss: &str, sub: &str) {
         record(&self.by_sub, iss, sub, self.clock.now_ms());
         self.logout_generation.fetch_add(1, Ordering::Release);
     }
 
     /// Records a back-channel logout token's `jti`; true when it was seen before (a replay).
-    pub fn seen_logout_jti(&self, jti: &str) -> bool {
+    pub(crate) fn seen_logout_jti(&self, jti: &str) -> bool {
         !self
             .logout_jtis
             .entry(jti.to_string())
@@ -496,7 +495,7 @@ impl Sessions {
     /// this request). The result stays with the presented session for `touch_after`: a
     /// client that keeps sending this older cookie (parallel requests, or a client that
     /// ignores Set-Cookie) gets the same new cookie instead of a re-seal per request.
-    pub async fn touch(
+    pub(crate) async fn touch(
         &self,
         session: &ActiveSession,
         secure: bool,
@@ -529,13 +528,14 @@ impl Sessions {
     /// Whether the inactivity timer should be refreshed by re-saving with `last_seen = now`.
     /// Only every tenth of `inactivity_timeout` (at least 1 s), so most requests re-seal
     /// nothing.
-    pub fn needs_touch(&self, session: &Session) -> bool {
+    pub(crate) fn needs_touch(&self, session: &Session) -> bool {
         self.clock.now().saturating_sub(session.last_seen) >= self.touch_after
     }
 
     /// Whether a request cookie name belongs to the gateway (session, its chunks and count,
     /// or a state cookie), so it is not forwarded upstream.
-    pub fn is_gateway_cookie(&self, name: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_gateway_cookie(&self, name: &str) -> bool {
         self.names.is_ours(name.as_bytes())
     }
 

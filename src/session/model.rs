@@ -61,7 +61,7 @@ impl Session {
     }
 
     /// ID-token claims merged with userinfo claims (ID token wins), for claim rules.
-    pub fn merged_claims(&self) -> Map<String, Value> {
+    pub(crate) fn merged_claims(&self) -> Map<String, Value> {
         let mut merged = self.userinfo.clone().unwrap_or_default();
         for (k, v) in &self.id_token_claims {
             merged.insert(k.clone(), v.clone());
@@ -91,9 +91,9 @@ pub struct ActiveSession {
 
 /// A re-saved session's `Set-Cookie` values: when, for which scheme, and the values.
 #[derive(Clone, Debug)]
-pub struct Touched {
+pub(crate) struct Touched {
     pub at: i64,
-    pub secure: bool,
+    pub(crate) secure: bool,
     pub cookies: Arc<[HeaderValue]>,
 }
 

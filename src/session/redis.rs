@@ -55,7 +55,7 @@ enum Failure {
 
 /// Sessions in Redis, shared by every gateway instance that uses the same server, prefix and
 /// passphrases.
-pub struct RedisBackend {
+pub(crate) struct RedisBackend {
     client: Client,
     connect: AsyncConnectionConfig,
     prefix: String,

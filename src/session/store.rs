@@ -10,7 +10,7 @@ use std::time::Duration;
 ///
 /// `get` hands out an `Arc` so an in-process store can share its copy instead of cloning a
 /// whole session on every request; a remote store wraps what it decoded.
-pub trait Backend: Send + Sync + 'static {
+pub(crate) trait Backend: Send + Sync + 'static {
     /// The session stored under `id`, if any and not yet expired. A store that cannot be
     /// reached answers `None` (the user logs in again) and logs why.
     fn get(&self, id: &str) -> impl Future<Output = Option<Arc<ActiveSession>>> + Send;
