@@ -113,11 +113,12 @@ pub(crate) fn request_cookies(headers: &HeaderMap) -> impl Iterator<Item = (&str
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn cfg(trusted: &[&str]) -> ServerConfig {
+    /// A server config trusting `trusted` (CIDRs), for tests.
+    pub(crate) fn cfg(trusted: &[&str]) -> ServerConfig {
         ServerConfig {
             listen: vec![],
             public_url: None,
@@ -128,7 +129,7 @@ mod tests {
         }
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         pairs
             .iter()
             .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))

@@ -33,28 +33,9 @@ pub(crate) fn set_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ServerConfig;
     use crate::request::request_ctx;
+    use crate::request::tests::{cfg, headers};
     use std::net::SocketAddr;
-    use std::time::Duration;
-
-    fn cfg(trusted: &[&str]) -> ServerConfig {
-        ServerConfig {
-            listen: vec![],
-            public_url: None,
-            trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
-            upstream_timeout: Duration::from_secs(1),
-            upstream_connect_timeout: Duration::from_secs(1),
-            shutdown_grace: Duration::from_secs(1),
-        }
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
-            .collect()
-    }
 
     #[test]
     fn untrusted_forwarded_headers_are_ignored_and_replaced() {
