@@ -31,6 +31,10 @@ scopes = ["openid", "profile", "email", "offline_access"]
 passphrase = "{passphrase}"
 inactivity_timeout = "30m"
 
+[hooks]
+# The session info page the demo links to (off unless listed; no refresh token).
+info = ["iat", "access_token", "access_token_expires", "id_token", "userinfo", "exp", "timeout", "remote_user"]
+
 [[route]]
 path = "/"
 upstream = "{upstream}"

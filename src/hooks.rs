@@ -207,7 +207,7 @@ async fn refresh_hook(
     if !constant_time_eq(current.as_bytes(), presented.as_bytes()) {
         return refresh_error(&return_to, "no_access_token_match");
     }
-    if !issuer_matches(&session.iss, &gw.provider.config().issuer) {
+    if !gw.provider.config().is_issuer(&session.iss) {
         return refresh_error(&return_to, "session_corruption");
     }
     match crate::refresh::refresh_session(gw, &session, &parts.headers, ctx).await {
@@ -216,13 +216,14 @@ async fn refresh_hook(
     }
 }
 
-/// Issuers compare equal ignoring one trailing slash (config vs. token spelling).
-fn issuer_matches(a: &str, b: &str) -> bool {
-    a.trim_end_matches('/') == b.trim_end_matches('/')
-}
-
 /// `?info=json|html`: docs/behaviour.md §9.
 async fn info_hook(gw: &Services, parts: &Parts, format: &str) -> Response<Body> {
+    if gw.config.hooks.info.is_empty() {
+        return response::text(
+            StatusCode::NOT_FOUND,
+            "404 Not Found: the session info hook is off (hooks.info)\n",
+        );
+    }
     if format != "json" && format != "html" {
         return response::text(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -128,13 +128,90 @@ pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body>
     response
 }
 
-/// Adds Set-Cookie headers to a response.
+/// Adds Set-Cookie headers to a response, and keeps shared caches from storing it: a
+/// response that sets a gateway cookie is `private` unless it already says `no-store` or
+/// `private` (a shared cache would hand one user's session cookie to the next).
 pub(crate) fn with_cookies(
     mut response: Response<Body>,
     cookies: Vec<HeaderValue>,
 ) -> Response<Body> {
+    if cookies.is_empty() {
+        return response;
+    }
+    let headers = response.headers_mut();
     for c in cookies {
-        response.headers_mut().append(http::header::SET_COOKIE, c);
+        headers.append(http::header::SET_COOKIE, c);
+    }
+    if let Some(value) = private_cache_control(headers.get_all(CACHE_CONTROL)) {
+        headers.insert(CACHE_CONTROL, value);
     }
     response
+}
+
+/// The `Cache-Control` to send instead of `current` so that no shared cache stores the
+/// response: `private` before the other directives, `public` and `s-maxage` dropped.
+/// `None` when `current` already says `no-store` or `private`.
+fn private_cache_control(current: http::header::GetAll<'_, HeaderValue>) -> Option<HeaderValue> {
+    let mut kept = vec!["private"];
+    for directive in current
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    {
+        let name = directive.split('=').next().unwrap_or("").trim();
+        if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("private") {
+            return None;
+        }
+        if !name.eq_ignore_ascii_case("public") && !name.eq_ignore_ascii_case("s-maxage") {
+            kept.push(directive);
+        }
+    }
+    HeaderValue::from_str(&kept.join(", ")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache_control_after(upstream: Option<&str>) -> Option<String> {
+        let mut resp = Response::new(empty_body());
+        if let Some(v) = upstream {
+            resp.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_str(v).unwrap());
+        }
+        let resp = with_cookies(resp, vec![HeaderValue::from_static("s=1")]);
+        resp.headers()
+            .get(CACHE_CONTROL)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn a_response_setting_a_cookie_is_not_for_shared_caches() {
+        assert_eq!(cache_control_after(None).as_deref(), Some("private"));
+        assert_eq!(
+            cache_control_after(Some("public, max-age=600, s-maxage=900")).as_deref(),
+            Some("private, max-age=600")
+        );
+        assert_eq!(
+            cache_control_after(Some("no-store")).as_deref(),
+            Some("no-store")
+        );
+        assert_eq!(
+            cache_control_after(Some("Private, max-age=5")).as_deref(),
+            Some("Private, max-age=5")
+        );
+    }
+
+    #[test]
+    fn without_a_cookie_the_upstream_decides() {
+        let mut resp = Response::new(empty_body());
+        resp.headers_mut().insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        let resp = with_cookies(resp, Vec::new());
+        assert_eq!(resp.headers()[CACHE_CONTROL], "public, max-age=60");
+    }
 }

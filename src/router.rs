@@ -77,6 +77,7 @@ mod tests {
             unauth_action: UnauthAction::Auth,
             require_claims: vec![],
             preserve_host: false,
+            upgrades: vec!["websocket".into()],
         }
     }
 

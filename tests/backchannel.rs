@@ -122,8 +122,11 @@ async fn bad_logout_tokens_are_refused_and_end_nothing() {
     );
 }
 
+/// Front-channel logout ends only the session of the browser whose frame makes the
+/// request, and only when `sid`/`iss` name it: anyone can send the request, so it must not
+/// touch other browsers' sessions.
 #[tokio::test]
-async fn frontchannel_logout_ends_sessions_with_that_sid() {
+async fn frontchannel_logout_ends_only_the_requesting_browsers_session() {
     let h = Harness::start().await;
     let alice = Browser::new();
     h.login(&alice, "/a", "alice").await;
@@ -132,7 +135,22 @@ async fn frontchannel_logout_ends_sessions_with_that_sid() {
         "/oauth2/callback?logout=get&sid={sid}&iss={}",
         url_escape(&h.op.issuer())
     );
+    // A stranger (no cookie) who knows alice's sid ends nothing.
     let r = reqwest::get(h.url(&url)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        alice.get(&h.url("/a")).await.status(),
+        StatusCode::OK,
+        "a cookieless request ends no session"
+    );
+    // Alice's own frame with another sid ends nothing either.
+    let other = alice
+        .get(&h.url("/oauth2/callback?logout=get&sid=someone-else"))
+        .await;
+    assert_eq!(other.status(), StatusCode::OK);
+    assert_eq!(alice.get(&h.url("/a")).await.status(), StatusCode::OK);
+    // Alice's own frame with her sid ends her session.
+    let r = alice.get(&h.url(&url)).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(alice.get(&h.url("/a")).await.status(), StatusCode::FOUND);
 
@@ -140,6 +158,24 @@ async fn frontchannel_logout_ends_sessions_with_that_sid() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn frontchannel_logout_refuses_oversized_parameters() {
+    let h = Harness::start().await;
+    let alice = Browser::new();
+    h.login(&alice, "/a", "alice").await;
+    let long_sid = "s".repeat(257);
+    let r = alice
+        .get(&h.url(&format!("/oauth2/callback?logout=get&sid={long_sid}")))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let long_iss = "i".repeat(1025);
+    let r = alice
+        .get(&h.url(&format!("/oauth2/callback?logout=get&iss={long_iss}")))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(alice.get(&h.url("/a")).await.status(), StatusCode::OK);
 }
 
 /// `logout=get` without a sid ends the session whose cookie the frame carries (as

@@ -199,6 +199,21 @@ fn a_remote_user_header_that_is_not_a_header_name_is_an_error() {
 }
 
 #[test]
+fn h2c_cannot_be_an_allowed_upgrade() {
+    let text = VALID.replace(
+        "auth = \"none\"\n",
+        "auth = \"none\"\nupgrades = [\"websocket\", \"h2c\", \"a b\"]\n",
+    );
+    assert_problems(
+        &check(&text, &[]),
+        &[
+            "route[1].upgrades[1]: h2c cannot be tunnelled",
+            "route[1].upgrades[2]: \"a b\" is not a protocol name",
+        ],
+    );
+}
+
+#[test]
 fn a_short_passphrase_is_a_warning_without_printing_it() {
     let text = VALID.replace("0123456789abcdef0123456789abcdef", "tooshort-secret");
     // Printed by check-config itself, as a warning with its key: not a log line, so it

@@ -249,3 +249,22 @@ async fn max_duration_is_absolute() {
     let r = b.get(&h.hook_url("info=json")).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_info_hook_is_off_by_default() {
+    let h = Harness::with(Options {
+        default_info_hook: true,
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    h.login(&b, "/app", "alice").await;
+    for format in ["json", "html"] {
+        let r = b.get(&h.hook_url(&format!("info={format}"))).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{format}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("eyJ"), "no token in the answer: {body}");
+    }
+    // The session itself works: the app is reachable.
+    assert_eq!(b.get(&h.url("/app")).await.status(), StatusCode::OK);
+}

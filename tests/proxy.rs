@@ -164,6 +164,39 @@ async fn hop_by_hop_headers_are_not_forwarded() {
     assert_eq!(echo.header("x-end-to-end").as_deref(), Some("kept"));
 }
 
+/// Only WebSocket is tunnelled by default: `Upgrade: h2c` would open a raw tunnel that
+/// carries every later request on the connection past routing and header scrubbing. The
+/// request goes through as a plain one, without its upgrade headers.
+#[tokio::test]
+async fn upgrades_other_than_websocket_are_not_tunnelled() {
+    let h = Harness::start().await;
+    for protocol in ["h2c", "websocket, h2c", "TLS/1.0"] {
+        let r = Browser::new()
+            .client
+            .get(h.url("/public/x"))
+            .header("connection", "Upgrade, HTTP2-Settings")
+            .header("upgrade", protocol)
+            .header("http2-settings", "AAMAAABkAAQAAP__")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{protocol}");
+        let echo = Echo::of(r).await;
+        for gone in ["upgrade", "http2-settings"] {
+            assert!(
+                echo.header(gone).is_none(),
+                "{protocol}: {gone}: {:?}",
+                echo.names()
+            );
+        }
+        assert_ne!(
+            echo.header("connection").as_deref(),
+            Some("upgrade"),
+            "{protocol}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn forwarded_headers_from_untrusted_clients_are_replaced() {
     let h = Harness::start().await;

@@ -286,6 +286,24 @@ pub struct RouteConfig {
     pub unauth_action: UnauthAction,
     pub require_claims: Vec<ClaimRule>,
     pub preserve_host: bool,
+    /// `Upgrade` protocols tunnelled to the upstream (lowercase; default `websocket`).
+    /// Any other `Upgrade` is dropped and the request forwarded as a plain one.
+    pub upgrades: Vec<String>,
+}
+
+impl RouteConfig {
+    /// Whether every protocol an `Upgrade` header asks for may be tunnelled on this route.
+    pub fn allows_upgrade(&self, upgrade: &http::HeaderValue) -> bool {
+        let Ok(value) = upgrade.to_str() else {
+            return false;
+        };
+        let mut protocols = value.split(',').map(|p| p.trim()).peekable();
+        protocols.peek().is_some()
+            && protocols.all(|p| {
+                let name = p.split('/').next().unwrap_or("");
+                self.upgrades.iter().any(|u| u.eq_ignore_ascii_case(name))
+            })
+    }
 }
 
 /// A route's upstream, split once at start into the parts every forwarded request's URI
@@ -402,6 +420,14 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl ProviderConfig {
+    /// Whether `iss` names this provider (ignoring one trailing slash: config and token
+    /// spellings differ).
+    pub fn is_issuer(&self, iss: &str) -> bool {
+        iss.trim_end_matches('/') == self.issuer.trim_end_matches('/')
+    }
+}
 
 impl Config {
     /// Reads, interpolates and validates the file at `path`.

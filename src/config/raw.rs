@@ -129,4 +129,5 @@ pub(crate) struct RawRoute {
     pub unauth_action: Option<String>,
     pub require_claims: Option<Vec<String>>,
     pub preserve_host: Option<bool>,
+    pub upgrades: Option<Vec<String>>,
 }

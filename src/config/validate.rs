@@ -824,19 +824,10 @@ fn build_oauth(c: &mut Checker, raw: RawOAuth, allow_http: bool) -> OAuthConfig 
 }
 
 fn build_hooks(c: &mut Checker, raw: RawHooks) -> HooksConfig {
-    let default_info = [
-        "iat",
-        "access_token",
-        "access_token_expires",
-        "id_token",
-        "userinfo",
-        "exp",
-        "timeout",
-        "remote_user",
-    ];
-    let names = raw
-        .info
-        .unwrap_or_else(|| default_info.iter().map(|s| s.to_string()).collect());
+    // Off unless listed: the hook answers any same-origin script, so one XSS in any app
+    // behind the gateway must not be able to read tokens (mod_auth_openidc: no
+    // OIDCInfoHook, no hook).
+    let names = raw.info.unwrap_or_default();
     let mut info = Vec::new();
     for (i, n) in names.iter().enumerate() {
         let m = match n.as_str() {
@@ -959,9 +950,38 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
             unauth_action,
             require_claims,
             preserve_host: r.preserve_host.unwrap_or(false),
+            upgrades: route_upgrades(c, &key("upgrades"), r.upgrades),
         });
     }
     routes
+}
+
+/// `route.upgrades`: protocol names (RFC 9110 tokens), default `["websocket"]`. `h2c` is
+/// refused: a tunnelled HTTP/2 connection would carry later requests past the gateway.
+fn route_upgrades(c: &mut Checker, key: &str, raw: Option<Vec<String>>) -> Vec<String> {
+    let list = raw.unwrap_or_else(|| vec!["websocket".into()]);
+    let mut out = Vec::new();
+    for (i, p) in list.iter().enumerate() {
+        let p = p.trim().to_ascii_lowercase();
+        if p.is_empty()
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        {
+            c.problem(
+                format!("{key}[{i}]"),
+                format!("{p:?} is not a protocol name"),
+            );
+        } else if p == "h2c" {
+            c.problem(
+                format!("{key}[{i}]"),
+                "h2c cannot be tunnelled: later requests on it would skip the gateway",
+            );
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

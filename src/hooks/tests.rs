@@ -87,9 +87,3 @@ fn refresh_errors_go_before_the_fragment() {
         "/app?x=1&error_code=refresh_failed#top"
     );
 }
-
-#[test]
-fn issuers_match_ignoring_one_trailing_slash() {
-    assert!(issuer_matches("https://op/", "https://op"));
-    assert!(!issuer_matches("https://op2", "https://op"));
-}

@@ -245,8 +245,17 @@ fn check_logout_claims(
     Ok((target, jti))
 }
 
+/// Longest `sid` accepted from a front-channel logout request (providers use ids of a few
+/// dozen characters).
+const MAX_SID_LEN: usize = 256;
+/// Longest `iss` accepted from a front-channel logout request.
+const MAX_ISS_LEN: usize = 1024;
+
 /// OpenID Connect Front-Channel Logout 1.0: `GET <redirect_uri>?logout=get&sid=…&iss=…`,
-/// loaded by the provider in an iframe. Ends every session with that `sid`.
+/// loaded by the provider in a frame of the browser that logs out. Ends that browser's own
+/// session (its cookie), and only when the given `iss`/`sid` name it. The request carries
+/// no proof, so it never affects another browser: logouts that reach every session come
+/// only from verified back-channel logout tokens.
 pub(crate) async fn frontchannel(
     gw: &Services,
     ctx: &RequestCtx,
@@ -254,37 +263,32 @@ pub(crate) async fn frontchannel(
     sid: Option<&str>,
     iss: Option<&str>,
 ) -> Response<Body> {
-    let issuer = &gw.provider.config().issuer;
-    if let Some(iss) = iss {
-        if iss.trim_end_matches('/') != issuer.trim_end_matches('/') {
-            return response::page(
-                StatusCode::BAD_REQUEST,
-                "Invalid request",
-                "The issuer is not this gateway's provider.",
-                None,
-            );
-        }
+    let bad = |why: &str| response::page(StatusCode::BAD_REQUEST, "Invalid request", why, None);
+    if sid.is_some_and(|s| s.len() > MAX_SID_LEN) || iss.is_some_and(|i| i.len() > MAX_ISS_LEN) {
+        return bad("The sid or iss parameter is too long.");
+    }
+    let provider = gw.provider.config();
+    if iss.is_some_and(|iss| !provider.is_issuer(iss)) {
+        return bad("The issuer is not this gateway's provider.");
     }
     let sid = sid.filter(|s| !s.is_empty());
-    if let Some(sid) = sid {
-        gw.sessions.end_by_sid(issuer, sid);
-    }
-    // The browser's own session, when the frame carries its cookie (as mod_auth_openidc
-    // does: without a sid, that is the session to end).
-    let mut cookies = Vec::new();
-    if let Loaded::Valid(session) = gw.sessions.load(headers).await {
-        if sid.is_none() || session.sid.as_deref() == sid {
-            cookies = gw.sessions.end(&session, ctx.secure(), headers).await;
+    let session = match gw.sessions.load(headers).await {
+        Loaded::Valid(session) => Some(session),
+        _ => None,
+    };
+    let Some(session) = session else {
+        if sid.is_none() {
+            return bad("Front-channel logout needs a sid or a session.");
         }
+        return response::page(StatusCode::OK, "Logged out", "No session to end.", None);
+    };
+    // Without a sid the frame's own session is the one to end (as mod_auth_openidc does).
+    let named = sid.is_none_or(|sid| session.sid.as_deref() == Some(sid));
+    if !named || !provider.is_issuer(&session.iss) {
+        tracing::info!("front-channel logout names another session; nothing ended");
+        return response::page(StatusCode::OK, "Logged out", "No session to end.", None);
     }
-    if sid.is_none() && cookies.is_empty() {
-        return response::page(
-            StatusCode::BAD_REQUEST,
-            "Invalid request",
-            "Front-channel logout needs a sid or a session.",
-            None,
-        );
-    }
+    let cookies = gw.sessions.end(&session, ctx.secure(), headers).await;
     gw.metrics.sessions_ended.inc();
     tracing::info!("front-channel logout accepted");
     let page = response::page(

@@ -2,7 +2,7 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -13,6 +13,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("keep-alive"),
     // Not standard, but sent by old clients and proxies.
     HeaderName::from_static("proxy-connection"),
+    // The HTTP/2 upgrade's settings (RFC 7540 §3.2.1): connection-specific.
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// The header names the `Connection` header lists.

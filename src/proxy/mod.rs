@@ -43,7 +43,9 @@ impl Upstream {
         mut request: Request<Body>,
         ctx: &RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
-        let upgrade = hop::upgrade_protocol(request.headers());
+        // Only the protocols the route allows (WebSocket by default): an `Upgrade: h2c`
+        // tunnel would carry later requests past routing and header scrubbing.
+        let upgrade = hop::upgrade_protocol(request.headers()).filter(|p| route.allows_upgrade(p));
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
 
         *request.uri_mut() = upstream_uri(route, request.uri())?;
@@ -136,6 +138,7 @@ mod tests {
             unauth_action: UnauthAction::Auth,
             require_claims: vec![],
             preserve_host: false,
+            upgrades: vec!["websocket".into()],
         }
     }
 

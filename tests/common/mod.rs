@@ -17,6 +17,10 @@ pub mod redis_server;
 #[allow(unused_imports)] // only the Redis tests use it
 pub use redis_server::RedisServer;
 
+/// `[hooks] info` of the test gateways unless a test sets its own: every member but
+/// `refresh_token`.
+pub const TEST_INFO: &str = r#"info = ["iat", "access_token", "access_token_expires", "id_token", "userinfo", "exp", "timeout", "remote_user"]"#;
+
 pub const PASSPHRASE: &str = "test-passphrase-0123456789abcdef";
 
 /// Per-section additions to the default test configuration (TOML lines).
@@ -34,6 +38,8 @@ pub struct Options {
     pub issuer: Option<String>,
     /// Use this upstream instead of the echo server.
     pub upstream: Option<String>,
+    /// Leave `[hooks] info` at the gateway's default (off) instead of [`TEST_INFO`].
+    pub default_info_hook: bool,
     /// Written as `passphrases = [...]` instead of the default single `passphrase`.
     pub passphrases: Option<Vec<String>>,
 }
@@ -121,7 +127,12 @@ scopes = ["openid", "profile", "email", "offline_access"]
         session = o.session,
         headers = o.headers,
         oauth = o.oauth,
-        hooks = o.hooks,
+        // The info hook is off by default; the tests read sessions through it.
+        hooks = if o.hooks.contains("info") || o.default_info_hook {
+            o.hooks.clone()
+        } else {
+            format!("{TEST_INFO}\n{}", o.hooks)
+        },
         passphrase = match &o.passphrases {
             Some(list) => format!("passphrases = {list:?}"),
             None => format!("passphrase = \"{PASSPHRASE}\""),
