@@ -336,7 +336,10 @@ fn bearer_benches(c: &mut Criterion) {
         .block_on(DevOp::start(DevOpOptions::default()))
         .expect("development OP");
     let introspecting = Services::new(config(&op.issuer(), ""), Clock::system());
-    let jwt = Services::new(config(&op.issuer(), "jwt = true"), Clock::system());
+    let jwt = Services::new(
+        config(&op.issuer(), "jwt = true\naudience = \"gateway\""),
+        Clock::system(),
+    );
     let opaque = op.issue_access_token("alice", "openid profile", 3600);
     let signed = op.issue_jwt_access_token(json!({"sub": "alice", "scope": "openid"}));
     for gw in [&introspecting, &jwt] {

@@ -106,6 +106,12 @@ pub(crate) enum JwtError {
     Audience,
     #[error("{0}: missing")]
     MissingClaim(String),
+    /// The `typ` header names another kind of token (`logout+jwt`, …).
+    #[error("typ: {0:?} is not an access token type")]
+    NotAccessToken(String),
+    /// An ID token (it carries `nonce`) presented as an access token.
+    #[error("nonce: an access token must not carry one")]
+    Nonce,
     #[error("invalid")]
     Other(#[source] jsonwebtoken::errors::Error),
 }

@@ -455,7 +455,7 @@ async fn concurrent_requests_with_one_fresh_token_introspect_once() {
 
 #[tokio::test]
 async fn cache_keys_are_hashes_not_tokens() {
-    let h = start("jwt = true").await;
+    let h = start(JWT).await;
     let opaque = h.op.issue_access_token("alice", "openid", 300);
     let jwt = h.op.issue_jwt_access_token(json!({"sub": "alice"}));
     let inactive = "some-token-the-op-never-issued";
@@ -504,9 +504,61 @@ async fn cors_preflight_without_a_token_reaches_the_upstream() {
 
 // --- JWT access tokens (`jwt = true`) ------------------------------------------------
 
+/// JWT access tokens for the development OP's default audience (the client id).
+const JWT: &str = "jwt = true\naudience = \"gateway\"";
+
+/// An ID token (it carries `nonce`) or a JWT of another type signed by the same provider
+/// for the same audience is not an access token (mod_auth_openidc's GHSA-wcvh-g65p-v576
+/// class: token confusion).
+#[tokio::test]
+async fn id_tokens_and_other_jwt_types_are_not_access_tokens() {
+    let h = start(JWT).await;
+    let id_token =
+        h.op.issue_jwt_with_typ("JWT", json!({"sub": "alice", "nonce": "n-1"}));
+    let r = bearer(&h, "/api/x", &id_token).await;
+    assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
+    for typ in ["logout+jwt", "secevent+jwt", "dpop+jwt"] {
+        let other = h.op.issue_jwt_with_typ(typ, json!({"sub": "alice"}));
+        let r = bearer(&h, "/api/x", &other).await;
+        assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    // The same claims as a plain JWT or as at+jwt pass.
+    for typ in ["JWT", "at+jwt"] {
+        let ok = h.op.issue_jwt_with_typ(typ, json!({"sub": "alice"}));
+        assert_eq!(
+            bearer(&h, "/api/x", &ok).await.status(),
+            StatusCode::OK,
+            "{typ}"
+        );
+    }
+    assert_eq!(introspections(&h), 0);
+}
+
+#[tokio::test]
+async fn a_jwt_without_aud_is_refused_and_several_audiences_are_accepted() {
+    let h = start("jwt = true\naudience = [\"api://orders\", \"api://billing\"]").await;
+    for aud in [
+        json!("api://orders"),
+        json!("api://billing"),
+        json!(["x", "api://billing"]),
+    ] {
+        let jwt =
+            h.op.issue_jwt_access_token(json!({"sub": "alice", "aud": aud}));
+        assert_eq!(
+            bearer(&h, "/api/x", &jwt).await.status(),
+            StatusCode::OK,
+            "{aud}"
+        );
+    }
+    let none =
+        h.op.issue_jwt_access_token(json!({"sub": "alice", "aud": null}));
+    let r = bearer(&h, "/api/x", &none).await;
+    assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
+}
+
 #[tokio::test]
 async fn valid_jwt_is_accepted_without_introspection() {
-    let h = start("jwt = true").await;
+    let h = start(JWT).await;
     let jwt =
         h.op.issue_jwt_access_token(json!({"sub": "alice", "scope": "openid api"}));
     let r = bearer(&h, "/api/x", &jwt).await;
@@ -529,7 +581,7 @@ async fn valid_jwt_is_accepted_without_introspection() {
 
 #[tokio::test]
 async fn jwt_signed_by_a_rotated_key_is_accepted_after_a_jwks_refetch() {
-    let h = start("jwt = true").await;
+    let h = start(JWT).await;
     let before = h.op.issue_jwt_access_token(json!({"sub": "alice"}));
     assert_eq!(bearer(&h, "/api/x", &before).await.status(), StatusCode::OK);
 
@@ -550,7 +602,7 @@ async fn jwt_signed_by_a_rotated_key_is_accepted_after_a_jwks_refetch() {
 
 #[tokio::test]
 async fn bad_jwts_are_401_invalid_token() {
-    let h = start("jwt = true").await;
+    let h = start(JWT).await;
     let now = h.clock.now();
     let iss = h.op.issuer();
     let base = json!({"iss": iss, "sub": "alice", "aud": "gateway", "iat": now, "exp": now + 300});
@@ -601,7 +653,7 @@ async fn jwt_audience_is_checked_when_configured() {
 
 #[tokio::test]
 async fn jwt_with_a_far_future_exp_is_cached_without_trouble() {
-    let h = start("jwt = true").await;
+    let h = start(JWT).await;
     for exp in [
         h.clock.now() + 10 * 365 * 86_400,
         253_402_300_799,

@@ -214,6 +214,17 @@ fn h2c_cannot_be_an_allowed_upgrade() {
 }
 
 #[test]
+fn jwt_access_tokens_need_an_audience() {
+    let text = format!("{VALID}\n[oauth]\njwt = true\n");
+    assert_problems(
+        &check(&text, &[]),
+        &["oauth.audience: is required with oauth.jwt = true"],
+    );
+    let text = format!("{VALID}\n[oauth]\njwt = true\naudience = [\"api://a\", \"api://b\"]\n");
+    assert_eq!(check(&text, &[]).code, 0);
+}
+
+#[test]
 fn a_short_passphrase_is_a_warning_without_printing_it() {
     let text = VALID.replace("0123456789abcdef0123456789abcdef", "tooshort-secret");
     // Printed by check-config itself, as a warning with its key: not a log line, so it

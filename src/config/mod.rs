@@ -235,7 +235,9 @@ pub struct OAuthConfig {
     pub introspection_cache: IntrospectionCache,
     pub accept_token_as: Vec<TokenSource>,
     pub jwt: bool,
-    pub audience: Option<String>,
+    /// With `jwt`: a JWT access token's `aud` must contain one of these (required with
+    /// `jwt`, so that ID tokens and tokens for other APIs are refused).
+    pub audience: Vec<String>,
     /// Introspected tokens must be identified as access tokens (`token_type` Bearer, or
     /// Keycloak's `typ` Bearer, or Ory's `token_use` access_token); tokens identified as
     /// something else (a refresh token) are refused either way.

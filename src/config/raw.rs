@@ -110,7 +110,7 @@ pub(crate) struct RawOAuth {
     pub introspection_cache: Option<String>,
     pub accept_token_as: Option<Vec<String>>,
     pub jwt: Option<bool>,
-    pub audience: Option<String>,
+    pub audience: Option<OneOrMany>,
     pub require_token_type: Option<bool>,
     pub(crate) cache_max_bytes: Option<u64>,
 }

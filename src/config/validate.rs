@@ -812,12 +812,30 @@ fn build_oauth(c: &mut Checker, raw: RawOAuth, allow_http: bool) -> OAuthConfig 
             ),
         }
     }
+    let jwt = raw.jwt.unwrap_or(false);
+    let audience: Vec<String> = raw
+        .audience
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| !a.is_empty())
+        .collect();
+    if jwt && audience.is_empty() {
+        // mod_auth_openidc's advisory GHSA-wcvh-g65p-v576 is this class: without an
+        // audience, any JWT the provider signed (an ID token, a token for another API)
+        // would pass as an access token for these routes.
+        c.problem(
+            "oauth.audience",
+            "is required with oauth.jwt = true: without it any JWT the provider signed, \
+             ID tokens and tokens for other APIs included, would be accepted",
+        );
+    }
     OAuthConfig {
         introspection_endpoint,
         introspection_cache,
         accept_token_as,
-        jwt: raw.jwt.unwrap_or(false),
-        audience: raw.audience.filter(|a| !a.is_empty()),
+        jwt,
+        audience,
         require_token_type: raw.require_token_type.unwrap_or(true),
         cache_max_bytes: raw.cache_max_bytes.unwrap_or(64 * 1024 * 1024),
     }

@@ -154,18 +154,39 @@ fn is_access_token(claims: &Map<String, Value>, require_marked: bool) -> bool {
     marked || !require_marked
 }
 
+/// Whether a JWT's `typ` header allows it to be an access token: `at+jwt` (RFC 9068),
+/// `JWT`, or none. Anything else (`logout+jwt`, `dpop+jwt`, …) is another kind of token.
+fn access_token_type(typ: Option<&str>) -> bool {
+    let Some(typ) = typ else {
+        return true;
+    };
+    let typ = typ.strip_prefix("application/").unwrap_or(typ);
+    typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("jwt")
+}
+
+/// The checks of a JWT access token beyond signature, `iss`, `exp`, `nbf` and `aud`: its
+/// `typ` and no `nonce` (an ID token carries one; an access token never does).
+async fn verify_access_jwt(gw: &Services, token: &str) -> Result<Map<String, Value>, JwtError> {
+    let header = jsonwebtoken::decode_header(token).map_err(JwtError::Malformed)?;
+    if !access_token_type(header.typ.as_deref()) {
+        return Err(JwtError::NotAccessToken(header.typ.unwrap_or_default()));
+    }
+    let audience = &gw.config.oauth.audience;
+    let claims = provider::verify_jwt(&gw.provider, token, |rules| {
+        rules.set_required_spec_claims(&["exp", "iss", "aud"]);
+        rules.validate_nbf = true;
+        rules.set_audience(audience);
+    })
+    .await?;
+    if claims.contains_key("nonce") {
+        return Err(JwtError::Nonce);
+    }
+    Ok(claims)
+}
+
 /// Local JWT validation; `None` for a token that fails any check.
 async fn verify_jwt(gw: &Services, token: &str) -> Result<Option<Map<String, Value>>, Unavailable> {
-    let audience = gw.config.oauth.audience.clone();
-    let result = provider::verify_jwt(&gw.provider, token, |rules| {
-        rules.set_required_spec_claims(&["exp", "iss"]);
-        rules.validate_nbf = true;
-        match &audience {
-            Some(aud) => rules.set_audience(&[aud]),
-            None => rules.validate_aud = false,
-        }
-    })
-    .await;
+    let result = verify_access_jwt(gw, token).await;
     match result {
         Ok(claims) => Ok(Some(claims)),
         Err(JwtError::Unavailable(cause)) => Err(cause),
@@ -178,7 +199,23 @@ async fn verify_jwt(gw: &Services, token: &str) -> Result<Option<Map<String, Val
 
 #[cfg(test)]
 mod tests {
-    use super::{is_access_token, refuses_the_token};
+    use super::{access_token_type, is_access_token, refuses_the_token};
+
+    #[test]
+    fn only_access_token_types_pass() {
+        for ok in [
+            None,
+            Some("at+jwt"),
+            Some("AT+JWT"),
+            Some("application/at+jwt"),
+            Some("JWT"),
+        ] {
+            assert!(access_token_type(ok), "{ok:?}");
+        }
+        for bad in ["logout+jwt", "dpop+jwt", "secevent+jwt", "id_token", ""] {
+            assert!(!access_token_type(Some(bad)), "{bad}");
+        }
+    }
     use http::StatusCode;
 
     #[test]

@@ -272,6 +272,12 @@ impl DevOp {
         mint::jwt_access_token(&self.op, claims)
     }
 
+    /// Like [`DevOp::issue_jwt_access_token`], signed with the current key, but with the
+    /// `typ` header `typ` (e.g. `logout+jwt`): a token that is not an access token.
+    pub fn issue_jwt_with_typ(&self, typ: &str, claims: Value) -> String {
+        mint::jwt_with_defaults(&self.op, claims, typ)
+    }
+
     /// Test helper: with `header_alg_none`, an unsecured `header.payload.` JWT; otherwise
     /// a JWT signed by a key NOT in the JWKS but carrying the current kid. Claims as given.
     pub fn sign_jwt_with(&self, header_alg_none: bool, claims: Value) -> String {

@@ -147,6 +147,12 @@ fn header(kid: &str, typ: &str) -> Map<String, Value> {
 /// An RFC 9068 JWT access token. Claims the caller leaves out get defaults: iss, iat,
 /// exp (iat + access token TTL), aud and client_id (the client), jti.
 pub(crate) fn jwt_access_token(op: &Provider, claims: Value) -> String {
+    jwt_with_defaults(op, claims, "at+jwt")
+}
+
+/// A JWT with the access token's default claims and the `typ` header `typ` (a token of
+/// another kind, for tests of the gateway's type checks).
+pub(crate) fn jwt_with_defaults(op: &Provider, claims: Value, typ: &str) -> String {
     let now = op.now();
     let mut claims = match claims {
         Value::Object(map) => map,
@@ -163,7 +169,7 @@ pub(crate) fn jwt_access_token(op: &Provider, claims: Value) -> String {
     for (name, value) in defaults {
         claims.entry(name).or_insert(value);
     }
-    sign_current(op, &Value::Object(claims), "at+jwt")
+    sign_current(op, &Value::Object(claims), typ)
 }
 
 /// An opaque access token as a login would issue it.
