@@ -31,6 +31,21 @@ impl RequestCtx {
     }
 }
 
+/// Whether `host` (as the client sent it, maybe with a port) is one of `allowed`: an entry
+/// with a port must match host and port, one without matches the host on any port.
+fn host_allowed(allowed: &[String], host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        // `[::1]:8080` and `example.com:8080`, but not the bare IPv6 `[::1]`.
+        Some((name, port)) if !port.contains(']') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    };
+    allowed
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(name))
+}
+
 /// A host as it may appear in a Host header: no path, userinfo, spaces or controls.
 fn plausible_host(h: &str) -> bool {
     !h.is_empty()
@@ -49,6 +64,24 @@ pub(crate) fn request_ctx(
 ) -> Option<RequestCtx> {
     let peer_ip = peer.ip().to_canonical();
     let trusted = cfg.trusted_proxies.iter().any(|net| net.contains(&peer_ip));
+    let forwarded = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    // The host the client asked for: a trusted proxy's X-Forwarded-Host, else Host.
+    let asked = trusted
+        .then(|| forwarded(XFH))
+        .flatten()
+        .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()))
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    if !cfg.allowed_hosts.is_empty() && !asked.is_some_and(|h| host_allowed(&cfg.allowed_hosts, h))
+    {
+        return None;
+    }
     if let Some(public) = &cfg.public_url {
         let host = match public.port() {
             Some(port) => format!("{}:{port}", public.host_str()?),
@@ -66,31 +99,15 @@ pub(crate) fn request_ctx(
             trusted,
         });
     }
-    let forwarded = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
     let mut scheme = if tls { "https" } else { "http" };
-    let mut host = headers
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| uri.authority().map(|a| a.as_str()))
-        .map(str::to_string);
     if trusted {
         match forwarded(XFP) {
             Some(p) if p.eq_ignore_ascii_case("https") => scheme = "https",
             Some(p) if p.eq_ignore_ascii_case("http") => scheme = "http",
             _ => {}
         }
-        if let Some(h) = forwarded(XFH) {
-            host = Some(h.to_string());
-        }
     }
-    let host = host.filter(|h| plausible_host(h))?;
+    let host = asked.filter(|h| plausible_host(h))?.to_string();
     Some(RequestCtx {
         scheme,
         host,
@@ -123,6 +140,7 @@ pub(crate) mod tests {
             listen: vec![],
             public_url: None,
             trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            allowed_hosts: vec![],
             upstream_timeout: Duration::from_secs(1),
             upstream_connect_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
@@ -146,5 +164,36 @@ pub(crate) mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn only_allowed_hosts_are_answered() {
+        let mut c = cfg(&["10.0.0.0/8"]);
+        c.allowed_hosts = vec!["app.test".into(), "admin.test:8443".into()];
+        let ctx_with = |c: &ServerConfig, host: &str, peer: &str| {
+            let h = headers(&[("host", host)]);
+            request_ctx(c, &"/".parse().unwrap(), &h, peer.parse().unwrap(), false)
+        };
+        let ctx = |host: &str, peer: &str| ctx_with(&c, host, peer);
+        assert!(ctx("app.test", "127.0.0.1:1").is_some());
+        assert!(ctx("APP.test:8080", "127.0.0.1:1").is_some(), "any port");
+        assert!(ctx("admin.test:8443", "127.0.0.1:1").is_some());
+        assert!(
+            ctx("admin.test:9000", "127.0.0.1:1").is_none(),
+            "that port only"
+        );
+        assert!(ctx("evil.test", "127.0.0.1:1").is_none());
+        // A trusted proxy's X-Forwarded-Host is what is checked.
+        let h = headers(&[("host", "internal"), ("x-forwarded-host", "app.test")]);
+        let peer = "10.0.0.5:1".parse().unwrap();
+        assert!(request_ctx(&c, &"/".parse().unwrap(), &h, peer, false).is_some());
+        // With public_url too: a request for another host is refused.
+        let mut c = c.clone();
+        c.public_url = Some("https://app.test".parse().unwrap());
+        assert!(ctx_with(&c, "evil.test", "127.0.0.1:1").is_none());
+        assert_eq!(
+            ctx_with(&c, "app.test", "127.0.0.1:1").unwrap().host,
+            "app.test"
+        );
     }
 }

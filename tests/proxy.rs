@@ -263,6 +263,81 @@ async fn forwarded_headers_from_trusted_proxies_are_believed_and_appended() {
     assert_eq!(echo.headers("x-forwarded-proto"), vec!["http"]);
 }
 
+/// Client-describing headers that frameworks trust for IP allow-lists and routing
+/// (`X-Real-IP`, `Forwarded`, `X-Original-URL`, …) are dropped from untrusted clients and
+/// kept from trusted proxies.
+#[tokio::test]
+async fn client_describing_headers_pass_only_from_trusted_proxies() {
+    const SPOOFABLE: [(&str, &str); 10] = [
+        ("forwarded", "for=6.6.6.6;host=evil.test"),
+        ("x-real-ip", "6.6.6.6"),
+        ("x-forwarded-port", "443"),
+        ("x-forwarded-prefix", "/admin"),
+        ("x-forwarded-server", "evil.test"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("true-client-ip", "6.6.6.6"),
+        ("x-client-ip", "6.6.6.6"),
+        ("client-ip", "6.6.6.6"),
+    ];
+    let send = |h: &Harness| {
+        let mut req = Browser::new().client.get(h.url("/public/x"));
+        for (name, value) in SPOOFABLE {
+            req = req.header(name, value);
+        }
+        req.header("x-kept", "1").send()
+    };
+    let untrusted = Harness::start().await;
+    let echo = Echo::of(send(&untrusted).await.unwrap()).await;
+    for (name, _) in SPOOFABLE {
+        assert!(echo.header(name).is_none(), "{name}: {:?}", echo.names());
+    }
+    assert_eq!(echo.header("x-kept").as_deref(), Some("1"));
+
+    let trusted = Harness::with(Options {
+        server: r#"trusted_proxies = ["127.0.0.1/32"]"#.into(),
+        ..Options::default()
+    })
+    .await;
+    let echo = Echo::of(send(&trusted).await.unwrap()).await;
+    for (name, value) in SPOOFABLE {
+        assert_eq!(echo.header(name).as_deref(), Some(value), "{name}");
+    }
+}
+
+/// `server.allowed_hosts`: a request for another host is a 400 before any redirect URI or
+/// cookie is derived from its Host.
+#[tokio::test]
+async fn requests_for_other_hosts_are_refused_when_hosts_are_listed() {
+    let h = Harness::with(Options {
+        server: r#"allowed_hosts = ["127.0.0.1"]"#.into(),
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    assert_eq!(b.get(&h.url("/public/x")).await.status(), StatusCode::OK);
+    let r = b
+        .client
+        .get(h.url("/app"))
+        .header("host", "evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        set_cookies(&r).is_empty(),
+        "no state cookie for another host"
+    );
+    let r = b
+        .client
+        .get(h.url("/app"))
+        .header("host", "localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn http2_clients_are_served_and_proxied() {
     let h = Harness::start().await;

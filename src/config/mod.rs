@@ -38,6 +38,8 @@ pub struct ServerConfig {
     /// When set, scheme and host of every request are taken from here.
     pub public_url: Option<Url>,
     pub trusted_proxies: Vec<IpNet>,
+    /// Hosts the gateway answers for (lowercase `host` or `host:port`); empty: any.
+    pub allowed_hosts: Vec<String>,
     pub upstream_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub shutdown_grace: Duration,

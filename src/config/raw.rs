@@ -46,6 +46,7 @@ pub(crate) struct RawServer {
     pub listen: Option<OneOrMany>,
     pub(crate) public_url: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub allowed_hosts: Option<Vec<String>>,
     pub upstream_timeout: Option<String>,
     pub(crate) upstream_connect_timeout: Option<String>,
     pub shutdown_grace: Option<String>,

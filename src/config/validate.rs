@@ -306,10 +306,25 @@ fn build_server(c: &mut Checker, raw: RawServer) -> ServerConfig {
             ),
         }
     }
+    let mut allowed_hosts = Vec::new();
+    for (i, h) in raw.allowed_hosts.unwrap_or_default().iter().enumerate() {
+        let plain = !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+        if plain {
+            allowed_hosts.push(h.to_ascii_lowercase());
+        } else {
+            c.problem(
+                format!("server.allowed_hosts[{i}]"),
+                format!("{h:?} is not a host or host:port"),
+            );
+        }
+    }
     ServerConfig {
         listen,
         public_url,
         trusted_proxies,
+        allowed_hosts,
         upstream_timeout: c.duration(
             "server.upstream_timeout",
             raw.upstream_timeout.as_deref(),

@@ -117,14 +117,12 @@ impl IdentityHeaders {
         if self.pass_access_token {
             self.push_access_token(&mut out, session, &mut scratch);
         }
-        let claims_start = out.len();
         if self.id_token_claims {
-            let claims = &session.id_token_claims;
-            self.push_claims(&mut out, claims_start, claims, &mut scratch);
+            self.push_claims(&mut out, &session.id_token_claims, &mut scratch);
         }
         if let (true, Some(ui)) = (self.userinfo_claims, userinfo) {
             // Names already sent from the ID token are skipped: the ID token wins.
-            self.push_claims(&mut out, claims_start, ui, &mut scratch);
+            self.push_claims(&mut out, ui, &mut scratch);
         }
         self.push_session_extras(&mut out, session);
         let claim = &self.remote_user_claim;
@@ -149,8 +147,7 @@ impl IdentityHeaders {
         if let Some(exp) = exp {
             self.push_number(&mut out, &self.access_token_expires, exp, &mut scratch);
         }
-        let claims_start = out.len();
-        self.push_claims(&mut out, claims_start, claims, &mut scratch);
+        self.push_claims(&mut out, claims, &mut scratch);
         let remote = claims.get(&self.remote_user_claim);
         self.push_remote_user(&mut out, remote, &mut scratch);
         out
@@ -194,10 +191,13 @@ impl IdentityHeaders {
     /// One header per non-null claim, unless a header whose name normalises the same
     /// (`a-b` and `a_b` reach most frameworks as one variable) was sent since `start`.
     /// The duplicate check is a linear scan: claim sets are tens, not thousands.
+    /// Claims after what `out` already holds: a claim never replaces a header already
+    /// there (the access token, with `claim_prefix = "OIDC_"` and a claim named
+    /// `access_token`), nor is it replaced by another claim of the same name. Headers
+    /// pushed after the claims (raw tokens, remote user) are the gateway's and win.
     fn push_claims(
         &self,
         out: &mut Vec<Header>,
-        start: usize,
         claims: &Map<String, Value>,
         scratch: &mut Scratch,
     ) {
@@ -205,7 +205,7 @@ impl IdentityHeaders {
             let Some(name) = self.claim_name(&mut scratch.name, key) else {
                 continue;
             };
-            if out[start..].iter().any(|(n, _)| same_norm(n, &name)) {
+            if out.iter().any(|(n, _)| same_norm(n, &name)) {
                 continue;
             }
             let Some(text) = render(value, &self.claim_delimiter, &mut scratch.text) else {

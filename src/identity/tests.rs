@@ -704,3 +704,41 @@ fn every_header_the_gateway_sets_is_one_it_scrubs() {
         assert!(ih.is_reserved(n.as_str().as_bytes()), "{n}");
     }
 }
+
+/// With `claim_prefix = "OIDC_"` a claim named `access_token` would be spelled like the
+/// gateway's own header: the token header is kept, the claim is not sent.
+#[test]
+fn a_claim_cannot_replace_a_token_header() {
+    let mut c = cfg();
+    c.claim_prefix = "OIDC_".into();
+    c.id_token_serialized = true;
+    c.pass_refresh_token = true;
+    let ih = IdentityHeaders::new(&c);
+    let claims = json!({
+        "sub": "alice",
+        "access_token": "forged",
+        "access_token_expires": "1",
+        "id_token": "forged",
+        "refresh_token": "forged",
+    });
+    let hs = ih.for_session(&session(claims.clone(), None));
+    assert_eq!(get(&hs, "oidc_access_token"), Some(&b"at-123"[..]));
+    assert_eq!(
+        get(&hs, "oidc_access_token_expires"),
+        Some(&b"1700000000"[..])
+    );
+    // Pushed after the claims, so they replace the claim of the same name upstream; and
+    // the claim was not sent twice.
+    let id_tokens: Vec<_> = hs.iter().filter(|(n, _)| n == "oidc_id_token").collect();
+    assert_eq!(id_tokens.last().unwrap().1, "eyJ.payload.sig");
+    let rts: Vec<_> = hs
+        .iter()
+        .filter(|(n, _)| n == "oidc_refresh_token")
+        .collect();
+    assert_eq!(rts.last().unwrap().1, "rt-456");
+
+    let claims = claims.as_object().unwrap().clone();
+    let hs = ih.for_token("real-token", Some(5), &claims);
+    assert_eq!(get(&hs, "oidc_access_token"), Some(&b"real-token"[..]));
+    assert_eq!(get(&hs, "oidc_access_token_expires"), Some(&b"5"[..]));
+}

@@ -187,8 +187,11 @@ pub(crate) async fn backchannel(gw: &Services, body: hyper::body::Incoming) -> R
     resp
 }
 
-/// How far a logout token's `iat` may be from now, either way.
-const LOGOUT_IAT_WINDOW: i64 = 600;
+/// How old a logout token's `iat` may be. Accepted `jti`s are remembered longer than this
+/// (`session::LOGOUT_JTI_TTL`), so a replay inside the window is always caught.
+pub(crate) const LOGOUT_IAT_WINDOW: i64 = 600;
+/// How far in the future a logout token's `iat` may be (clock skew).
+const LOGOUT_IAT_SKEW: i64 = 60;
 
 /// Why a logout token whose signature, `iss` and `aud` are good is still refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -238,7 +241,7 @@ fn check_logout_claims(
         (None, None) => return Err(LogoutTokenError::NoSessionOrSubject),
     };
     let iat = claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
-    if (now - iat).abs() > LOGOUT_IAT_WINDOW {
+    if now - iat > LOGOUT_IAT_WINDOW || iat - now > LOGOUT_IAT_SKEW {
         return Err(LogoutTokenError::StaleIssuedAt);
     }
     let jti = text("jti").ok_or(LogoutTokenError::NoJti)?;

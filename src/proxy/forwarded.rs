@@ -6,9 +6,44 @@ use http::header::{HeaderMap, HeaderValue};
 
 const XFF: &str = "x-forwarded-for";
 
+/// Headers that name the client, its address or the original URL, which frameworks honour
+/// for IP allow-lists and routing. Only a trusted proxy may send them; from anyone else
+/// they are dropped (the `X-Forwarded-For/Proto/Host` the gateway sets replace theirs).
+fn from_trusted_proxies_only(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded"
+            | "x-real-ip"
+            | "x-forwarded-port"
+            | "x-forwarded-prefix"
+            | "x-forwarded-server"
+            | "x-original-url"
+            | "x-rewrite-url"
+            | "true-client-ip"
+            | "x-client-ip"
+            | "client-ip"
+    )
+}
+
 /// Sets `X-Forwarded-For/Proto/Host` on a request going upstream: appended to what a
-/// trusted proxy sent, replacing whatever anyone else sent.
+/// trusted proxy sent, replacing whatever anyone else sent. From anyone else, the other
+/// client-describing headers ([`from_trusted_proxies_only`]) are dropped too.
 pub(crate) fn set_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
+    // One pass over the names (header names are lowercase); removal only when one is there.
+    if !ctx.trusted
+        && headers
+            .keys()
+            .any(|n| from_trusted_proxies_only(n.as_str()))
+    {
+        let spoofed: Vec<_> = headers
+            .keys()
+            .filter(|n| from_trusted_proxies_only(n.as_str()))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
+    }
     let mut xff = String::new();
     if ctx.trusted {
         // Every X-Forwarded-For line the proxy sent, in order (a list may span lines).

@@ -57,8 +57,10 @@ pub fn validate_redirect(
         return Err(RedirectError::Malformed);
     }
     let parsed = match scheme(&url) {
-        Some(s) if allowed.is_empty() => check_absolute(&url, s, request_host)?,
-        Some(_) => Url::parse(&url).map_err(|_| RedirectError::Malformed)?,
+        Some(s) if allowed.is_empty() => check_absolute(&url, s, Some(request_host))?,
+        // The pattern vouched for the host; scheme, slashes and userinfo are still checked
+        // (a loose `https://app\.example\.com.*` also matches `…com@evil.test`).
+        Some(s) => check_absolute(&url, s, None)?,
         None => check_relative(&url)?,
     };
     check_path(parsed.path())?;
@@ -134,7 +136,13 @@ fn has_dot_segment(url: &str) -> bool {
 }
 
 /// An http(s) URL whose host and port are the request's, with no userinfo.
-fn check_absolute(url: &str, scheme: &str, request_host: &str) -> Result<Url, RedirectError> {
+/// An absolute http(s) URL with `//` after the scheme and no userinfo, on `request_host`
+/// when one is given (without an allow-list).
+fn check_absolute(
+    url: &str,
+    scheme: &str,
+    request_host: Option<&str>,
+) -> Result<Url, RedirectError> {
     let is_http = scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https");
     if !is_http {
         return Err(RedirectError::BadScheme);
@@ -144,9 +152,12 @@ fn check_absolute(url: &str, scheme: &str, request_host: &str) -> Result<Url, Re
         return Err(RedirectError::Malformed);
     }
     let parsed = Url::parse(url).map_err(|_| RedirectError::Malformed)?;
-    let (host, port) = authority(request_host, parsed.scheme()).ok_or(RedirectError::OtherHost)?;
-    if parsed.host_str() != Some(host.as_str()) || parsed.port() != port {
-        return Err(RedirectError::OtherHost);
+    if let Some(request_host) = request_host {
+        let (host, port) =
+            authority(request_host, parsed.scheme()).ok_or(RedirectError::OtherHost)?;
+        if parsed.host_str() != Some(host.as_str()) || parsed.port() != port {
+            return Err(RedirectError::OtherHost);
+        }
     }
     // `https://evil.com@app.example.com/` reads as evil.com to a person.
     if !parsed.username().is_empty() || parsed.password().is_some() {

@@ -344,6 +344,19 @@ fn allow_list_never_admits_controls_or_script_schemes() {
     assert!(v("https://anywhere.test/x").is_ok());
 }
 
+/// An allow-list decides the host, never the rest: userinfo, other schemes and a missing
+/// `//` are refused even when a loose pattern matches them.
+#[test]
+fn allow_list_keeps_the_scheme_and_userinfo_checks() {
+    let allowed = allow(&[r"https://app\.example\.com.*", r"ftp://.*", r"https:app.*"]);
+    let v = |t: &str| validate_redirect(t, HOST, &allowed);
+    assert!(v("https://app.example.com/x").is_ok());
+    assert_eq!(v("https://app.example.com@evil.test/"), Err(Malformed));
+    assert_eq!(v("https://app.example.com:pw@evil.test/"), Err(Malformed));
+    assert_eq!(v("ftp://files.test/x"), Err(BadScheme));
+    assert_eq!(v("https:app.example.com"), Err(Malformed));
+}
+
 #[test]
 fn allow_list_for_relative_paths() {
     let allowed = allow(&["/app/.*"]);

@@ -46,6 +46,9 @@ const DECODED_CAPACITY_BYTES: u64 = 64 << 20;
 const DECODED_TTL: Duration = Duration::from_secs(60);
 /// Ended session ids, and `sid`/`sub` logout records, each.
 const LOGOUT_CAPACITY: u64 = 100_000;
+/// How long an accepted back-channel logout token's `jti` is remembered: longer than the
+/// `iat` window plus skew, so any replay the `iat` check lets through is caught.
+pub(crate) const LOGOUT_JTI_TTL: Duration = Duration::from_secs(900);
 /// Issuers remembered per logged-out `sid`/`sub` value (one in practice).
 const ISSUERS_PER_RECORD: usize = 8;
 
@@ -218,7 +221,7 @@ impl Sessions {
             by_sub: records(),
             logout_jtis: Cache::builder()
                 .max_capacity(LOGOUT_CAPACITY)
-                .time_to_live(Duration::from_secs(900))
+                .time_to_live(LOGOUT_JTI_TTL)
                 .build(),
             logout_generation: AtomicU64::new(0),
         }

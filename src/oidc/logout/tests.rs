@@ -69,7 +69,7 @@ fn each_rule_refuses_alone() {
             LogoutTokenError::StaleIssuedAt,
         ),
         (
-            json!({"sid": "s", "iat": NOW + LOGOUT_IAT_WINDOW + 1}),
+            json!({"sid": "s", "iat": NOW + LOGOUT_IAT_SKEW + 1}),
             LogoutTokenError::StaleIssuedAt,
         ),
         (
@@ -101,4 +101,17 @@ fn refusals_name_the_claim() {
         let claim = text.split(':').next().unwrap();
         assert!(["events", "nonce", "iat", "jti"].contains(&claim), "{text}");
     }
+}
+
+#[test]
+fn iat_may_be_ten_minutes_old_or_a_minute_ahead() {
+    for iat in [NOW - LOGOUT_IAT_WINDOW, NOW, NOW + LOGOUT_IAT_SKEW] {
+        let c = claims(json!({"sid": "s", "iat": iat}));
+        assert!(check_logout_claims(&c, NOW).is_ok(), "iat {iat}");
+    }
+}
+
+#[test]
+fn replays_are_caught_for_the_whole_iat_window() {
+    assert!(crate::session::LOGOUT_JTI_TTL.as_secs() as i64 > LOGOUT_IAT_WINDOW + LOGOUT_IAT_SKEW);
 }
