@@ -48,6 +48,9 @@ pub(crate) enum IdTokenError {
     Nonce(#[source] ClaimsVerificationError),
     #[error("sub: missing")]
     NoSubject,
+    /// Several audiences without `azp`, or an `azp` that is not this client.
+    #[error("azp: the token was not issued to this client")]
+    Azp,
     #[error("sub: changed since login")]
     SubjectChanged,
     #[error("claims: refused")]
@@ -154,6 +157,9 @@ pub(crate) enum GrantError {
     Protocol(String),
     #[error("ID token rejected: {0}")]
     IdToken(#[from] IdTokenError),
+    /// RFC 6749 §7.1: the gateway uses access tokens as bearer tokens only.
+    #[error("the token endpoint returned a token of type {0:?}, not Bearer")]
+    NotBearer(String),
 }
 
 impl GrantError {

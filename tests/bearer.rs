@@ -736,3 +736,38 @@ async fn unauth_action_pass_lets_anonymous_requests_through_a_bearer_route() {
     let echo = Echo::of(bearer(&h, "/open", &t).await).await;
     assert_eq!(echo.header("oidc_claim_sub").as_deref(), Some("alice"));
 }
+
+/// A JWT access token signed without `kid` by a provider that rotated its only key: one
+/// refetch, and the token is valid.
+#[tokio::test]
+async fn a_rotated_key_without_kid_is_refetched_for_bearer_jwts() {
+    let h = start(JWT).await;
+    h.op.set_omit_kid(true);
+    let before = h.op.issue_jwt_access_token(json!({"sub": "alice"}));
+    assert_eq!(bearer(&h, "/api/x", &before).await.status(), StatusCode::OK);
+    h.op.rotate_signing_key();
+    h.op.retire_old_keys();
+    let after = h.op.issue_jwt_access_token(json!({"sub": "bob"}));
+    assert_eq!(bearer(&h, "/api/x", &after).await.status(), StatusCode::OK);
+}
+
+/// Tokens naming unknown key ids refetch the JWKS at most once per 10 s, however many
+/// arrive: a flood of bogus kids cannot make the gateway hammer the provider.
+#[tokio::test]
+async fn unknown_kids_refetch_the_jwks_at_most_once_per_interval() {
+    let h = start(JWT).await;
+    let good = h.op.issue_jwt_access_token(json!({"sub": "alice"}));
+    assert_eq!(bearer(&h, "/api/x", &good).await.status(), StatusCode::OK);
+    let before = h.op.counters().jwks;
+    let now = h.clock.now();
+    for i in 0..8 {
+        let bogus = h.op.sign_jwt_with_unknown_kid(json!({
+            "iss": h.op.issuer(), "sub": format!("u{i}"), "aud": "gateway",
+            "iat": now, "exp": now + 300,
+        }));
+        let r = bearer(&h, "/api/x", &bogus).await;
+        assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    let fetched = h.op.counters().jwks - before;
+    assert_eq!(fetched, 1, "one refetch for eight unknown kids");
+}

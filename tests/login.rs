@@ -695,3 +695,117 @@ async fn the_return_address_after_login_never_leaves_the_site() {
         );
     }
 }
+
+/// ID tokens with several audiences (issue 12, item 13): `azp` must name this client, and
+/// the other audiences must be trusted (`provider.trusted_audiences`).
+#[tokio::test]
+async fn extra_audiences_need_azp_and_trust() {
+    let h = Harness::start().await;
+    for tamper in [
+        Tamper::ExtraAudienceNoAzp,
+        Tamper::ExtraAudienceOtherAzp,
+        Tamper::TrustedExtraAudience,
+    ] {
+        h.op.set_tamper(Some(tamper));
+        let b = Browser::new();
+        let authorize = h.start_login(&b, "/x").await;
+        let callback = h.authorize(&b, &authorize, "alice").await;
+        let r = b.get(&callback).await;
+        assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "{tamper:?}");
+        assert!(set_cookie_for(&r, "oidc_session").is_none(), "{tamper:?}");
+    }
+    // Trusted, and issued to this client: a session.
+    let trusting = Harness::with(Options {
+        provider: r#"trusted_audiences = ["trusted-api"]"#.into(),
+        ..Options::default()
+    })
+    .await;
+    trusting.op.set_tamper(Some(Tamper::TrustedExtraAudience));
+    let b = Browser::new();
+    trusting.login(&b, "/x", "alice").await;
+    assert_eq!(b.get(&trusting.url("/x")).await.status(), StatusCode::OK);
+    // Trust does not waive azp.
+    trusting.op.set_tamper(Some(Tamper::ExtraAudienceOtherAzp));
+    let b = Browser::new();
+    let authorize = trusting.start_login(&b, "/x").await;
+    let callback = trusting.authorize(&b, &authorize, "alice").await;
+    assert_eq!(b.get(&callback).await.status(), StatusCode::BAD_GATEWAY);
+}
+
+/// RFC 6749 §7.1: a token response whose `token_type` is not Bearer makes no session.
+#[tokio::test]
+async fn a_token_type_other_than_bearer_is_refused() {
+    let h = Harness::start().await;
+    h.op.set_token_type(Some("DPoP"));
+    let b = Browser::new();
+    let authorize = h.start_login(&b, "/x").await;
+    let callback = h.authorize(&b, &authorize, "alice").await;
+    let r = b.get(&callback).await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert!(set_cookie_for(&r, "oidc_session").is_none());
+    assert!(r.text().await.unwrap().contains("not Bearer"));
+    // Any spelling of Bearer is fine.
+    h.op.set_token_type(Some("bearer"));
+    let b = Browser::new();
+    h.login(&b, "/x", "alice").await;
+    assert_eq!(b.get(&h.url("/x")).await.status(), StatusCode::OK);
+}
+
+/// RFC 9207 §2.4: the development OP advertises
+/// `authorization_response_iss_parameter_supported`, so a callback without `iss` is
+/// refused (it could be a mix-up with another provider).
+#[tokio::test]
+async fn a_callback_without_iss_is_refused_when_the_provider_names_itself() {
+    let h = Harness::start().await;
+    let b = Browser::new();
+    let authorize = h.start_login(&b, "/x").await;
+    let callback = h.authorize(&b, &authorize, "alice").await;
+    assert!(callback.contains("iss="), "{callback}");
+    let (path, query) = callback.split_once('?').unwrap();
+    let stripped: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("iss="))
+        .collect();
+    let r = b.get(&format!("{path}?{}", stripped.join("&"))).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(set_cookie_for(&r, "oidc_session").is_none());
+    assert!(r.text().await.unwrap().contains("does not name its issuer"));
+}
+
+/// A provider that signs without `kid` and rotates its only key: the signature fails
+/// against the cached key, so the JWKS is refetched once and the login succeeds (before,
+/// logins failed until a restart).
+#[tokio::test]
+async fn a_rotated_key_without_kid_is_refetched_on_the_signature_failure() {
+    let h = Harness::start().await;
+    h.op.set_omit_kid(true);
+    h.login(&Browser::new(), "/x", "alice").await;
+    h.op.rotate_signing_key();
+    h.op.retire_old_keys();
+    let b = Browser::new();
+    h.login(&b, "/x", "bob").await;
+    assert_eq!(b.get(&h.url("/x")).await.status(), StatusCode::OK);
+}
+
+/// `provider.jwks_refresh`: the JWKS is refetched in the background on that interval.
+#[tokio::test]
+async fn the_jwks_is_refreshed_in_the_background() {
+    let h = Harness::with(Options {
+        provider: r#"jwks_refresh = "1s""#.into(),
+        ..Options::default()
+    })
+    .await;
+    h.login(&Browser::new(), "/x", "alice").await;
+    let start = h.op.counters().jwks;
+    // Condition, not a ceiling on time: wait until two refreshes were seen (at most 30 s).
+    for _ in 0..300 {
+        if h.op.counters().jwks >= start + 2 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no background JWKS refresh: {} fetches",
+        h.op.counters().jwks - start
+    );
+}

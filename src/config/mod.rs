@@ -101,6 +101,11 @@ pub struct ProviderConfig {
     pub auth_params: Vec<(String, String)>,
     pub userinfo: bool,
     pub allow_http: bool,
+    /// Audiences an ID token may carry besides `client_id` (then `azp` must be the
+    /// client), as mod_auth_openidc's `OIDCIDTokenAudValues`; empty: none.
+    pub trusted_audiences: Vec<String>,
+    /// How often the JWKS is refetched in the background (`None`: never, `"0s"`).
+    pub jwks_refresh: Option<Duration>,
     pub http_timeout: Duration,
 }
 

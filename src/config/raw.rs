@@ -71,6 +71,8 @@ pub(crate) struct RawProvider {
     pub userinfo: Option<bool>,
     pub allow_http: Option<bool>,
     pub(crate) http_timeout: Option<String>,
+    pub trusted_audiences: Option<Vec<String>>,
+    pub jwks_refresh: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -473,6 +473,18 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
         auth_params,
         userinfo: raw.userinfo.unwrap_or(true),
         allow_http,
+        jwks_refresh: Some(c.duration(
+            "provider.jwks_refresh",
+            raw.jwks_refresh.as_deref(),
+            Duration::from_secs(3600),
+        ))
+        .filter(|d| !d.is_zero()),
+        trusted_audiences: raw
+            .trusted_audiences
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect(),
         http_timeout: c.duration(
             "provider.http_timeout",
             raw.http_timeout.as_deref(),

@@ -44,8 +44,8 @@ impl AuthResponse {
 }
 
 /// The code of an authorization response, once it is neither an error nor from another
-/// issuer.
-fn code_of(params: AuthResponse, issuer: &str) -> Result<String, GatewayError> {
+/// issuer; `iss_required` when the provider said it always names itself (RFC 9207).
+fn code_of(params: AuthResponse, issuer: &str, iss_required: bool) -> Result<String, GatewayError> {
     if let Some(error) = params.error {
         return Err(GatewayError::ProviderError {
             error: printable(&error),
@@ -56,6 +56,13 @@ fn code_of(params: AuthResponse, issuer: &str) -> Result<String, GatewayError> {
     if params.iss.as_ref().is_some_and(|iss| iss != issuer) {
         return Err(GatewayError::LoginMismatch(
             "the response names another issuer",
+        ));
+    }
+    // RFC 9207 §2.4: a provider that names itself must always do so; a response without
+    // `iss` may come from another provider (mix-up).
+    if iss_required && params.iss.is_none() {
+        return Err(GatewayError::LoginMismatch(
+            "the response does not name its issuer",
         ));
     }
     params
@@ -117,8 +124,14 @@ async fn complete(
     login: state::LoginState,
 ) -> Result<(String, Vec<http::HeaderValue>), GatewayError> {
     let cfg = gw.provider.config();
-    let code = code_of(params, &cfg.issuer)?;
-    let discovered = gw.provider.get().await?;
+    // Loaded first, used after: a provider's error response is shown even while the
+    // provider's metadata cannot be had.
+    let discovered = gw.provider.get().await;
+    let iss_required = discovered
+        .as_ref()
+        .is_ok_and(|d| d.extra().authorization_response_iss_parameter_supported == Some(true));
+    let code = code_of(params, &cfg.issuer, iss_required)?;
+    let discovered = discovered?;
 
     let redirect_url = RedirectUrl::new(login.redirect_uri.clone())
         .map_err(|_| GatewayError::LoginMismatch("the stored redirect URI is invalid"))?;

@@ -7,7 +7,8 @@ use super::{Discovered, Provider};
 use crate::error::{printable, GrantError};
 use crate::outbound::OpHttpError;
 use crate::secret::Secret;
-use openidconnect::core::{CoreErrorResponseType, CoreTokenResponse};
+use openidconnect::core::{CoreErrorResponseType, CoreTokenResponse, CoreTokenType};
+
 use openidconnect::{
     AuthorizationCode, OAuth2TokenResponse, PkceCodeVerifier, RedirectUrl, RefreshToken,
     RequestTokenError, StandardErrorResponse, TokenResponse,
@@ -55,7 +56,18 @@ pub(crate) async fn code_grant(
         exchange = exchange.set_pkce_verifier(PkceCodeVerifier::new(v));
     }
     let http = provider.http().for_openidconnect();
-    exchange.request_async(&http).await.map_err(request_error)
+    let response = exchange.request_async(&http).await.map_err(request_error)?;
+    require_bearer(&response)?;
+    Ok(response)
+}
+
+/// RFC 6749 §7.1: a token of another type (`DPoP`, `MAC`, …) cannot be sent as the
+/// bearer token the gateway passes upstream.
+fn require_bearer(response: &CoreTokenResponse) -> Result<(), GrantError> {
+    match response.token_type() {
+        CoreTokenType::Bearer => Ok(()),
+        other => Err(GrantError::NotBearer(printable(other.as_ref()))),
+    }
 }
 
 /// One refresh grant. `scope` is not resent: the provider keeps the original grant's
@@ -75,6 +87,7 @@ pub(crate) async fn refresh_grant(
         .request_async(&http)
         .await
         .map_err(request_error)?;
+    require_bearer(&response)?;
     let id_token = match response.id_token() {
         Some(raw) => {
             let verified =

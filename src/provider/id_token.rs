@@ -46,6 +46,16 @@ pub(crate) async fn verify_id_token(
             };
             check(provider, &reloaded, &token, nonce)?;
         }
+        // A provider that signs without `kid` and rotated its only key: the signature
+        // fails against the cached key. Refetch (rate-limited) and try once more.
+        Err(
+            e @ ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::CryptoError(_),
+            ),
+        ) if names_no_key(raw) => match provider.refetch_jwks().await {
+            Some(reloaded) => check(provider, &reloaded, &token, nonce)?,
+            None => return Err(e.into()),
+        },
         other => other?,
     }
     let claims: Map<String, Value> = jsonwebtoken::dangerous::insecure_decode_claims(raw)
@@ -53,6 +63,7 @@ pub(crate) async fn verify_id_token(
     if !claims.get("sub").is_some_and(Value::is_string) {
         return Err(IdTokenError::NoSubject);
     }
+    check_azp(&claims, &provider.config().client_id)?;
     Ok(VerifiedIdToken {
         raw: raw.to_string(),
         claims,
@@ -69,9 +80,15 @@ fn check(
     let verifier = discovered
         .client
         .id_token_verifier()
-        // docs/behaviour.md §4: `aud` must contain client_id; other audiences are allowed, and then the
-        // library requires `azp` to be client_id.
-        .set_other_audience_verifier_fn(|_| true)
+        // docs/behaviour.md §4: `aud` must contain client_id; other audiences only when
+        // trusted (`azp` is checked after: openidconnect 4.1 does not).
+        .set_other_audience_verifier_fn(|aud| {
+            provider
+                .config()
+                .trusted_audiences
+                .iter()
+                .any(|t| t == aud.as_str())
+        })
         .set_time_fn(move || to_datetime(now))
         .set_issue_time_verifier_fn(move |iat: DateTime<Utc>| {
             let iat = iat.timestamp();
@@ -93,6 +110,26 @@ fn check(
         None => token
             .claims(&verifier, |_: Option<&Nonce>| Ok(()))
             .map(|_| ()),
+    }
+}
+
+/// Whether the token's header has no `kid`.
+fn names_no_key(raw: &str) -> bool {
+    jsonwebtoken::decode_header(raw).is_ok_and(|h| h.kid.is_none())
+}
+
+/// OpenID Connect Core §3.1.3.7: with several audiences `azp` must be present, and when
+/// present it must be the client.
+fn check_azp(claims: &Map<String, Value>, client_id: &str) -> Result<(), IdTokenError> {
+    let several = claims
+        .get("aud")
+        .and_then(Value::as_array)
+        .is_some_and(|a| a.len() > 1);
+    match claims.get("azp").map(Value::as_str) {
+        Some(Some(azp)) if azp == client_id => Ok(()),
+        Some(_) => Err(IdTokenError::Azp),
+        None if several => Err(IdTokenError::Azp),
+        None => Ok(()),
     }
 }
 

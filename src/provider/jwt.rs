@@ -45,13 +45,30 @@ pub(crate) async fn verify(
             .and_then(|reloaded| find(&reloaded.jwks))
             .ok_or(JwtError::NoMatchingKey)?,
     };
-    let key = DecodingKey::from_jwk(&jwk).map_err(JwtError::UnusableKey)?;
     let issuer = &provider.config().issuer;
     let mut rules = Validation::new(header.alg);
     rules.set_issuer(&[issuer.as_str(), issuer.trim_end_matches('/')]);
     rules.leeway = 30;
     configure(&mut rules);
-    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &rules)?;
+    let decode = |jwk: &jsonwebtoken::jwk::Jwk| {
+        let key = DecodingKey::from_jwk(jwk).map_err(JwtError::UnusableKey)?;
+        Ok::<_, JwtError>(jsonwebtoken::decode::<Map<String, Value>>(
+            token, &key, &rules,
+        )?)
+    };
+    let data = match decode(&jwk) {
+        // A provider that signs without `kid` and rotated its only key: the signature
+        // fails against the cached key. Refetch (rate-limited) and try once more.
+        Err(JwtError::Signature(_)) if header.kid.is_none() => {
+            let jwk = provider
+                .refetch_jwks()
+                .await
+                .and_then(|reloaded| find(&reloaded.jwks))
+                .ok_or(JwtError::NoMatchingKey)?;
+            decode(&jwk)?
+        }
+        other => other?,
+    };
     // jsonwebtoken checks time against the system clock; check ours too (tests move it).
     if let Some(exp) = data.claims.get("exp").and_then(Value::as_i64) {
         if exp + 30 < provider.clock().now() {

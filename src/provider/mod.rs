@@ -36,6 +36,10 @@ pub(crate) struct ExtraMetadata {
     pub(crate) revocation_endpoint: Option<Url>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_session_endpoint: Option<Url>,
+    /// RFC 9207: the provider names itself (`iss`) in every authorization response, so
+    /// a response without `iss` is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
 }
 impl AdditionalProviderMetadata for ExtraMetadata {}
 
@@ -280,12 +284,18 @@ impl Provider {
             }
             *last = Some(Instant::now());
         }
+        self.replace_jwks(&current, "a token named no key we have")
+            .await
+    }
+
+    /// Fetches the JWKS of `current`'s metadata and puts it in place.
+    async fn replace_jwks(&self, current: &Discovered, why: &str) -> Option<Arc<Discovered>> {
         let url = current.metadata.jwks_uri().url().as_str().to_string();
         match self.fetch_raw_jwks(&url).await {
             Ok(jwks) => {
                 let loaded = Arc::new(self.build(current.metadata.clone(), jwks));
                 *self.loaded.write().ok()? = Some(loaded.clone());
-                tracing::info!("provider JWKS refetched for an unknown key id");
+                tracing::info!(reason = why, "provider JWKS refetched");
                 Some(loaded)
             }
             Err(cause) => {
@@ -296,17 +306,37 @@ impl Provider {
     }
 
     /// Starts a background task that loads the metadata at start-up and keeps retrying
-    /// (with back-off) until it succeeds, so readiness reflects the provider.
+    /// (with back-off) until it succeeds, so readiness reflects the provider; then
+    /// refetches the JWKS every `provider.jwks_refresh`, so keys the provider rotated in
+    /// (or out) are known before a token needs them.
     pub(crate) fn warm_up(self: &Arc<Self>) {
-        let this = Arc::clone(self);
+        // Weak: the task must not keep a stopped gateway's provider alive.
+        let this = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(500);
-            loop {
-                if this.get().await.is_ok() {
+            let interval = loop {
+                let Some(provider) = this.upgrade() else {
                     return;
+                };
+                if provider.get().await.is_ok() {
+                    break provider.cfg.jwks_refresh;
                 }
+                drop(provider);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
+            };
+            let Some(interval) = interval else {
+                return;
+            };
+            loop {
+                tokio::time::sleep(interval).await;
+                let Some(provider) = this.upgrade() else {
+                    return;
+                };
+                if let Some(current) = provider.current() {
+                    let _guard = provider.fetch_lock.lock().await;
+                    provider.replace_jwks(&current, "periodic refresh").await;
+                }
             }
         });
     }

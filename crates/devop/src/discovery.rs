@@ -40,5 +40,6 @@ pub(crate) fn metadata(op: &Provider) -> Value {
 
 /// The `/jwks` document: current key and, during rotation, the previous one.
 pub(crate) fn jwks(op: &Provider) -> Value {
+    op.count(|c| c.jwks += 1);
     lock(&op.keys).jwks()
 }

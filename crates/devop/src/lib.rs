@@ -129,6 +129,8 @@ pub struct Counters {
     pub revocations: u64,
     pub userinfo: u64,
     pub end_sessions: u64,
+    /// Requests for the JWKS document.
+    pub jwks: u64,
 }
 
 /// How the ID tokens issued from now on misbehave (each alters exactly one thing).
@@ -152,6 +154,13 @@ pub enum Tamper {
     UnknownKid,
     /// `sub` is `someone-else`.
     OtherSub,
+    /// `aud` is `[client, "other-api"]` and there is no `azp`.
+    ExtraAudienceNoAzp,
+    /// `aud` is `[client, "other-api"]` and `azp` is `other-api`.
+    ExtraAudienceOtherAzp,
+    /// `aud` is `[client, "trusted-api"]` and `azp` is the client: valid when the gateway
+    /// trusts `trusted-api` (`provider.trusted_audiences`).
+    TrustedExtraAudience,
 }
 
 /// A running development provider. Cheap to clone; clones control the same server, which
@@ -230,6 +239,17 @@ impl DevOp {
         self.op.set_rotate_refresh_tokens(rotate);
     }
 
+    /// Tokens signed with the current key leave `kid` out of their header from now on (a
+    /// provider with one key that never names it).
+    pub fn set_omit_kid(&self, omit: bool) {
+        self.op.set_omit_kid(omit);
+    }
+
+    /// The `token_type` of token responses from now on (`None`: `Bearer`).
+    pub fn set_token_type(&self, token_type: Option<&str>) {
+        self.op.set_token_type(token_type.map(str::to_owned));
+    }
+
     /// ID tokens issued from now on misbehave this way, until set to `None`.
     pub fn set_tamper(&self, t: Option<Tamper>) {
         self.op.set_tamper(t);
@@ -285,6 +305,13 @@ impl DevOp {
             return keys::unsigned_jwt(&claims);
         }
         let kid = lock(&self.op.keys).current().kid().to_owned();
+        mint::sign_rogue(&self.op, &claims, &kid)
+    }
+
+    /// Test helper: a JWT signed by a key NOT in the JWKS under a fresh `kid` no JWKS has
+    /// (each call another one). Claims as given.
+    pub fn sign_jwt_with_unknown_kid(&self, claims: Value) -> String {
+        let kid = format!("unpublished-{}", store::random_token());
         mint::sign_rogue(&self.op, &claims, &kid)
     }
 

@@ -102,6 +102,21 @@ fn tamper_claims(claims: &mut Map<String, Value>, tamper: Tamper, now: i64) {
         Tamper::OtherSub => {
             claims.insert("sub".into(), "someone-else".into());
         }
+        Tamper::ExtraAudienceNoAzp
+        | Tamper::ExtraAudienceOtherAzp
+        | Tamper::TrustedExtraAudience => {
+            let client = claims.get("aud").cloned().unwrap_or_default();
+            let (extra, azp) = match tamper {
+                Tamper::ExtraAudienceNoAzp => ("other-api", None),
+                Tamper::ExtraAudienceOtherAzp => ("other-api", Some(Value::from("other-api"))),
+                _ => ("trusted-api", Some(client.clone())),
+            };
+            claims.insert("aud".into(), Value::Array(vec![client, extra.into()]));
+            claims.remove("azp");
+            if let Some(azp) = azp {
+                claims.insert("azp".into(), azp);
+            }
+        }
         Tamper::BadSignature | Tamper::AlgNone | Tamper::UnknownKid => {}
     }
 }
@@ -121,7 +136,11 @@ fn sign_id_token(op: &Provider, claims: &Value, tamper: Option<Tamper>) -> Strin
 /// Signs with the current published key.
 pub(crate) fn sign_current(op: &Provider, claims: &Value, typ: &str) -> String {
     let key = lock(&op.keys).current();
-    key.sign(header(key.kid(), typ), claims)
+    let mut header = header(key.kid(), typ);
+    if op.omit_kid() {
+        header.remove("kid");
+    }
+    key.sign(header, claims)
 }
 
 /// Signs with the never-published key under `kid`. If that key cannot be generated the
@@ -218,7 +237,7 @@ pub(crate) fn token_response(op: &Provider, issue: &Issue<'_>) -> Value {
     };
     let mut body = json!({
         "access_token": access,
-        "token_type": "Bearer",
+        "token_type": op.token_type(),
         "expires_in": ttl,
         "refresh_token": refresh,
         "scope": issue.scope,

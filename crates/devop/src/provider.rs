@@ -34,6 +34,8 @@ pub(crate) struct Provider {
     access_token_ttl: AtomicI64,
     refuse_refresh: AtomicBool,
     keep_refresh_tokens: AtomicBool,
+    token_type: Mutex<Option<String>>,
+    omit_kid: AtomicBool,
     tamper: Mutex<Option<Tamper>>,
     userinfo_sub: Mutex<Option<String>>,
     users: Mutex<HashMap<String, Map<String, Value>>>,
@@ -65,6 +67,8 @@ impl Provider {
             access_token_ttl: AtomicI64::new(reg.access_token_ttl),
             refuse_refresh: AtomicBool::new(false),
             keep_refresh_tokens: AtomicBool::new(false),
+            token_type: Mutex::new(None),
+            omit_kid: AtomicBool::new(false),
             tamper: Mutex::new(None),
             userinfo_sub: Mutex::new(None),
             users: Mutex::new(HashMap::new()),
@@ -120,6 +124,25 @@ impl Provider {
 
     pub(crate) fn rotates_refresh_tokens(&self) -> bool {
         !self.keep_refresh_tokens.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_omit_kid(&self, omit: bool) {
+        self.omit_kid.store(omit, Ordering::Relaxed);
+    }
+
+    pub(crate) fn omit_kid(&self) -> bool {
+        self.omit_kid.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_token_type(&self, token_type: Option<String>) {
+        *lock(&self.token_type) = token_type;
+    }
+
+    /// The `token_type` of token responses (`Bearer` unless a test changed it).
+    pub(crate) fn token_type(&self) -> String {
+        lock(&self.token_type)
+            .clone()
+            .unwrap_or_else(|| "Bearer".into())
     }
 
     pub(crate) fn set_rotate_refresh_tokens(&self, rotate: bool) {

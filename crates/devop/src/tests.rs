@@ -1080,6 +1080,9 @@ async fn each_tamper_mode_alters_exactly_its_part() {
         Tamper::OldIssuedAt,
         Tamper::UnknownKid,
         Tamper::OtherSub,
+        Tamper::ExtraAudienceNoAzp,
+        Tamper::ExtraAudienceOtherAzp,
+        Tamper::TrustedExtraAudience,
     ];
     for mode in modes {
         op.set_tamper(Some(mode));
@@ -1113,13 +1116,31 @@ async fn each_tamper_mode_alters_exactly_its_part() {
                 assert_eq!(verified.as_ref().unwrap_err(), "no key with that kid");
             }
             Tamper::OtherSub => assert_eq!(claims["sub"], "someone-else"),
+            Tamper::ExtraAudienceNoAzp => {
+                assert_eq!(claims["aud"], json!(["gateway", "other-api"]));
+                assert!(claims.get("azp").is_none());
+            }
+            Tamper::ExtraAudienceOtherAzp => {
+                assert_eq!(claims["aud"], json!(["gateway", "other-api"]));
+                assert_eq!(claims["azp"], "other-api");
+            }
+            Tamper::TrustedExtraAudience => {
+                assert_eq!(claims["aud"], json!(["gateway", "trusted-api"]));
+                assert_eq!(claims["azp"], "gateway");
+            }
         }
         // Everything else is as in an honest token.
         for name in ["iss", "aud", "sub", "nonce", "name", "email"] {
             let tampered_here = matches!(
                 (mode, name),
                 (Tamper::WrongIssuer, "iss")
-                    | (Tamper::WrongAudience, "aud")
+                    | (
+                        Tamper::WrongAudience
+                            | Tamper::ExtraAudienceNoAzp
+                            | Tamper::ExtraAudienceOtherAzp
+                            | Tamper::TrustedExtraAudience,
+                        "aud"
+                    )
                     | (Tamper::OtherSub, "sub")
                     | (Tamper::WrongNonce, "nonce")
             );
