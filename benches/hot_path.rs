@@ -17,7 +17,7 @@ use oidc_gateway::identity::IdentityHeaders;
 use oidc_gateway::redirect::validate_redirect;
 use oidc_gateway::resource::validate;
 use oidc_gateway::services::{Services, TokenCache, Validation};
-use oidc_gateway::session::{Codec, Loaded, Purpose, Session, Sessions};
+use oidc_gateway::session::{Codec, Deployment, Loaded, Purpose, Session, Sessions};
 use serde_json::{json, Map, Value};
 use std::hint::black_box;
 use std::time::Duration;
@@ -149,7 +149,13 @@ fn session_benches(c: &mut Criterion) {
     let clock = Clock::system();
     let session = realistic_session(clock.now());
     let json = serde_json::to_vec(&session).unwrap();
-    let codec = Codec::new(&cfg.session.passphrases);
+    let codec = Codec::new(
+        &cfg.session.passphrases,
+        &Deployment {
+            issuer: &cfg.provider.issuer,
+            client_id: &cfg.provider.client_id,
+        },
+    );
     let sealed = codec.seal(Purpose::Session, &json);
     eprintln!(
         "session: {} bytes JSON, {} characters sealed (deflated)",
@@ -175,7 +181,11 @@ fn session_benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let sessions = Sessions::new(&cfg.session, clock.clone());
+    let deployment = Deployment {
+        issuer: &cfg.provider.issuer,
+        client_id: &cfg.provider.client_id,
+    };
+    let sessions = Sessions::new(&cfg.session, deployment, clock.clone());
     let cookies = rt
         .block_on(sessions.save(&session, false, &HeaderMap::new()))
         .unwrap();

@@ -225,8 +225,23 @@ fn jwt_access_tokens_need_an_audience() {
 }
 
 #[test]
-fn a_short_passphrase_is_a_warning_without_printing_it() {
+fn a_short_passphrase_is_an_error_without_printing_it() {
     let text = VALID.replace("0123456789abcdef0123456789abcdef", "tooshort-secret");
+    let out = check(&text, &[]);
+    assert_problems(
+        &out,
+        &["session.passphrase: passphrase is shorter than 16 characters"],
+    );
+    assert!(!out.stderr.contains("tooshort-secret"), "{}", out.stderr);
+    assert!(!out.stdout.contains("tooshort-secret"), "{}", out.stdout);
+}
+
+#[test]
+fn a_short_passphrase_can_be_allowed_explicitly_with_a_warning() {
+    let text = VALID.replace(
+        "passphrase = \"0123456789abcdef0123456789abcdef\"",
+        "passphrase = \"tooshort-secret\"\nallow_weak_passphrase = true",
+    );
     // Printed by check-config itself, as a warning with its key: not a log line, so it
     // shows whatever RUST_LOG says.
     let out = check(&text, &[("RUST_LOG", "off")]);
@@ -238,7 +253,6 @@ fn a_short_passphrase_is_a_warning_without_printing_it() {
         out.stderr
     );
     assert!(!out.stderr.contains("tooshort-secret"), "{}", out.stderr);
-    assert!(!out.stdout.contains("tooshort-secret"), "{}", out.stdout);
 }
 
 #[test]

@@ -80,6 +80,7 @@ pub(crate) struct RawSession {
     pub passphrase: Option<String>,
     pub passphrase_file: Option<String>,
     pub passphrases: Option<Vec<String>>,
+    pub allow_weak_passphrase: Option<bool>,
     pub store: Option<String>,
     pub(crate) memory_capacity: Option<u64>,
     pub(crate) redis_url: Option<String>,

@@ -528,12 +528,18 @@ fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> Se
         if p.expose().is_empty() {
             c.problem(key, "must not be empty");
         } else if p.expose().len() < 16 {
-            // Refusing to start would break configs that work with mod_auth_openidc,
-            // which sets no minimum; the key derivation is sound, the secret is weak.
-            c.warning(
-                key,
-                "passphrase is shorter than 16 characters: use 32 random characters",
-            );
+            // Stretching slows guessing down; it does not make a short secret strong. An
+            // operator migrating a mod_auth_openidc config (which sets no minimum) can
+            // say so explicitly and gets a warning instead.
+            let why = "passphrase is shorter than 16 characters: use 32 random characters";
+            if raw.allow_weak_passphrase.unwrap_or(false) {
+                c.warning(key, why);
+            } else {
+                c.problem(
+                    key,
+                    format!("{why} (or set session.allow_weak_passphrase = true)"),
+                );
+            }
         }
     }
     let store = c.choice(

@@ -9,7 +9,7 @@
 //! refresh tokens hand the same one back: the new cookie then differs from the old only
 //! by its access token, and its own refresh must be a new grant, not the old result.
 //! Failures are remembered for [`FAILURE_TTL`] so parallel callers fail fast. The table is
-//! bounded ([`MAX_FLIGHTS`]); it is per process.
+//! bounded by bytes ([`MAX_FLIGHT_BYTES`]); it is per process.
 
 use crate::error::GrantError;
 use crate::provider::TokenGrant;
@@ -22,7 +22,24 @@ use std::time::{Duration, Instant};
 
 pub(crate) const RESULT_TTL: Duration = Duration::from_secs(30);
 pub(crate) const FAILURE_TTL: Duration = Duration::from_secs(5);
-pub(crate) const MAX_FLIGHTS: u64 = 10_000;
+/// The table's bound in (estimated) bytes: a grant holds its tokens and ID-token claims.
+pub(crate) const MAX_FLIGHT_BYTES: u64 = 32 << 20;
+
+/// A flight's (estimated) size: its key, the tokens, the ID token and its claims.
+fn weigh(_: &[u8; 32], outcome: &Outcome) -> u32 {
+    let size = match outcome {
+        Ok(grant) => {
+            let id = grant.id_token.as_ref().map_or(0, |t| {
+                t.raw.len() + serde_json::to_string(&t.claims).map_or(0, |c| c.len())
+            });
+            grant.access_token.expose().len()
+                + grant.refresh_token.as_ref().map_or(0, |t| t.expose().len())
+                + id
+        }
+        Err(e) => e.to_string().len(),
+    };
+    u32::try_from(128 + size).unwrap_or(u32::MAX)
+}
 
 /// A grant's outcome, shared by every caller of one flight.
 pub(crate) type Outcome = Result<Arc<TokenGrant>, Arc<GrantError>>;
@@ -48,7 +65,8 @@ impl Default for Flights {
     fn default() -> Self {
         Flights {
             cache: Cache::builder()
-                .max_capacity(MAX_FLIGHTS)
+                .max_capacity(MAX_FLIGHT_BYTES)
+                .weigher(weigh)
                 .expire_after(OutcomeExpiry)
                 .build(),
         }
@@ -137,5 +155,14 @@ mod tests {
     fn keys_do_not_collide_across_the_token_boundary() {
         assert_ne!(flight_key("ab", Some("c")), flight_key("a", Some("bc")));
         assert_ne!(flight_key("rt", None), flight_key("rt", Some("x")));
+    }
+
+    #[test]
+    fn flights_are_weighed_by_their_tokens() {
+        let mut big = grant();
+        big.access_token = crate::secret::Secret::new("a".repeat(20_000));
+        let small = weigh(&[0; 32], &Ok(Arc::new(grant())));
+        let large = weigh(&[0; 32], &Ok(Arc::new(big)));
+        assert!(large >= 20_000 && small < 1_000, "{small} {large}");
     }
 }

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::ProviderUnavailable;
 use crate::observe::Metrics;
 use crate::provider::Provider;
-use crate::session::Sessions;
+use crate::session::{Deployment, Sessions};
 use std::sync::Arc;
 
 pub struct Services {
@@ -38,7 +38,14 @@ impl Services {
     pub fn new(config: Config, clock: Clock) -> Services {
         Services {
             provider: Arc::new(Provider::new(config.provider.clone(), clock.clone())),
-            sessions: Sessions::new(&config.session, clock.clone()),
+            sessions: Sessions::new(
+                &config.session,
+                Deployment {
+                    issuer: &config.provider.issuer,
+                    client_id: &config.provider.client_id,
+                },
+                clock.clone(),
+            ),
             metrics: Metrics::default(),
             refresh_flights: Flights::default(),
             token_cache: TokenCache::new(

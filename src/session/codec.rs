@@ -1,6 +1,13 @@
-//! Sealing values for cookies and for sessions kept in a shared store: HKDF-derived
-//! AES-256-GCM keys with key ids for rotation, optional deflate, and a purpose bound into the
-//! tag so one kind of value never opens as another.
+//! Sealing values for cookies and for sessions kept in a shared store: AES-256-GCM keys
+//! with key ids for rotation, optional deflate, and a purpose bound into the tag so one kind
+//! of value never opens as another.
+//!
+//! Keys: each passphrase is stretched once per process with PBKDF2-HMAC-SHA256 at
+//! [`PBKDF2_ITERATIONS`] (OWASP 2023), so a captured cookie does not let anyone test
+//! passphrase guesses at GPU speed; HKDF then derives the AES key from that master key and
+//! the deployment (issuer and client id), so a cookie sealed by another gateway that shares
+//! the passphrase but not the client does not open here. The key id is a hash of the
+//! derived key, never of the passphrase.
 //!
 //! Wire format (then base64url without padding):
 //! `version (1) || key id (4) || nonce (12) || AES-256-GCM(flag (1) || data) || tag (16)`,
@@ -17,15 +24,25 @@ use flate2::write::DeflateEncoder;
 use flate2::Compression;
 use hkdf::Hkdf;
 use rand::RngCore;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{Read, Write};
+use std::num::NonZeroU32;
+use std::sync::{Mutex, OnceLock};
 
 #[cfg(test)]
 mod tests;
 
-const VERSION: u8 = 1;
-const SALT: &[u8] = b"oidc-gateway/session/v1";
+/// 2: PBKDF2-stretched, deployment-bound keys (1 was HKDF over the bare passphrase).
+const VERSION: u8 = 2;
+const SALT: &[u8] = b"oidc-gateway/session/v2";
+/// PBKDF2-HMAC-SHA256 iterations for the master key (OWASP's 2023 recommendation).
+pub(crate) const PBKDF2_ITERATIONS: u32 = 600_000;
+const _: () = assert!(
+    PBKDF2_ITERATIONS >= 600_000,
+    "OWASP's minimum for PBKDF2-HMAC-SHA256"
+);
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -120,18 +137,20 @@ impl fmt::Debug for Codec {
 }
 
 impl Codec {
-    /// Derives one AES-256-GCM key and one 4-byte key id per passphrase with HKDF-SHA256.
+    /// Derives one AES-256-GCM key and one 4-byte key id per passphrase, for the deployment
+    /// named by `deployment` (the provider's issuer and the client id: sealed values of
+    /// one deployment never open in another).
     ///
     /// # Panics
     /// If `passphrases` is empty; config validation rejects that before we get here.
-    pub fn new(passphrases: &[Secret]) -> Codec {
+    pub fn new(passphrases: &[Secret], deployment: &Deployment<'_>) -> Codec {
         assert!(
             !passphrases.is_empty(),
             "session codec needs at least one passphrase"
         );
         let keys = passphrases
             .iter()
-            .map(|p| derive(p.expose().as_bytes()))
+            .map(|p| derive(&master_key(p.expose().as_bytes()), deployment))
             .collect();
         Codec { keys }
     }
@@ -225,15 +244,52 @@ impl Codec {
     }
 }
 
-fn derive(passphrase: &[u8]) -> SealKey {
-    let hk = Hkdf::<Sha256>::new(Some(SALT), passphrase);
+/// Which gateway deployment sealed a value: the provider's issuer and the client id.
+#[derive(Debug, Clone, Copy)]
+pub struct Deployment<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+}
+
+/// The passphrase stretched with PBKDF2 (hundreds of milliseconds), once per process and
+/// passphrase: later gateways in the same process (tests, a reload) reuse it. The cache
+/// is keyed by a SHA-256 of the passphrase and holds only derived keys.
+fn master_key(passphrase: &[u8]) -> [u8; 32] {
+    static MASTERS: OnceLock<Mutex<HashMap<[u8; 32], [u8; 32]>>> = OnceLock::new();
+    let id: [u8; 32] = Sha256::digest(passphrase).into();
+    let masters = MASTERS.get_or_init(Default::default);
+    if let Some(master) = masters.lock().ok().and_then(|m| m.get(&id).copied()) {
+        return master;
+    }
+    let mut master = [0u8; 32];
+    aws_lc_rs::pbkdf2::derive(
+        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+        NonZeroU32::new(PBKDF2_ITERATIONS).expect("non-zero"),
+        SALT,
+        passphrase,
+        &mut master,
+    );
+    if let Ok(mut m) = masters.lock() {
+        m.insert(id, master);
+    }
+    master
+}
+
+fn derive(master: &[u8; 32], deployment: &Deployment<'_>) -> SealKey {
+    let hk = Hkdf::<Sha256>::new(Some(SALT), master);
+    // Length-prefixed, so no two (issuer, client id) pairs give the same info.
+    let mut info = b"aes-256-gcm".to_vec();
+    for part in [deployment.issuer, deployment.client_id] {
+        info.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        info.extend_from_slice(part.as_bytes());
+    }
     let mut key = [0u8; 32];
-    let mut id = [0u8; KEY_ID_LEN];
-    // Both lengths are far below HKDF-SHA256's 8160-byte output limit.
-    hk.expand(b"aes-256-gcm", &mut key)
+    // Far below HKDF-SHA256's 8160-byte output limit.
+    hk.expand(&info, &mut key)
         .expect("32 bytes is a valid HKDF-SHA256 length");
-    hk.expand(b"key-id", &mut id)
-        .expect("4 bytes is a valid HKDF-SHA256 length");
+    let digest = Sha256::digest(key);
+    let mut id = [0u8; KEY_ID_LEN];
+    id.copy_from_slice(&digest[..KEY_ID_LEN]);
     SealKey {
         id,
         cipher: Aes256Gcm::new(&key.into()),

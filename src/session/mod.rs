@@ -18,7 +18,7 @@ pub(crate) mod test_redis;
 #[cfg(test)]
 mod tests;
 
-pub use codec::{Codec, Purpose};
+pub use codec::{Codec, Deployment, Purpose};
 pub use model::{ActiveSession, Headers, Session};
 
 pub use codec::CodecError;
@@ -44,8 +44,24 @@ use std::time::Duration;
 const DECODED_CAPACITY_BYTES: u64 = 64 << 20;
 /// How long a decoded session is kept; timeouts and logouts are still checked every load.
 const DECODED_TTL: Duration = Duration::from_secs(60);
-/// Ended session ids, and `sid`/`sub` logout records, each.
-const LOGOUT_CAPACITY: u64 = 100_000;
+/// Ended session ids, and `sid`/`sub` logout records: each table's bound, in (estimated)
+/// bytes.
+const LOGOUT_CAPACITY_BYTES: u64 = 16 << 20;
+/// Accepted back-channel logout `jti`s, in (estimated) bytes.
+const LOGOUT_JTI_CAPACITY_BYTES: u64 = 4 << 20;
+/// What a cache entry costs beyond its key and value bytes (moka's node, the `Arc`s).
+const ENTRY_OVERHEAD: usize = 96;
+
+#[allow(clippy::ptr_arg)] // moka's weigher takes the key type itself
+fn weigh_key(key: &String, _: &()) -> u32 {
+    u32::try_from(ENTRY_OVERHEAD + key.len()).unwrap_or(u32::MAX)
+}
+
+#[allow(clippy::ptr_arg)] // moka's weigher takes the key type itself
+fn weigh_records(key: &String, records: &Records) -> u32 {
+    let issuers: usize = records.iter().map(|(iss, _)| iss.len() + 32).sum();
+    u32::try_from(ENTRY_OVERHEAD + key.len() + issuers).unwrap_or(u32::MAX)
+}
 /// How long an accepted back-channel logout token's `jti` is remembered: longer than the
 /// `iat` window plus skew, so any replay the `iat` check lets through is caught.
 pub(crate) const LOGOUT_JTI_TTL: Duration = Duration::from_secs(900);
@@ -175,8 +191,8 @@ fn secs(d: Duration) -> i64 {
 
 impl Sessions {
     /// Builds the manager. Connects nowhere: the redis store connects on first use.
-    pub fn new(cfg: &SessionConfig, clock: Clock) -> Sessions {
-        let codec = Arc::new(Codec::new(&cfg.passphrases));
+    pub fn new(cfg: &SessionConfig, deployment: Deployment<'_>, clock: Clock) -> Sessions {
+        let codec = Arc::new(Codec::new(&cfg.passphrases, &deployment));
         let store = match cfg.store {
             StoreKind::Cookie => Store::Cookie {
                 decoded: Cache::builder()
@@ -197,12 +213,14 @@ impl Sessions {
         // Nothing older than max_duration can be loaded anyway, so records need not outlive it.
         let record_ttl = cfg.max_duration.max(Duration::from_secs(1));
         let ended = Cache::builder()
-            .max_capacity(LOGOUT_CAPACITY)
+            .max_capacity(LOGOUT_CAPACITY_BYTES)
+            .weigher(weigh_key)
             .time_to_live(record_ttl)
             .build();
         let records = || {
             Cache::builder()
-                .max_capacity(LOGOUT_CAPACITY)
+                .max_capacity(LOGOUT_CAPACITY_BYTES)
+                .weigher(weigh_records)
                 .time_to_live(record_ttl)
                 .build()
         };
@@ -220,7 +238,8 @@ impl Sessions {
             by_sid: records(),
             by_sub: records(),
             logout_jtis: Cache::builder()
-                .max_capacity(LOGOUT_CAPACITY)
+                .max_capacity(LOGOUT_JTI_CAPACITY_BYTES)
+                .weigher(weigh_key)
                 .time_to_live(LOGOUT_JTI_TTL)
                 .build(),
             logout_generation: AtomicU64::new(0),

@@ -10,6 +10,10 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 
 const ISS: &str = "https://op.example.com";
+const DEPLOYMENT: Deployment<'static> = Deployment {
+    issuer: ISS,
+    client_id: "gateway",
+};
 
 fn config(store: StoreKind, passphrases: &[&str]) -> SessionConfig {
     SessionConfig {
@@ -66,7 +70,10 @@ impl TestStore {
 
     fn manager(&self) -> (Sessions, Clock) {
         let clock = Clock::system();
-        (Sessions::new(&self.config(&[KEY]), clock.clone()), clock)
+        (
+            Sessions::new(&self.config(&[KEY]), DEPLOYMENT, clock.clone()),
+            clock,
+        )
     }
 }
 
@@ -211,7 +218,7 @@ async fn save_then_load(store: &TestStore) {
     // A fresh manager with the same passphrase (a restart) reads the session, except from
     // the memory store, which is lost with the process.
     if store.kind != StoreKind::Memory {
-        let restarted = Sessions::new(&store.config(&[KEY]), clock.clone());
+        let restarted = Sessions::new(&store.config(&[KEY]), DEPLOYMENT, clock.clone());
         assert_eq!(*valid(restarted.load(&jar.headers()).await).session(), s);
     }
 }
@@ -363,7 +370,7 @@ async fn hostile_chunk_counts_are_cheap_and_invalid(store: &TestStore) {
 async fn old_or_foreign_key_is_invalid(store: &TestStore) {
     let (sessions, clock) = store.manager();
     let jar = saved(&sessions, &session(&clock, 0)).await;
-    let other = Sessions::new(&store.config(&[OTHER_KEY]), clock.clone());
+    let other = Sessions::new(&store.config(&[OTHER_KEY]), DEPLOYMENT, clock.clone());
     assert_eq!(
         invalid(other.load(&jar.headers()).await),
         InvalidReason::Unsealed(CodecError::UnknownKey)
@@ -515,7 +522,7 @@ async fn needs_touch_threshold(store: &TestStore) {
     // A tiny inactivity timeout still waits at least a second.
     let mut cfg = store.config(&[KEY]);
     cfg.inactivity_timeout = Duration::from_secs(5);
-    let quick = Sessions::new(&cfg, clock.clone());
+    let quick = Sessions::new(&cfg, DEPLOYMENT, clock.clone());
     let s = session(&clock, 0);
     assert!(!quick.needs_touch(&s));
     clock.advance(1);
@@ -585,7 +592,7 @@ async fn set_cookie_attributes(store: &TestStore) {
     let mut cfg = store.config(&[KEY]);
     cfg.same_site = SameSite::Strict;
     cfg.cookie_domain = crate::config::CookieDomain::parse("example.com");
-    let sessions = Sessions::new(&cfg, clock.clone());
+    let sessions = Sessions::new(&cfg, DEPLOYMENT, clock.clone());
     for big in [0, 300] {
         let s = session(&clock, big);
         for secure in [true, false] {
@@ -701,8 +708,16 @@ conformance!(
 #[tokio::test]
 async fn rotation_reads_old_cookies_and_writes_new_ones() {
     let clock = Clock::system();
-    let old = Sessions::new(&config(StoreKind::Cookie, &[OTHER_KEY]), clock.clone());
-    let rotated = Sessions::new(&config(StoreKind::Cookie, &[KEY, OTHER_KEY]), clock.clone());
+    let old = Sessions::new(
+        &config(StoreKind::Cookie, &[OTHER_KEY]),
+        DEPLOYMENT,
+        clock.clone(),
+    );
+    let rotated = Sessions::new(
+        &config(StoreKind::Cookie, &[KEY, OTHER_KEY]),
+        DEPLOYMENT,
+        clock.clone(),
+    );
     let s = session(&clock, 0);
     let jar = saved(&old, &s).await;
     assert_eq!(*valid(rotated.load(&jar.headers()).await).session(), s);
@@ -727,7 +742,11 @@ async fn memory_store_cookie_holds_only_a_sealed_id() {
 #[tokio::test]
 async fn memory_store_does_not_share_across_instances() {
     let (a, clock) = manager(StoreKind::Memory);
-    let b = Sessions::new(&config(StoreKind::Memory, &[KEY]), clock.clone());
+    let b = Sessions::new(
+        &config(StoreKind::Memory, &[KEY]),
+        DEPLOYMENT,
+        clock.clone(),
+    );
     let jar = saved(&a, &session(&clock, 0)).await;
     assert_eq!(
         invalid(b.load(&jar.headers()).await),
@@ -769,7 +788,7 @@ fn redis_manager(url: &str, timeout: Duration, clock: &Clock) -> Sessions {
     let mut cfg = config(StoreKind::Redis, &[KEY]);
     cfg.redis.url = redis_url(url);
     cfg.redis.timeout = timeout;
-    Sessions::new(&cfg, clock.clone())
+    Sessions::new(&cfg, DEPLOYMENT, clock.clone())
 }
 
 async fn raw_connection(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
@@ -854,8 +873,8 @@ async fn redis_values_that_do_not_open_are_no_session() {
     let mut conn = raw_connection(store.redis.as_ref().unwrap()).await;
     let key = format!("oidc_gateway:test:{}", s.id);
     let json = serde_json::to_string(&s).unwrap();
-    let foreign =
-        Codec::new(&[Secret::new(OTHER_KEY)]).seal(Purpose::StoredSession, json.as_bytes());
+    let foreign = Codec::new(&[Secret::new(OTHER_KEY)], &DEPLOYMENT)
+        .seal(Purpose::StoredSession, json.as_bytes());
     let as_cookie = sessions.codec().seal(Purpose::Session, json.as_bytes());
     let other_id = session(&clock, 0);
     let other_id = sessions.codec().seal(
@@ -1065,4 +1084,33 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The logout tables are bounded by bytes, not by count: long `sid`s cannot grow them
+/// past their budget.
+#[test]
+fn logout_records_are_bounded_by_bytes() {
+    let clock = Clock::system();
+    let sessions = Sessions::new(
+        &config(StoreKind::Cookie, &[KEY]),
+        DEPLOYMENT,
+        clock.clone(),
+    );
+    let long = "s".repeat(64 * 1024);
+    // 600 records of 64 KiB: about 38 MiB offered to a 16 MiB table.
+    for i in 0..600 {
+        sessions.end_by_sid(ISS, &format!("{i}-{long}"));
+        sessions.end_by_sub(ISS, &format!("{i}-{long}"));
+        let _ = sessions.seen_logout_jti(&format!("{i}-{long}"));
+    }
+    for table in [&sessions.by_sid, &sessions.by_sub] {
+        table.run_pending_tasks();
+        assert!(table.weighted_size() <= LOGOUT_CAPACITY_BYTES);
+        assert!(
+            table.weighted_size() > LOGOUT_CAPACITY_BYTES / 2,
+            "weighed by bytes"
+        );
+    }
+    sessions.logout_jtis.run_pending_tasks();
+    assert!(sessions.logout_jtis.weighted_size() <= LOGOUT_JTI_CAPACITY_BYTES);
 }

@@ -3,8 +3,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 fn codec(passphrases: &[&str]) -> Codec {
     let secrets: Vec<Secret> = passphrases.iter().map(|p| Secret::new(*p)).collect();
-    Codec::new(&secrets)
+    Codec::new(&secrets, &DEPLOYMENT)
 }
+
+const DEPLOYMENT: Deployment<'static> = Deployment {
+    issuer: "https://op.test",
+    client_id: "gateway",
+};
 
 const NEW: &str = "new passphrase, at least 16";
 const OLD: &str = "old passphrase, at least 16";
@@ -354,4 +359,52 @@ fn typical_session_sealed_size() {
     );
     assert_eq!(c.open(Purpose::Session, &deflated).unwrap(), json);
     assert_eq!(c.open(Purpose::Session, &raw).unwrap(), json);
+}
+
+/// A value sealed by another deployment (same passphrase, another client or issuer) does
+/// not open: its key, and so its key id, differ.
+#[test]
+fn sealed_values_belong_to_one_deployment() {
+    let secrets = [Secret::new(NEW)];
+    let ours = Codec::new(&secrets, &DEPLOYMENT);
+    let sealed = ours.seal(Purpose::Session, b"{}");
+    for other in [
+        Deployment {
+            issuer: DEPLOYMENT.issuer,
+            client_id: "another-client",
+        },
+        Deployment {
+            issuer: "https://other-op.test",
+            client_id: DEPLOYMENT.client_id,
+        },
+        // Length-prefixed: moving a character between the parts is another deployment.
+        Deployment {
+            issuer: "https://op.tes",
+            client_id: "tgateway",
+        },
+    ] {
+        let theirs = Codec::new(&secrets, &other);
+        assert_eq!(
+            theirs.open(Purpose::Session, &sealed),
+            Err(CodecError::UnknownKey),
+            "{other:?}"
+        );
+    }
+    assert!(ours.open(Purpose::Session, &sealed).is_ok());
+}
+
+/// The master key is the passphrase stretched by PBKDF2-HMAC-SHA256 at OWASP's count.
+#[test]
+fn passphrases_are_stretched() {
+    let master = master_key(NEW.as_bytes());
+    assert!(aws_lc_rs::pbkdf2::verify(
+        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+        std::num::NonZeroU32::new(PBKDF2_ITERATIONS).unwrap(),
+        SALT,
+        NEW.as_bytes(),
+        &master,
+    )
+    .is_ok());
+    // Cached per process: the same bytes again, without another derivation.
+    assert_eq!(master_key(NEW.as_bytes()), master);
 }
