@@ -214,6 +214,9 @@ pub(crate) enum GatewayError {
     /// The path holds a (decoded) `.` or `..` segment.
     #[error("the path contains dot segments")]
     DotSegment,
+    /// The decoded path holds a control character or is not UTF-8.
+    #[error("invalid path: {0}")]
+    BadPath(&'static str),
     #[error("invalid request: {0}")]
     BadRequest(String),
     /// The authorization response could not be tied to a login this browser started.
@@ -260,6 +263,7 @@ impl GatewayError {
         match self {
             E::BadHost
             | E::DotSegment
+            | E::BadPath(_)
             | E::BadRequest(_)
             | E::LoginMismatch(_)
             | E::ProviderError { .. } => StatusCode::BAD_REQUEST,
@@ -285,7 +289,12 @@ impl GatewayError {
         use GatewayError as E;
         let status = self.status();
         match &self {
-            E::BadHost | E::NoRoute | E::DotSegment | E::Bearer(_) | E::FormTooLarge => {
+            E::BadHost
+            | E::NoRoute
+            | E::DotSegment
+            | E::BadPath(_)
+            | E::Bearer(_)
+            | E::FormTooLarge => {
                 tracing::debug!(status = status.as_u16(), error = %self, "request refused")
             }
             _ if status.is_server_error() => {
@@ -309,6 +318,7 @@ impl GatewayError {
                 "The path contains dot segments.",
                 None,
             ),
+            E::BadPath(why) => page(status, "Invalid request", why, None),
             E::BadRequest(reason) => page(status, "Invalid request", reason, None),
             E::LoginMismatch(why) => page(
                 status,

@@ -15,7 +15,7 @@ use crate::refresh::{self, Freshness};
 use crate::request::{request_ctx, RequestCtx};
 use crate::resource::{self, Bearer};
 use crate::response::{self, Body};
-use crate::router::Router;
+use crate::router::{RouteError, Router};
 use crate::services::Services;
 use crate::session::{Headers, Loaded};
 use http::header::{HeaderMap, HeaderValue};
@@ -71,7 +71,14 @@ impl Gateway {
         let route = match self.router.route(request.uri().path()) {
             Ok(Some(route)) => route,
             Ok(None) => return GatewayError::NoRoute.into_response(),
-            Err(_) => return GatewayError::DotSegment.into_response(),
+            Err(RouteError::DotSegment) => return GatewayError::DotSegment.into_response(),
+            Err(RouteError::Control) => {
+                return GatewayError::BadPath("The path contains a control character.")
+                    .into_response()
+            }
+            Err(RouteError::Encoding) => {
+                return GatewayError::BadPath("The path is not valid UTF-8.").into_response()
+            }
         };
         let (mut parts, body) = request.into_parts();
         self.identity.scrub(&mut parts.headers);

@@ -1,6 +1,13 @@
 //! Maps a request path to its route: longest configured prefix, on path-segment boundaries,
-//! matched against the *decoded* path so that `/%61dmin` or `/public/..%2fadmin` cannot
-//! reach one route's upstream under another route's rules.
+//! matched against the path as the most lenient upstream would read it, so that no
+//! spelling reaches one route's upstream under another route's rules: percent-decoded
+//! (`/%61dmin`), `\` as `/` and `//` merged (nginx), `;params` removed from every segment
+//! (Tomcat, Jetty: `/open;x/admin` is `/open/admin`), and dot segments refused in any
+//! spelling (`..`, `%2e%2e`, `..;`, `.;x`). Decoded control characters and invalid or
+//! overlong UTF-8 (`%c0%ae`) are refused. Routes may match case-insensitively (IIS).
+//!
+//! The upstream still receives the request's own path; this normal form only decides
+//! the route.
 
 use crate::config::RouteConfig;
 use percent_encoding::percent_decode_str;
@@ -11,10 +18,17 @@ pub(crate) struct Router {
     routes: Vec<RouteConfig>,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum RouteError {
-    /// The path contains `.` or `..` segments (raw or encoded).
+    /// The path contains `.` or `..` segments (raw, encoded, or with `;params`).
+    #[error("the path contains dot segments")]
     DotSegment,
+    /// A decoded control character (NUL, CR, LF, …).
+    #[error("the path contains a control character")]
+    Control,
+    /// The decoded path is not UTF-8 (including overlong encodings such as `%c0%ae`).
+    #[error("the path is not valid UTF-8")]
+    Encoding,
 }
 
 impl Router {
@@ -27,38 +41,64 @@ impl Router {
     /// The route for `raw_path`, `Ok(None)` when no route matches.
     pub(crate) fn route(&self, raw_path: &str) -> Result<Option<&RouteConfig>, RouteError> {
         let path = normalise(raw_path)?;
-        Ok(self.routes.iter().find(|r| prefix_matches(&r.path, &path)))
+        Ok(self
+            .routes
+            .iter()
+            .find(|r| prefix_matches(&r.path, &path, r.case_insensitive)))
     }
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    prefix == "/"
-        || (path.starts_with(prefix)
-            && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/')))
-}
-
-/// Percent-decodes, turns `\` into `/`, collapses repeated slashes, and refuses dot
-/// segments. Borrows when the path needs none of that (the common case).
-pub(crate) fn normalise(raw_path: &str) -> Result<Cow<'_, str>, RouteError> {
-    let needs_work = raw_path.contains(['%', '\\']) || raw_path.contains("//");
-    let decoded: Cow<'_, str> = if needs_work {
-        let d = percent_decode_str(raw_path).decode_utf8_lossy();
-        let mut out = String::with_capacity(d.len());
-        for c in d.chars() {
-            let c = if c == '\\' { '/' } else { c };
-            if c == '/' && out.ends_with('/') {
-                continue;
-            }
-            out.push(c);
-        }
-        Cow::Owned(out)
-    } else {
-        Cow::Borrowed(raw_path)
+fn prefix_matches(prefix: &str, path: &str, case_insensitive: bool) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    let Some(head) = path.as_bytes().get(..prefix.len()) else {
+        return false;
     };
-    if decoded.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err(RouteError::DotSegment);
+    let same = if case_insensitive {
+        head.eq_ignore_ascii_case(prefix.as_bytes())
+    } else {
+        head == prefix.as_bytes()
+    };
+    same && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+}
+
+/// The path as routes are matched against it (see the module docs). Borrows when the
+/// path needs no work (the common case: no `%`, `\`, `;` or `//`).
+pub(crate) fn normalise(raw_path: &str) -> Result<Cow<'_, str>, RouteError> {
+    let needs_work = raw_path.contains(['%', '\\', ';']) || raw_path.contains("//");
+    if !needs_work {
+        if raw_path.split('/').any(is_dot_segment) {
+            return Err(RouteError::DotSegment);
+        }
+        return Ok(Cow::Borrowed(raw_path));
     }
-    Ok(decoded)
+    let bytes: Cow<'_, [u8]> = percent_decode_str(raw_path).into();
+    let decoded = std::str::from_utf8(&bytes).map_err(|_| RouteError::Encoding)?;
+    if decoded.chars().any(char::is_control) {
+        return Err(RouteError::Control);
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for segment in decoded.split(['/', '\\']) {
+        // `;params` go: `..;x` is a dot segment, `admin;jsessionid=1` is `admin`.
+        let segment = segment.split(';').next().unwrap_or("");
+        if is_dot_segment(segment) {
+            return Err(RouteError::DotSegment);
+        }
+        if segment.is_empty() {
+            continue;
+        }
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() || decoded.ends_with(['/', '\\']) {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn is_dot_segment(segment: &str) -> bool {
+    segment == "." || segment == ".."
 }
 
 #[cfg(test)]
@@ -78,6 +118,7 @@ mod tests {
             require_claims: vec![],
             preserve_host: false,
             upgrades: vec!["websocket".into()],
+            case_insensitive: false,
         }
     }
 
@@ -120,5 +161,64 @@ mod tests {
             assert_eq!(r.route(p).unwrap_err(), RouteError::DotSegment, "{p}");
         }
         assert!(r.route("/a/..b/c").is_ok());
+    }
+
+    #[test]
+    fn params_are_removed_from_every_segment() {
+        let r = Router::new(&[route("/"), route("/open"), route("/open/admin")]);
+        let p = |s: &str| r.route(s).unwrap().map(|r| r.path.clone()).unwrap();
+        assert_eq!(p("/open;x/admin"), "/open/admin");
+        assert_eq!(p("/open/admin;jsessionid=1/x"), "/open/admin");
+        assert_eq!(p("/open/admin%3bx"), "/open/admin");
+        assert_eq!(p("/open;/admin"), "/open/admin");
+        assert_eq!(p("/open/x;/admin"), "/open");
+    }
+
+    #[test]
+    fn dot_segments_with_params_are_refused() {
+        let r = Router::new(&[route("/")]);
+        for p in [
+            "/open/..;/admin",
+            "/a/.;x/b",
+            "/a/%2e%2e;/b",
+            "/a/..;x",
+            "/;/..;/x",
+        ] {
+            assert_eq!(r.route(p).unwrap_err(), RouteError::DotSegment, "{p}");
+        }
+    }
+
+    #[test]
+    fn control_characters_and_bad_utf8_are_refused() {
+        let r = Router::new(&[route("/")]);
+        for p in ["/a%00b", "/a%0d%0ab", "/a%7f", "/a%09"] {
+            assert_eq!(r.route(p).unwrap_err(), RouteError::Control, "{p}");
+        }
+        // Overlong `.` (%c0%ae), a lone continuation byte, a truncated sequence.
+        for p in ["/a/%c0%ae%c0%ae/b", "/a%80", "/a%e2%82"] {
+            assert_eq!(r.route(p).unwrap_err(), RouteError::Encoding, "{p}");
+        }
+        assert!(r.route("/caf%c3%a9").is_ok(), "valid UTF-8 passes");
+    }
+
+    #[test]
+    fn empty_segments_merge_as_nginx_does() {
+        let r = Router::new(&[route("/"), route("/admin")]);
+        let p = |s: &str| r.route(s).unwrap().map(|r| r.path.clone()).unwrap();
+        assert_eq!(p("//admin"), "/admin");
+    }
+
+    #[test]
+    fn case_insensitive_routes_match_any_case() {
+        let mut admin = route("/Admin");
+        admin.case_insensitive = true;
+        let r = Router::new(&[route("/"), admin]);
+        let p = |s: &str| r.route(s).unwrap().map(|r| r.path.clone()).unwrap();
+        assert_eq!(p("/ADMIN/x"), "/Admin");
+        assert_eq!(p("/admin"), "/Admin");
+        assert_eq!(p("/%41dmin"), "/Admin");
+        assert_eq!(p("/adminx"), "/");
+        let strict = Router::new(&[route("/"), route("/Admin")]);
+        assert_eq!(strict.route("/ADMIN").unwrap().unwrap().path, "/");
     }
 }

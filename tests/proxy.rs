@@ -52,6 +52,64 @@ async fn routes_match_the_longest_prefix_on_segment_boundaries() {
     );
 }
 
+/// A protected route nested under an open one cannot be reached anonymously through any
+/// spelling a Java server or nginx would map to it (`;params`, `..;`, encoded dots, `//`,
+/// case on IIS-style routes).
+#[tokio::test]
+async fn a_protected_route_under_an_open_one_has_no_anonymous_spelling() {
+    let h = Harness::with(Options {
+        routes: Some(
+            r#"
+[[route]]
+path = "/"
+upstream = "{upstream}"
+auth = "none"
+
+[[route]]
+path = "/open/admin"
+upstream = "{upstream}"
+auth = "openid-connect"
+unauth_action = "401"
+
+[[route]]
+path = "/open/iis"
+upstream = "{upstream}"
+auth = "openid-connect"
+unauth_action = "401"
+case_insensitive = true
+"#
+            .into(),
+        ),
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    assert_eq!(b.get(&h.url("/open/x")).await.status(), StatusCode::OK);
+    for path in [
+        "/open/admin",
+        "/open;x/admin",
+        "/open/admin;jsessionid=1",
+        "/open;/admin/x",
+        "/open/admin%3bx",
+        "//open//admin",
+        "/open/%61dmin",
+        "/open/IIS/x",
+        "/open/Iis",
+    ] {
+        let r = b.get(&h.url(path)).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    for path in [
+        "/open/x/..;/admin",
+        "/open/x/%2e%2e;/admin",
+        "/open/%c0%ae%c0%ae/admin",
+        "/open/%00/admin",
+    ] {
+        let r = b.get(&h.url(path)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn no_matching_route_is_a_404_page() {
     let h = Harness::with(Options {

@@ -298,6 +298,8 @@ pub struct RouteConfig {
     /// `Upgrade` protocols tunnelled to the upstream (lowercase; default `websocket`).
     /// Any other `Upgrade` is dropped and the request forwarded as a plain one.
     pub upgrades: Vec<String>,
+    /// Match `path` ignoring ASCII case (for upstreams such as IIS that do).
+    pub case_insensitive: bool,
 }
 
 impl RouteConfig {

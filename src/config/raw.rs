@@ -134,4 +134,5 @@ pub(crate) struct RawRoute {
     pub require_claims: Option<Vec<String>>,
     pub preserve_host: Option<bool>,
     pub upgrades: Option<Vec<String>>,
+    pub case_insensitive: Option<bool>,
 }

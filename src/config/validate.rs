@@ -1002,6 +1002,7 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
             require_claims,
             preserve_host: r.preserve_host.unwrap_or(false),
             upgrades: route_upgrades(c, &key("upgrades"), r.upgrades),
+            case_insensitive: r.case_insensitive.unwrap_or(false),
         });
     }
     routes

@@ -139,6 +139,7 @@ mod tests {
             require_claims: vec![],
             preserve_host: false,
             upgrades: vec!["websocket".into()],
+            case_insensitive: false,
         }
     }
 
