@@ -6,7 +6,7 @@
 use crate::outbound::OpHttpError;
 use crate::response::{self, page, Body};
 use crate::session::SessionError;
-use http::header::{HeaderValue, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use openidconnect::{ClaimsVerificationError, ConfigurationError, SignatureVerificationError};
 
@@ -252,6 +252,9 @@ pub(crate) enum GatewayError {
     /// A form-encoded body (carrying the access token) is larger than the gateway reads.
     #[error("the form body is too large")]
     FormTooLarge,
+    /// A body the gateway reads itself did not arrive within the read deadline.
+    #[error("the request body was not received in time")]
+    BodyTimeout,
     /// A bearer token could not be validated: the provider cannot be asked.
     #[error("bearer token could not be validated: {0}")]
     BearerUnavailable(#[source] ProviderUnavailable),
@@ -279,6 +282,7 @@ impl GatewayError {
             E::Session(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Bearer(b) => b.status(),
             E::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            E::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -286,6 +290,24 @@ impl GatewayError {
     /// bad requests cannot flood the log). Messages never contain secrets: the variants
     /// carry check names and provider error codes, not token values.
     pub(crate) fn into_response(self) -> Response<Body> {
+        let provider_down = matches!(
+            &self,
+            GatewayError::ProviderUnavailable(_)
+                | GatewayError::BearerUnavailable(_)
+                | GatewayError::TokenExchange(
+                    GrantError::Unavailable(_) | GrantError::Unreachable(_)
+                )
+        );
+        let mut resp = self.respond();
+        if provider_down {
+            // The provider (or the gateway's budget of calls to it) should recover soon.
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp
+    }
+
+    fn respond(self) -> Response<Body> {
         use GatewayError as E;
         let status = self.status();
         match &self {
@@ -294,7 +316,8 @@ impl GatewayError {
             | E::DotSegment
             | E::BadPath(_)
             | E::Bearer(_)
-            | E::FormTooLarge => {
+            | E::FormTooLarge
+            | E::BodyTimeout => {
                 tracing::debug!(status = status.as_u16(), error = %self, "request refused")
             }
             _ if status.is_server_error() => {
@@ -406,6 +429,7 @@ impl GatewayError {
                 resp
             }
             E::FormTooLarge => response::text(status, "413 form body too large\n"),
+            E::BodyTimeout => response::text(status, "408 request body not received in time\n"),
         }
     }
 }

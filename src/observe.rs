@@ -33,7 +33,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn render(&self, ready: bool) -> String {
+    pub(crate) fn render(&self, ready: bool, provider_calls_shed: u64) -> String {
         let mut out = String::new();
         let rows: [(&str, &str, &Counter); 12] = [
             (
@@ -102,6 +102,15 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE oidc_gateway_{name} counter");
             let _ = writeln!(out, "oidc_gateway_{name} {}", counter.get());
         }
+        let _ = writeln!(
+            out,
+            "# HELP oidc_gateway_provider_calls_shed_total Calls to the provider refused because provider.max_concurrent_calls were in flight."
+        );
+        let _ = writeln!(out, "# TYPE oidc_gateway_provider_calls_shed_total counter");
+        let _ = writeln!(
+            out,
+            "oidc_gateway_provider_calls_shed_total {provider_calls_shed}"
+        );
         let _ = writeln!(
             out,
             "# HELP oidc_gateway_provider_ready Whether provider metadata is loaded."

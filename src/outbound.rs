@@ -8,7 +8,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Largest provider response read (metadata, JWKS, token, userinfo, introspection).
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -36,6 +39,10 @@ pub(crate) fn https_connector(connect_timeout: Duration) -> HttpsConnector {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OpHttpError {
+    /// `provider.max_concurrent_calls` calls are already in flight: this one is shed
+    /// rather than queued, so a flood cannot get the gateway throttled at the provider.
+    #[error("too many calls to the provider in flight")]
+    Busy,
     #[error("the provider did not answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot reach the provider: {0}")]
@@ -51,19 +58,31 @@ pub(crate) type OpFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<http::Response<Vec<u8>>, OpHttpError>> + Send>,
 >;
 
-/// Cheap to clone: the pool is shared.
+/// Cheap to clone: the pool, the concurrency budget and the shed counter are shared.
 #[derive(Clone)]
 pub(crate) struct OpClient {
     client: Client<HttpsConnector, Full<Bytes>>,
     timeout: Duration,
+    in_flight: Arc<Semaphore>,
+    shed: Arc<AtomicU64>,
 }
 
 impl OpClient {
-    pub(crate) fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration, max_concurrent: usize) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https_connector(timeout));
-        Self { client, timeout }
+        Self {
+            client,
+            timeout,
+            in_flight: Arc::new(Semaphore::new(max_concurrent)),
+            shed: Arc::default(),
+        }
+    }
+
+    /// Calls refused because `max_concurrent` were in flight, since start.
+    pub(crate) fn shed_calls(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     /// Sends one request and reads the whole (bounded) response.
@@ -71,6 +90,10 @@ impl OpClient {
         &self,
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, OpHttpError> {
+        let Ok(_slot) = self.in_flight.try_acquire() else {
+            self.shed.fetch_add(1, Ordering::Relaxed);
+            return Err(OpHttpError::Busy);
+        };
         let (parts, body) = request.into_parts();
         let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
         let work = async {

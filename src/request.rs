@@ -31,6 +31,10 @@ impl RequestCtx {
     }
 }
 
+/// How long the gateway waits for a request body it reads itself (a back-channel logout,
+/// a form-posted bearer token): a client that trickles bytes cannot hold a task forever.
+pub(crate) const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Whether `host` (as the client sent it, maybe with a port) is one of `allowed`: an entry
 /// with a port must match host and port, one without matches the host on any port.
 fn host_allowed(allowed: &[String], host: &str) -> bool {
@@ -144,6 +148,8 @@ pub(crate) mod tests {
             upstream_timeout: Duration::from_secs(1),
             upstream_connect_timeout: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: None,
         }
     }
 

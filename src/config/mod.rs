@@ -43,6 +43,10 @@ pub struct ServerConfig {
     pub upstream_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// A connection on which no request starts for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections on the proxied listeners (`None`: no bound).
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +110,8 @@ pub struct ProviderConfig {
     pub trusted_audiences: Vec<String>,
     /// How often the JWKS is refetched in the background (`None`: never, `"0s"`).
     pub jwks_refresh: Option<Duration>,
+    /// Calls to the provider in flight at once; more are refused (503, `Retry-After`).
+    pub max_concurrent_calls: usize,
     pub http_timeout: Duration,
 }
 

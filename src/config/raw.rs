@@ -50,6 +50,8 @@ pub(crate) struct RawServer {
     pub upstream_timeout: Option<String>,
     pub(crate) upstream_connect_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +75,7 @@ pub(crate) struct RawProvider {
     pub(crate) http_timeout: Option<String>,
     pub trusted_audiences: Option<Vec<String>>,
     pub jwks_refresh: Option<String>,
+    pub max_concurrent_calls: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

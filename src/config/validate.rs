@@ -5,6 +5,7 @@ use super::interpolate::interpolate;
 use super::raw::*;
 use super::*;
 use std::path::Path;
+use tokio::sync::Semaphore;
 
 /// Parses `"90s"`, `"5m"`, `"8h"`, `"1d"`, `"250ms"` (a bare number means seconds).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -340,6 +341,29 @@ fn build_server(c: &mut Checker, raw: RawServer) -> ServerConfig {
             raw.shutdown_grace.as_deref(),
             Duration::from_secs(30),
         ),
+        idle_timeout: {
+            let idle = c.duration(
+                "server.idle_timeout",
+                raw.idle_timeout.as_deref(),
+                Duration::from_secs(120),
+            );
+            if idle.is_zero() {
+                c.problem("server.idle_timeout", "must be longer than 0s");
+            }
+            idle
+        },
+        max_connections: match raw.max_connections {
+            Some(0) => {
+                c.problem("server.max_connections", "must be at least 1");
+                None
+            }
+            Some(n) => Some(
+                usize::try_from(n)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            ),
+            None => None,
+        },
     }
 }
 
@@ -473,6 +497,16 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
         auth_params,
         userinfo: raw.userinfo.unwrap_or(true),
         allow_http,
+        max_concurrent_calls: match raw.max_concurrent_calls {
+            Some(0) => {
+                c.problem("provider.max_concurrent_calls", "must be at least 1");
+                1
+            }
+            Some(n) => usize::try_from(n)
+                .unwrap_or(usize::MAX)
+                .min(Semaphore::MAX_PERMITS),
+            None => 64,
+        },
         jwks_refresh: Some(c.duration(
             "provider.jwks_refresh",
             raw.jwks_refresh.as_deref(),

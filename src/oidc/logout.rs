@@ -5,7 +5,7 @@
 use crate::error::JwtError;
 use crate::provider::{client_authenticated_post, verify_jwt};
 use crate::redirect::validate_redirect;
-use crate::request::RequestCtx;
+use crate::request::{RequestCtx, BODY_READ_TIMEOUT};
 use crate::response::{self, Body};
 use crate::secret::Secret;
 use crate::services::Services;
@@ -134,8 +134,16 @@ fn logout_token_error(description: &str) -> Response<Body> {
 /// every store including the cookie store.
 pub(crate) async fn backchannel(gw: &Services, body: hyper::body::Incoming) -> Response<Body> {
     use http_body_util::{BodyExt, Limited};
-    let Ok(collected) = Limited::new(body, MAX_LOGOUT_BODY).collect().await else {
-        return logout_token_error("the request body is too large or broken");
+    let read = Limited::new(body, MAX_LOGOUT_BODY).collect();
+    let collected = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(collected)) => collected,
+        Ok(Err(_)) => return logout_token_error("the request body is too large or broken"),
+        Err(_) => {
+            return response::json(
+                StatusCode::REQUEST_TIMEOUT,
+                &serde_json::json!({"error": "invalid_request", "error_description": "the request body was not received in time"}),
+            )
+        }
     };
     let bytes = collected.to_bytes();
     let tokens: Vec<String> = form_urlencoded::parse(&bytes)

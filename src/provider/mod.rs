@@ -99,7 +99,7 @@ pub(crate) struct Provider {
 
 impl Provider {
     pub(crate) fn new(cfg: ProviderConfig, clock: Clock) -> Self {
-        let http = OpClient::new(cfg.http_timeout);
+        let http = OpClient::new(cfg.http_timeout, cfg.max_concurrent_calls);
         Self {
             cfg,
             http,

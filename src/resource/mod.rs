@@ -8,6 +8,7 @@ pub mod validate;
 use crate::authz;
 use crate::config::{RouteConfig, UnauthAction};
 use crate::error::{BearerError, GatewayError};
+use crate::request::BODY_READ_TIMEOUT;
 use crate::services::{Services, Validation};
 use bytes::Bytes;
 use http::request::Parts;
@@ -52,12 +53,14 @@ pub(crate) async fn authenticate(
 ) -> Bearer {
     let sources = &gw.config.oauth.accept_token_as;
     let (form, body): (Option<Bytes>, Body) = if token::wants_form_body(sources, parts) {
-        match Limited::new(body, token::MAX_FORM_BODY).collect().await {
-            Ok(collected) => {
+        let read = Limited::new(body, token::MAX_FORM_BODY).collect();
+        match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+            Ok(Ok(collected)) => {
                 let bytes = collected.to_bytes();
                 (Some(bytes.clone()), Body::Right(Full::new(bytes)))
             }
-            Err(_) => return Bearer::Refused(GatewayError::FormTooLarge),
+            Ok(Err(_)) => return Bearer::Refused(GatewayError::FormTooLarge),
+            Err(_) => return Bearer::Refused(GatewayError::BodyTimeout),
         }
     } else {
         (None, Body::Left(body))

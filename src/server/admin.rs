@@ -14,8 +14,11 @@ pub(crate) fn handle<B>(gw: &Services, req: Request<B>) -> Response<Body> {
             "provider metadata not loaded\n",
         ),
         "/metrics" => {
-            let mut resp =
-                response::text(StatusCode::OK, gw.metrics.render(gw.provider.is_ready()));
+            let mut resp = response::text(
+                StatusCode::OK,
+                gw.metrics
+                    .render(gw.provider.is_ready(), gw.provider.http().shed_calls()),
+            );
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain; version=0.0.4"),

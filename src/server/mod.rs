@@ -9,15 +9,22 @@ use crate::gateway::Gateway;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
+
+/// Open connections on the admin listener.
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// How often an HTTP/2 connection is pinged, and how long a ping may go unanswered.
+const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 type BoxedResponse = std::pin::Pin<
     Box<
@@ -67,7 +74,22 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         })?;
         admin_listeners.push(l);
     }
-    let grace = config.server.shutdown_grace;
+    let limits = Limits {
+        grace: config.server.shutdown_grace,
+        idle_timeout: config.server.idle_timeout,
+        slots: Arc::new(Semaphore::new(
+            config
+                .server
+                .max_connections
+                .unwrap_or(Semaphore::MAX_PERMITS),
+        )),
+    };
+    // The admin listener has its own slots: a flood on the proxied ports must not make
+    // health checks wait.
+    let admin_limits = Limits {
+        slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
+        ..limits.clone()
+    };
     let gateway = Arc::new(Gateway::new(config, clock));
     gateway.services.provider.warm_up();
     let (stop, stopped) = watch::channel(false);
@@ -79,7 +101,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         tasks.push(tokio::spawn(accept_loop(
             listener,
             stopped.clone(),
-            grace,
+            limits.clone(),
             move |req, peer| {
                 let gw = gw.clone();
                 async move { gw.handle(req, peer, false).await }
@@ -93,7 +115,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         tasks.push(tokio::spawn(accept_loop(
             listener,
             stopped.clone(),
-            grace,
+            admin_limits.clone(),
             move |req, _| {
                 let gw = gw.clone();
                 async move { admin::handle(&gw.services, req) }
@@ -115,10 +137,57 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
     })
 }
 
+/// What one listener's connections may use, and how they end.
+#[derive(Clone)]
+struct Limits {
+    /// How long shutdown waits for in-flight requests.
+    grace: Duration,
+    /// A connection on which no request starts for this long is closed (gracefully: a
+    /// response in progress finishes first).
+    idle_timeout: Duration,
+    /// Open connections; at the bound, new ones wait to be accepted (the kernel's backlog
+    /// holds them) and existing ones keep working.
+    slots: Arc<Semaphore>,
+}
+
+/// Counts a listener's live connections, so shutdown can wait for them.
+#[derive(Default)]
+struct Live {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl Live {
+    fn enter(self: &Arc<Self>) -> LiveGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        LiveGuard(Arc::clone(self))
+    }
+
+    async fn drained(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct LiveGuard(Arc<Live>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
-    mut stopped: watch::Receiver<bool>,
-    grace: Duration,
+    stopped: watch::Receiver<bool>,
+    limits: Limits,
     handler: F,
 ) where
     F: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -133,9 +202,20 @@ async fn accept_loop<F, Fut>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    let graceful = GracefulShutdown::new();
+        .max_concurrent_streams(256)
+        // Pings find peers that vanished without closing (NAT timeouts, crashed clients).
+        .keep_alive_interval(Some(HTTP2_PING_INTERVAL))
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+    let live = Arc::new(Live::default());
+    let mut stopping = stopped.clone();
     loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&limits.slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = stopping.changed() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -146,29 +226,64 @@ async fn accept_loop<F, Fut>(
                     continue;
                 }
             },
-            _ = stopped.changed() => break,
+            _ = stopping.changed() => break,
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        // Milliseconds since `opened` at which the latest request started.
+        let opened = tokio::time::Instant::now();
+        let last_request = Arc::new(AtomicU64::new(0));
+        let seen = Arc::clone(&last_request);
         let service = service_fn(move |req| {
             let handler = handler.clone();
+            seen.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
             // Boxed per request: hyper keeps a slot of the service future's size for the
             // whole life of each connection, so an unboxed future (several KiB) would be
             // paid by every idle keep-alive connection (scripts/bench --idle).
             let future: BoxedResponse = Box::pin(async move { Ok(handler(req, peer).await) });
             future
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let guard = live.enter();
+        let mut stopped = stopped.clone();
+        let idle_timeout = limits.idle_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let _permit = permit;
+            let _guard = guard;
+            let mut conn = std::pin::pin!(conn);
+            let mut closing = false;
+            let idle_check = tokio::time::sleep(idle_timeout);
+            let mut idle_check = std::pin::pin!(idle_check);
+            let result = loop {
+                tokio::select! {
+                    result = conn.as_mut() => break result,
+                    _ = stopped.changed(), if !closing => {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ = idle_check.as_mut(), if !closing => {
+                        let last = Duration::from_millis(last_request.load(Ordering::Relaxed));
+                        let idle_since = opened + last;
+                        if idle_since.elapsed() >= idle_timeout {
+                            tracing::debug!("closing an idle connection");
+                            closing = true;
+                            conn.as_mut().graceful_shutdown();
+                        } else {
+                            idle_check.as_mut().reset(idle_since + idle_timeout);
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!("connections drained"),
-        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
+        _ = live.drained() => tracing::debug!("connections drained"),
+        _ = tokio::time::sleep(limits.grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
     }
 }

@@ -239,6 +239,11 @@ impl DevOp {
         self.op.set_rotate_refresh_tokens(rotate);
     }
 
+    /// Introspection answers after `delay` from now on (a slow provider).
+    pub fn set_introspection_delay(&self, delay: std::time::Duration) {
+        self.op.set_introspection_delay(delay);
+    }
+
     /// Tokens signed with the current key leave `kid` out of their header from now on (a
     /// provider with one key that never names it).
     pub fn set_omit_kid(&self, omit: bool) {

@@ -2,7 +2,7 @@
 //! per-user claims, test knobs and counters.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
@@ -36,6 +36,7 @@ pub(crate) struct Provider {
     keep_refresh_tokens: AtomicBool,
     token_type: Mutex<Option<String>>,
     omit_kid: AtomicBool,
+    introspection_delay_ms: AtomicU64,
     tamper: Mutex<Option<Tamper>>,
     userinfo_sub: Mutex<Option<String>>,
     users: Mutex<HashMap<String, Map<String, Value>>>,
@@ -69,6 +70,7 @@ impl Provider {
             keep_refresh_tokens: AtomicBool::new(false),
             token_type: Mutex::new(None),
             omit_kid: AtomicBool::new(false),
+            introspection_delay_ms: AtomicU64::new(0),
             tamper: Mutex::new(None),
             userinfo_sub: Mutex::new(None),
             users: Mutex::new(HashMap::new()),
@@ -124,6 +126,15 @@ impl Provider {
 
     pub(crate) fn rotates_refresh_tokens(&self) -> bool {
         !self.keep_refresh_tokens.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_introspection_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.introspection_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn introspection_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.introspection_delay_ms.load(Ordering::Relaxed))
     }
 
     pub(crate) fn set_omit_kid(&self, omit: bool) {

@@ -67,6 +67,10 @@ async fn authenticated_token(
 
 pub(crate) async fn introspect(op: &Provider, parts: Parts, body: Incoming) -> Resp {
     op.count(|c| c.introspections += 1);
+    let delay = op.introspection_delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     match authenticated_token(op, &parts, body).await {
         Ok(token) => json(StatusCode::OK, &introspection(op, &token)),
         Err(err) => err.response(),
