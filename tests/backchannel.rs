@@ -211,3 +211,85 @@ fn url_escape(s: &str) -> String {
         })
         .collect()
 }
+
+/// Security rules of back-channel logout, each failing alone (issue 12, item 14): a token
+/// without `sid` ends every session of its `sub` (and only those); a stale `iat`, a
+/// missing `jti` or two `logout_token` fields end nothing.
+#[tokio::test]
+async fn backchannel_logout_by_sub_ends_that_subjects_sessions() {
+    let h = Harness::start().await;
+    let alice_1 = Browser::new();
+    let alice_2 = Browser::new();
+    let bob = Browser::new();
+    h.login(&alice_1, "/a", "alice").await;
+    h.login(&alice_2, "/a", "alice").await;
+    h.login(&bob, "/a", "bob").await;
+    let mut by_sub = logout_claims(&h, "", "sub-1");
+    by_sub.as_object_mut().unwrap().remove("sid");
+    by_sub["sub"] = json!("alice");
+    let r = post_logout_token(&h, &h.op.issue_jwt_access_token(by_sub)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(alice_1.get(&h.url("/a")).await.status(), StatusCode::FOUND);
+    assert_eq!(alice_2.get(&h.url("/a")).await.status(), StatusCode::FOUND);
+    assert_eq!(bob.get(&h.url("/a")).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn stale_iat_missing_jti_and_two_tokens_are_refused() {
+    let h = Harness::start().await;
+    let alice = Browser::new();
+    h.login(&alice, "/a", "alice").await;
+    let sid = sid_of(&h, &alice).await;
+
+    let mut stale = logout_claims(&h, &sid, "stale");
+    stale["iat"] = json!(h.clock.now() - 601);
+    let mut future = logout_claims(&h, &sid, "future");
+    future["iat"] = json!(h.clock.now() + 120);
+    // null, not absent: the development OP fills in a missing jti.
+    let mut no_jti = logout_claims(&h, &sid, "");
+    no_jti["jti"] = json!(null);
+    for (what, claims) in [
+        ("stale iat", stale),
+        ("future iat", future),
+        ("no jti", no_jti),
+    ] {
+        let r = post_logout_token(&h, &h.op.issue_jwt_access_token(claims)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{what}");
+    }
+    let good = h.op.issue_jwt_access_token(logout_claims(&h, &sid, "two"));
+    let r = reqwest::Client::new()
+        .post(h.url("/oauth2/callback?logout=backchannel"))
+        .form(&[
+            ("logout_token", good.as_str()),
+            ("logout_token", good.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::BAD_REQUEST,
+        "two logout_token fields"
+    );
+    assert_eq!(
+        alice.get(&h.url("/a")).await.status(),
+        StatusCode::OK,
+        "session survives"
+    );
+}
+
+/// The provider's keys cannot be had: 503 `temporarily_unavailable`, so the provider
+/// retries, and nothing is ended.
+#[tokio::test]
+async fn backchannel_logout_without_keys_is_503() {
+    let h = Harness::with(Options {
+        issuer: Some("http://127.0.0.1:9".into()),
+        ..Options::default()
+    })
+    .await;
+    let token = h.op.issue_jwt_access_token(logout_claims(&h, "s", "j"));
+    let r = post_logout_token(&h, &token).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+}

@@ -255,6 +255,68 @@ fn a_short_passphrase_can_be_allowed_explicitly_with_a_warning() {
     assert!(!out.stderr.contains("tooshort-secret"), "{}", out.stderr);
 }
 
+/// The rules that protect the login flow, each refusing alone (issue 12, item 14).
+#[test]
+fn the_rules_that_protect_the_flow_each_refuse_alone() {
+    let cases: [(&str, &str, &str); 10] = [
+        (
+            "[provider]\n",
+            "[provider]\nauth_params = { state = \"x\" }\n",
+            "provider.auth_params.state: is set by the gateway",
+        ),
+        (
+            "[provider]\n",
+            "[provider]\nauth_params = { nonce = \"x\" }\n",
+            "provider.auth_params.nonce: is set by the gateway",
+        ),
+        (
+            "[provider]\n",
+            "[provider]\nauth_params = { code_challenge = \"x\" }\n",
+            "provider.auth_params.code_challenge: is set by the gateway",
+        ),
+        (
+            "[provider]\n",
+            "[provider]\nauth_params = { redirect_uri = \"https://evil.test/\" }\n",
+            "provider.auth_params.redirect_uri: is set by the gateway",
+        ),
+        (
+            "[provider]\n",
+            "[provider]\nscopes = [\"profile\"]\n",
+            "provider.scopes: must include \"openid\"",
+        ),
+        (
+            "[provider]\n",
+            "[provider]\nredirect_uri = \"/\"\n",
+            "provider.redirect_uri: must not be \"/\"",
+        ),
+        (
+            "path = \"/static\"",
+            "path = \"/\"",
+            "route[1].path: \"/\" is already used by another route",
+        ),
+        (
+            "[session]\n",
+            "[session]\ncookie_name = \"oidc_state_x\"\n",
+            "session.state_cookie_prefix: must not share a prefix with session.cookie_name",
+        ),
+        (
+            "[server]\n",
+            "[admin]\nlisten = \"127.0.0.1:8080\"\n\n[server]\n",
+            "admin.listen: 127.0.0.1:8080 is also a proxied listen address",
+        ),
+        (
+            "[session]\n",
+            "[headers]\nclaim_prefix = \"\"\n\n[session]\n",
+            "headers.claim_prefix: must not be empty",
+        ),
+    ];
+    for (from, to, problem) in cases {
+        let text = VALID.replacen(from, to, 1);
+        assert_ne!(text, VALID, "{problem}: the case changes the file");
+        assert_problems(&check(&text, &[]), &[problem]);
+    }
+}
+
 #[test]
 fn listen_takes_host_names() {
     let text = VALID.replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost:8080\"");

@@ -396,6 +396,34 @@ async fn requests_for_other_hosts_are_refused_when_hosts_are_listed() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 }
 
+/// `server.public_url` decides the scheme, `Secure` and the redirect URI's host, whatever
+/// the request says.
+#[tokio::test]
+async fn public_url_decides_scheme_secure_and_redirect_uri() {
+    let h = Harness::with(Options {
+        server: r#"public_url = "https://gw.example:8443""#.into(),
+        ..Options::default()
+    })
+    .await;
+    let b = Browser::new();
+    let r = b
+        .client
+        .get(h.url("/app"))
+        .header("x-forwarded-proto", "http")
+        .header("x-forwarded-host", "evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FOUND);
+    let q = query_of(&location(&r));
+    assert_eq!(q["redirect_uri"], "https://gw.example:8443/oauth2/callback");
+    let state = set_cookies(&r);
+    assert!(state[0].contains("Secure"), "{state:?}");
+    let echo = Echo::of(b.get(&h.url("/public/x")).await).await;
+    assert_eq!(echo.headers("x-forwarded-proto"), vec!["https"]);
+    assert_eq!(echo.headers("x-forwarded-host"), vec!["gw.example:8443"]);
+}
+
 #[tokio::test]
 async fn http2_clients_are_served_and_proxied() {
     let h = Harness::start().await;

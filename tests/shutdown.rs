@@ -8,19 +8,23 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// An upstream that answers after `delay`.
-async fn slow_upstream(delay: Duration) -> String {
+/// An upstream that answers after `delay`, and says on `arrived` when a request came in.
+async fn slow_upstream(delay: Duration, arrived: tokio::sync::mpsc::UnboundedSender<()>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
+            let arrived = arrived.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |_req| async move {
-                    tokio::time::sleep(delay).await;
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        b"slow ok",
-                    ))))
+                let svc = service_fn(move |_req| {
+                    let _ = arrived.send(());
+                    async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                            b"slow ok",
+                        ))))
+                    }
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -33,7 +37,8 @@ async fn slow_upstream(delay: Duration) -> String {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
-    let upstream = slow_upstream(Duration::from_millis(600)).await;
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let upstream = slow_upstream(Duration::from_millis(600), arrived).await;
     let h = Harness::with(Options {
         upstream: Some(upstream),
         ..Options::default()
@@ -41,8 +46,11 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
     .await;
     let url = h.url("/public/slow");
     let in_flight = tokio::spawn(async move { reqwest::get(url).await });
-    // Let the request reach the upstream before shutting down.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Shut down once the request has reached the upstream (a condition, not a sleep).
+    arrivals
+        .recv()
+        .await
+        .expect("the request reaches the upstream");
     let addr = h.gw.addr();
     let shutdown = tokio::spawn(h.gw.shutdown());
 
