@@ -59,7 +59,7 @@ impl HookParams {
 /// Which hook a request on the redirect URI is for: the first that matches, in the order
 /// of docs/behaviour.md §3.
 #[derive(Debug, PartialEq, Eq)]
-enum Hook {
+pub(crate) enum Hook {
     /// The authorization response (a GET with `code` or `error`, and `state`).
     Callback,
     /// `logout=backchannel`, POSTed by the provider.
@@ -81,7 +81,7 @@ enum Hook {
 }
 
 impl Hook {
-    fn of(method: &Method, query: &str) -> Hook {
+    pub(crate) fn of(method: &Method, query: &str) -> Hook {
         let params = HookParams::parse(query);
         if method == Method::GET && params.has_code_or_error && params.has_state {
             return Hook::Callback;

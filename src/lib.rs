@@ -20,6 +20,8 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod hooks;
 pub mod identity;

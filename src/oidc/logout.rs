@@ -203,7 +203,7 @@ const LOGOUT_IAT_SKEW: i64 = 60;
 
 /// Why a logout token whose signature, `iss` and `aud` are good is still refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-enum LogoutTokenError {
+pub(crate) enum LogoutTokenError {
     #[error("events: the back-channel logout event is missing")]
     NoEvent,
     #[error("nonce: a logout token must not carry one")]
@@ -220,14 +220,14 @@ enum LogoutTokenError {
 
 /// What a logout token ends: the sessions of one OP session, or of one subject.
 #[derive(Debug, PartialEq, Eq)]
-enum LogoutTarget<'a> {
+pub(crate) enum LogoutTarget<'a> {
     Sid { iss: &'a str, sid: &'a str },
     Sub { iss: &'a str, sub: &'a str },
 }
 
 /// The checks jsonwebtoken does not know: the event, no nonce, sid/sub, a recent iat and
 /// a jti (whose replay the caller checks). Returns what to end and the jti.
-fn check_logout_claims(
+pub(crate) fn check_logout_claims(
     claims: &Map<String, Value>,
     now: i64,
 ) -> Result<(LogoutTarget<'_>, &str), LogoutTokenError> {

@@ -89,7 +89,7 @@ async fn introspect(gw: &Services, token: &str) -> Result<(bool, Map<String, Val
 /// not valid) rather than about us (our client credentials, or the provider failing).
 /// RFC 7662 says an endpoint answers `active: false` for any bad token, but some answer
 /// 400 `invalid_request` or 413 for one they cannot parse.
-fn refuses_the_token(status: http::StatusCode, body: &[u8]) -> bool {
+pub(crate) fn refuses_the_token(status: http::StatusCode, body: &[u8]) -> bool {
     use http::StatusCode;
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         return true;
@@ -114,7 +114,7 @@ fn refuses_the_token(status: http::StatusCode, body: &[u8]) -> bool {
 /// Keycloak's `typ` ("Bearer", "Refresh", "Offline", "ID"), Ory Hydra's `token_use`.
 /// A token marked as anything but an access token is refused; an unmarked one only
 /// passes when `require_token_type` is off.
-fn is_access_token(claims: &Map<String, Value>, require_marked: bool) -> bool {
+pub(crate) fn is_access_token(claims: &Map<String, Value>, require_marked: bool) -> bool {
     let field = |name: &str| claims.get(name).and_then(Value::as_str);
     let mut marked = false;
     if let Some(t) = field("token_type") {
