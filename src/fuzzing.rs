@@ -80,7 +80,11 @@ pub fn session_cookies(data: &[u8]) {
     for v in stripped.get_all(http::header::COOKIE) {
         let text = v.to_str().unwrap_or("");
         for pair in text.split(';') {
-            let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
+            // A pair without `=` is a nameless cookie (RFC 6265bis), not one of ours.
+            let Some((name, _)) = pair.split_once('=') else {
+                continue;
+            };
+            let name = name.trim();
             let chunk = |rest: &str| {
                 rest == "chunks" || (!rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
             };
@@ -98,8 +102,20 @@ pub fn redirect_target(target: &str, host: &str) {
     let Ok(url) = validate_redirect(target, host, &[]) else {
         return;
     };
-    let Ok(base) = url::Url::parse(&format!("http://{host}/")) else {
-        panic!("{target:?} passed for a host that is not one: {host:?}");
+    // The gateway only ever passes a plausible Host (no userinfo, path or spaces).
+    let plausible =
+        !host.contains(['@', '/', '\\', '?', '#']) && !host.contains(char::is_whitespace);
+    let base = url::Url::parse(&format!("http://{host}/"))
+        .ok()
+        .filter(|_| plausible);
+    let Some(base) = base else {
+        // No usable request host: only a relative target (resolved by the browser on
+        // whatever host it is on) may pass; an absolute one names a host to compare.
+        assert!(
+            url.starts_with('/') && !url.starts_with("//"),
+            "{target:?} -> {url:?} passed for a host that is not one: {host:?}"
+        );
+        return;
     };
     let resolved = base
         .join(&url)
@@ -123,6 +139,15 @@ pub fn redirect_target(target: &str, host: &str) {
 /// The routing normal form: starts with `/`, no empty, dot, or `;params` segment, no
 /// control character; and normalising it again changes nothing.
 pub fn route_path(raw: &str) {
+    // The router sees what hyper parsed: an origin-form path (no raw controls, spaces or
+    // `#`), starting with `/`.
+    let Ok(parsed) = http::uri::PathAndQuery::try_from(raw) else {
+        return;
+    };
+    let raw = parsed.path();
+    if !raw.starts_with('/') {
+        return;
+    }
     let Ok(path) = crate::router::normalise(raw) else {
         return;
     };

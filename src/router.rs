@@ -66,7 +66,12 @@ fn prefix_matches(prefix: &str, path: &str, case_insensitive: bool) -> bool {
 /// The path as routes are matched against it (see the module docs). Borrows when the
 /// path needs no work (the common case: no `%`, `\`, `;` or `//`).
 pub(crate) fn normalise(raw_path: &str) -> Result<Cow<'_, str>, RouteError> {
-    let needs_work = raw_path.contains(['%', '\\', ';']) || raw_path.contains("//");
+    // One pass: anything to decode, split or check (non-ASCII may hold a C1 control,
+    // which the slow path refuses like a decoded one).
+    let needs_work = raw_path
+        .bytes()
+        .any(|b| matches!(b, b'%' | b'\\' | b';') || !(0x20..0x7f).contains(&b))
+        || raw_path.contains("//");
     if !needs_work {
         if raw_path.split('/').any(is_dot_segment) {
             return Err(RouteError::DotSegment);
@@ -199,6 +204,10 @@ mod tests {
             assert_eq!(r.route(p).unwrap_err(), RouteError::Encoding, "{p}");
         }
         assert!(r.route("/caf%c3%a9").is_ok(), "valid UTF-8 passes");
+        assert!(r.route("/café").is_ok(), "raw UTF-8 too");
+        // A C1 control, raw or encoded.
+        assert_eq!(r.route("/a\u{82}b").unwrap_err(), RouteError::Control);
+        assert_eq!(r.route("/a%c2%82b").unwrap_err(), RouteError::Control);
     }
 
     #[test]
