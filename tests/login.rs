@@ -708,8 +708,7 @@ async fn extra_audiences_need_azp_and_trust() {
     ] {
         h.op.set_tamper(Some(tamper));
         let b = Browser::new();
-        let authorize = h.start_login(&b, "/x").await;
-        let callback = h.authorize(&b, &authorize, "alice").await;
+        let callback = h.callback_for(&b, "/x", "alice").await;
         let r = b.get(&callback).await;
         assert_eq!(r.status(), StatusCode::BAD_GATEWAY, "{tamper:?}");
         assert!(set_cookie_for(&r, "oidc_session").is_none(), "{tamper:?}");
@@ -727,8 +726,7 @@ async fn extra_audiences_need_azp_and_trust() {
     // Trust does not waive azp.
     trusting.op.set_tamper(Some(Tamper::ExtraAudienceOtherAzp));
     let b = Browser::new();
-    let authorize = trusting.start_login(&b, "/x").await;
-    let callback = trusting.authorize(&b, &authorize, "alice").await;
+    let callback = trusting.callback_for(&b, "/x", "alice").await;
     assert_eq!(b.get(&callback).await.status(), StatusCode::BAD_GATEWAY);
 }
 
@@ -738,8 +736,7 @@ async fn a_token_type_other_than_bearer_is_refused() {
     let h = Harness::start().await;
     h.op.set_token_type(Some("DPoP"));
     let b = Browser::new();
-    let authorize = h.start_login(&b, "/x").await;
-    let callback = h.authorize(&b, &authorize, "alice").await;
+    let callback = h.callback_for(&b, "/x", "alice").await;
     let r = b.get(&callback).await;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert!(set_cookie_for(&r, "oidc_session").is_none());
@@ -758,8 +755,7 @@ async fn a_token_type_other_than_bearer_is_refused() {
 async fn a_callback_without_iss_is_refused_when_the_provider_names_itself() {
     let h = Harness::start().await;
     let b = Browser::new();
-    let authorize = h.start_login(&b, "/x").await;
-    let callback = h.authorize(&b, &authorize, "alice").await;
+    let callback = h.callback_for(&b, "/x", "alice").await;
     assert!(callback.contains("iss="), "{callback}");
     let (path, query) = callback.split_once('?').unwrap();
     let stripped: Vec<&str> = query

@@ -12,7 +12,7 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -230,13 +230,12 @@ async fn accept_loop<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        // Milliseconds since `opened` at which the latest request started.
-        let opened = tokio::time::Instant::now();
-        let last_request = Arc::new(AtomicU64::new(0));
-        let seen = Arc::clone(&last_request);
+        // Set by every request, cleared by each idle check: no clock read per request.
+        let active = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&active);
         let service = service_fn(move |req| {
             let handler = handler.clone();
-            seen.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+            seen.store(true, Ordering::Relaxed);
             // Boxed per request: hyper keeps a slot of the service future's size for the
             // whole life of each connection, so an unboxed future (several KiB) would be
             // paid by every idle keep-alive connection (scripts/bench --idle).
@@ -263,15 +262,17 @@ async fn accept_loop<F, Fut>(
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
+                    // No request started during a whole `idle_timeout`: idle for at least
+                    // that long (at most twice that).
                     _ = idle_check.as_mut(), if !closing => {
-                        let last = Duration::from_millis(last_request.load(Ordering::Relaxed));
-                        let idle_since = opened + last;
-                        if idle_since.elapsed() >= idle_timeout {
+                        if active.swap(false, Ordering::Relaxed) {
+                            idle_check
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + idle_timeout);
+                        } else {
                             tracing::debug!("closing an idle connection");
                             closing = true;
                             conn.as_mut().graceful_shutdown();
-                        } else {
-                            idle_check.as_mut().reset(idle_since + idle_timeout);
                         }
                     }
                 }

@@ -222,6 +222,12 @@ impl Harness {
         callback
     }
 
+    /// The callback URL of a login of `user` started at `path` (not yet followed).
+    pub async fn callback_for(&self, client: &Browser, path: &str, user: &str) -> String {
+        let authorize = self.start_login(client, path).await;
+        self.authorize(client, &authorize, user).await
+    }
+
     /// Starts another gateway in front of the same OP, echo and clock, with `options`
     /// (its `issuer` and `upstream` are honoured too). Returns it and its base URL.
     pub async fn another_gateway(&self, options: Options) -> (Running, String) {
