@@ -160,6 +160,10 @@ pub(crate) enum GrantError {
     /// RFC 6749 §7.1: the gateway uses access tokens as bearer tokens only.
     #[error("the token endpoint returned a token of type {0:?}, not Bearer")]
     NotBearer(String),
+    /// Another replica made this grant (`[redis]`), and it failed or did not finish in
+    /// time; the text is that replica's error or the wait.
+    #[error("the refresh on another replica: {0}")]
+    OtherReplica(String),
 }
 
 impl GrantError {

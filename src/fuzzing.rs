@@ -56,7 +56,12 @@ fn sessions() -> &'static Sessions {
         };
         // Built inside the runtime: the session caches may spawn on it.
         let _guard = runtime().enter();
-        Sessions::new(&cfg.session, deployment, crate::clock::Clock::system())
+        Sessions::new(
+            &cfg.session,
+            deployment,
+            crate::clock::Clock::system(),
+            None,
+        )
     })
 }
 

@@ -309,7 +309,13 @@ async fn remove_from_cache(gw: &Services, token: &str) -> Response<Body> {
             "400 remove_at_cache needs a token\n",
         );
     }
-    if gw.token_cache.remove(token).await {
+    // Here, then (with `[redis]`) on every other replica and in the shared cache.
+    let here = gw.token_cache.remove(token).await;
+    let shared = gw
+        .replicas
+        .remove_token(&crate::services::token_cache::key(token))
+        .await;
+    if here || shared {
         response::text(StatusCode::OK, "200 removed\n")
     } else {
         response::text(StatusCode::NOT_FOUND, "404 not cached\n")

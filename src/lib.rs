@@ -31,6 +31,7 @@ pub(crate) mod outbound;
 pub(crate) mod provider;
 pub(crate) mod proxy;
 pub mod redirect;
+pub mod redis_link;
 pub(crate) mod refresh;
 pub(crate) mod request;
 pub mod resource;

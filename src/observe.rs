@@ -1,5 +1,6 @@
 //! Logging set-up and the counters behind `/metrics` (Prometheus text format).
 
+use crate::redis_link::{Health, RedisStatus};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,7 +34,12 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn render(&self, ready: bool, provider_calls_shed: u64) -> String {
+    pub(crate) fn render(
+        &self,
+        ready: bool,
+        provider_calls_shed: u64,
+        redis: Option<&RedisStatus>,
+    ) -> String {
         let mut out = String::new();
         let rows: [(&str, &str, &Counter); 12] = [
             (
@@ -117,6 +123,21 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE oidc_gateway_provider_ready gauge");
         let _ = writeln!(out, "oidc_gateway_provider_ready {}", u8::from(ready));
+        if let Some(redis) = redis {
+            let _ = writeln!(
+                out,
+                "# HELP oidc_gateway_redis_errors_total Redis calls that failed or timed out."
+            );
+            let _ = writeln!(out, "# TYPE oidc_gateway_redis_errors_total counter");
+            let _ = writeln!(out, "oidc_gateway_redis_errors_total {}", redis.errors);
+            let _ = writeln!(
+                out,
+                "# HELP oidc_gateway_redis_up Whether Redis answers and the replicas' subscription is up."
+            );
+            let _ = writeln!(out, "# TYPE oidc_gateway_redis_up gauge");
+            let up = redis.subscribed && !matches!(redis.health, Health::Degraded(_));
+            let _ = writeln!(out, "oidc_gateway_redis_up {}", u8::from(up));
+        }
         out
     }
 }

@@ -6,10 +6,11 @@
 use crate::error::GrantError;
 use crate::provider::{refresh_grant, TokenGrant};
 use crate::request::RequestCtx;
-use crate::services::{GrantOutcome, Services};
+use crate::services::{flight_key, GrantOutcome, Services};
 use crate::session::{ActiveSession, Session, SessionError};
 use http::header::{HeaderMap, HeaderValue};
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RefreshError {
@@ -31,12 +32,20 @@ async fn grant(services: &Services, session: &Session) -> Result<Arc<TokenGrant>
         .as_ref()
         .ok_or(RefreshError::NoRefreshToken)?;
     let access_token = session.access_token.as_ref().map(|t| t.expose());
+    let key = flight_key(token.expose(), access_token);
+    // One grant per cookie in this process, and (with `[redis]`) across replicas: the lock
+    // outlives the provider's timeout, so a live holder never loses it mid-grant.
+    let lock_ttl = services.config.provider.http_timeout + Duration::from_secs(2);
     services
         .refresh_flights
-        .run(
-            token.expose(),
-            access_token,
-            run_grant(services, session, token),
+        .run_keyed(
+            key,
+            // Boxed: the grant's future nests deep, and only a refresh pays for it.
+            Box::pin(services.replicas.shared_grant(
+                &key,
+                lock_ttl,
+                run_grant(services, session, token),
+            )),
         )
         .await
         .map_err(RefreshError::Grant)

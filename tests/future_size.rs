@@ -2,6 +2,10 @@
 //! keep-alive connections no longer hold a slot of its size: src/server/mod.rs), which
 //! makes its size one allocation on every request: an arm that is rarely taken but large
 //! (login, hooks, refresh grants, bearer validation) stays boxed inside it.
+// Measuring the future's size makes rustc lay out every nested future type, deeper than
+// the default limit of 128 queries since the replicas' paths wrap the grant and
+// validation futures.
+#![recursion_limit = "256"]
 
 use hyper::body::Incoming;
 use oidc_gateway::clock::Clock;

@@ -5,8 +5,10 @@ mod common;
 use common::*;
 use reqwest::StatusCode;
 
-fn redis_session(server: &RedisServer) -> String {
-    format!("store = \"redis\"\nredis_url = \"{}\"", server.url())
+const REDIS_STORE: &str = "store = \"redis\"";
+
+fn redis_section(server: &RedisServer) -> Option<String> {
+    Some(format!("url = \"{}\"", server.url()))
 }
 
 #[tokio::test]
@@ -15,7 +17,8 @@ async fn login_with_the_redis_store_is_shared_by_replicas_and_logout_ends_it_eve
         return;
     };
     let h = Harness::with(Options {
-        session: redis_session(&redis),
+        session: REDIS_STORE.into(),
+        redis: redis_section(&redis),
         ..Options::default()
     })
     .await;
@@ -32,7 +35,8 @@ async fn login_with_the_redis_store_is_shared_by_replicas_and_logout_ends_it_eve
 
     // A replica: another gateway process with the same passphrase, provider and Redis.
     let replica = Harness::with(Options {
-        session: redis_session(&redis),
+        session: REDIS_STORE.into(),
+        redis: redis_section(&redis),
         issuer: Some(h.op.issuer()),
         ..Options::default()
     })
@@ -91,9 +95,10 @@ async fn redis_down_at_start_up_does_not_stop_the_gateway() {
     let port = probe.port();
     drop(probe);
     let h = Harness::with(Options {
-        session: format!(
-            "store = \"redis\"\nredis_url = \"redis://127.0.0.1:{port}/0\"\nredis_timeout = \"500ms\""
-        ),
+        session: REDIS_STORE.into(),
+        redis: Some(format!(
+            "url = \"redis://127.0.0.1:{port}/0\"\ntimeout = \"500ms\""
+        )),
         ..Options::default()
     })
     .await;

@@ -27,6 +27,8 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub hooks: HooksConfig,
     pub routes: Vec<RouteConfig>,
+    /// `[redis]`: what replicas share; `None` runs one process on its own.
+    pub redis: Option<RedisConfig>,
     /// Problems that do not stop the gateway (a weak passphrase, …): `check-config` prints
     /// them, `run` logs them at start.
     pub warnings: Vec<ConfigProblem>,
@@ -145,8 +147,6 @@ pub struct SessionConfig {
     pub passphrases: Vec<Secret>,
     pub store: StoreKind,
     pub memory_capacity: u64,
-    /// Used when `store` is [`StoreKind::Redis`]; validated (with defaults) in any case.
-    pub redis: RedisConfig,
     pub cookie_name: String,
     pub cookie_domain: Option<CookieDomain>,
     pub state_cookie_prefix: String,
@@ -156,49 +156,80 @@ pub struct SessionConfig {
     pub refresh_before_expiry: Duration,
 }
 
-/// Where the redis session store connects and how its keys are named.
+/// `[redis]`: the Redis every replica of one deployment shares. Present, it carries the
+/// logout records, the refresh locks and the bearer-token cache removals (and, with
+/// `session.store = "redis"`, the sessions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    pub url: RedisUrl,
-    /// Prepended to each session id to form its key.
+    pub endpoint: RedisEndpoint,
+    /// The database number (from the URL's path; 0 by default).
+    pub db: i64,
+    /// From `username` / `username_file`, else the URL's.
+    pub username: Option<Secret>,
+    /// From `password` / `password_file`, else the URL's.
+    pub password: Option<Secret>,
+    /// `Some` for `rediss://`: TLS (rustls) to Redis and, with Sentinel, to the sentinels.
+    pub tls: Option<RedisTls>,
+    /// Prepended to every key and to the pub/sub channel.
     pub prefix: String,
-    /// Bound on every store call: waiting for a connection, connecting, and the command.
+    /// Bound on every Redis call: waiting for a connection, connecting, and the command.
     pub timeout: Duration,
 }
 
-/// A validated `redis://` URL. It may carry a password, so `Debug` and [`RedisUrl::redacted`]
-/// replace that (and the user name) with `[redacted]`; [`RedisUrl::expose`] is for connecting.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(Url);
-
-impl RedisUrl {
-    /// Wraps a URL that config validation accepted.
-    pub fn new(url: Url) -> RedisUrl {
-        RedisUrl(url)
-    }
-
-    /// The URL with its credentials; call sites are easy to grep.
-    pub fn expose(&self) -> &Url {
-        &self.0
-    }
-
-    /// The URL fit for logs: credentials replaced, query and fragment dropped.
-    pub fn redacted(&self) -> String {
-        let u = &self.0;
-        let creds = if u.username().is_empty() && u.password().is_none() {
-            ""
+impl RedisConfig {
+    /// Where Redis is, for logs (never a credential).
+    pub fn describe(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
         } else {
-            "[redacted]@"
+            "redis"
         };
-        let host = u.host_str().unwrap_or("");
-        let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-        format!("{}://{creds}{host}{port}{}", u.scheme(), u.path())
+        match &self.endpoint {
+            RedisEndpoint::Direct { host, port } => {
+                format!("{scheme}://{host}:{port}/{}", self.db)
+            }
+            RedisEndpoint::Sentinel {
+                sentinels,
+                master_name,
+            } => {
+                let list: Vec<String> = sentinels.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                format!(
+                    "{scheme}://[{master_name} via sentinels {}]/{}",
+                    list.join(","),
+                    self.db
+                )
+            }
+        }
     }
 }
 
-impl fmt::Debug for RedisUrl {
+/// How the Redis master is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisEndpoint {
+    /// `url`'s host and port.
+    Direct { host: String, port: u16 },
+    /// Asked of `sentinels` (host, port) for `master_name`, again after every failover.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master_name: String,
+    },
+}
+
+/// TLS to Redis: the CA to trust instead of the system's, and a client certificate.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    /// PEM, from `ca_file`.
+    pub ca_pem: Option<Vec<u8>>,
+    /// PEM certificate and key, from `cert_file` and `key_file`.
+    pub client_pem: Option<(Vec<u8>, Secret)>,
+}
+
+impl fmt::Debug for RedisTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({})", self.redacted())
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_pem.is_some())
+            .finish()
     }
 }
 
@@ -257,6 +288,8 @@ pub struct OAuthConfig {
     pub require_token_type: bool,
     /// Bound on the validation cache, in (estimated) bytes.
     pub cache_max_bytes: u64,
+    /// Validation results kept in Redis too (sealed), so replicas validate a token once.
+    pub shared_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,23 @@ pub(crate) struct RawConfig {
     pub hooks: RawHooks,
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    pub redis: Option<RawRedis>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawRedis {
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub username_file: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub sentinels: Option<Vec<String>>,
+    pub master_name: Option<String>,
+    pub prefix: Option<String>,
+    pub timeout: Option<String>,
 }
 
 /// A value that may be written as one string or as a list of strings.
@@ -86,9 +103,10 @@ pub(crate) struct RawSession {
     pub allow_weak_passphrase: Option<bool>,
     pub store: Option<String>,
     pub(crate) memory_capacity: Option<u64>,
-    pub(crate) redis_url: Option<String>,
-    pub(crate) redis_prefix: Option<String>,
-    pub(crate) redis_timeout: Option<String>,
+    /// Moved to `[redis]`; read only to name the new key in the error.
+    pub(crate) redis_url: Option<toml::Value>,
+    pub(crate) redis_prefix: Option<toml::Value>,
+    pub(crate) redis_timeout: Option<toml::Value>,
     pub(crate) cookie_name: Option<String>,
     pub cookie_domain: Option<String>,
     pub(crate) state_cookie_prefix: Option<String>,
@@ -120,6 +138,7 @@ pub(crate) struct RawOAuth {
     pub audience: Option<OneOrMany>,
     pub require_token_type: Option<bool>,
     pub(crate) cache_max_bytes: Option<u64>,
+    pub shared_cache: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

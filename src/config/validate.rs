@@ -141,6 +141,14 @@ impl Checker<'_> {
         out
     }
 
+    /// `f` relative to the config file's directory.
+    fn path(&self, f: &str) -> std::path::PathBuf {
+        match self.base_dir {
+            Some(dir) if Path::new(f).is_relative() => dir.join(f),
+            _ => Path::new(f).to_path_buf(),
+        }
+    }
+
     /// Reads a secret given inline or via its `_file` key; `None` when neither is set.
     fn secret(
         &mut self,
@@ -155,10 +163,7 @@ impl Checker<'_> {
             }
             (Some(v), None) => Some(Secret::new(v)),
             (None, Some(f)) => {
-                let path = match self.base_dir {
-                    Some(dir) if Path::new(&f).is_relative() => dir.join(&f),
-                    _ => Path::new(&f).to_path_buf(),
-                };
+                let path = self.path(&f);
                 match std::fs::read_to_string(&path) {
                     Ok(s) => Some(Secret::new(s.trim_end_matches(['\r', '\n']))),
                     Err(e) => {
@@ -254,6 +259,16 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
     let headers = build_headers(c, raw.headers);
     let oauth = build_oauth(c, raw.oauth, provider.allow_http);
     let hooks = build_hooks(c, raw.hooks);
+    let redis = raw.redis.and_then(|r| build_redis(c, r));
+    if session.store == StoreKind::Redis && redis.is_none() {
+        c.problem(
+            "session.store",
+            "\"redis\" needs a [redis] section (url = \"redis://127.0.0.1:6379/0\")",
+        );
+    }
+    if oauth.shared_cache && redis.is_none() {
+        c.problem("oauth.shared_cache", "needs a [redis] section");
+    }
     if let (Some(admin), listen) = (&admin, &server.listen) {
         for a in &admin.listen {
             if listen.contains(a) && a.port() != 0 {
@@ -278,6 +293,7 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
         oauth,
         hooks,
         routes,
+        redis,
         warnings: Vec::new(),
     }
 }
@@ -586,7 +602,21 @@ fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> Se
             ("redis", StoreKind::Redis),
         ],
     );
-    let redis = build_redis(c, raw.redis_url, raw.redis_prefix, raw.redis_timeout);
+    for (key, set) in [
+        ("redis_url", raw.redis_url.is_some()),
+        ("redis_prefix", raw.redis_prefix.is_some()),
+        ("redis_timeout", raw.redis_timeout.is_some()),
+    ] {
+        if set {
+            c.problem(
+                format!("session.{key}"),
+                format!(
+                    "moved: use redis.{} in a [redis] section",
+                    key.trim_start_matches("redis_")
+                ),
+            );
+        }
+    }
     let cookie_name = raw.cookie_name.unwrap_or_else(|| "oidc_session".into());
     check_cookie_name(c, "session.cookie_name", &cookie_name);
     let state_cookie_prefix = raw
@@ -631,7 +661,6 @@ fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> Se
         passphrases,
         store,
         memory_capacity: raw.memory_capacity.unwrap_or(100_000),
-        redis,
         cookie_name,
         cookie_domain: raw.cookie_domain.filter(|d| !d.is_empty()).and_then(|d| {
             let domain = CookieDomain::parse(&d);
@@ -655,39 +684,152 @@ fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> Se
     }
 }
 
-/// `session.redis_url` when not set: a Redis on this host, database 0.
-pub(crate) const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
-
-/// The `redis_*` keys. Checked whatever the store, so a typo surfaces before the switch.
-fn build_redis(
-    c: &mut Checker,
-    url: Option<String>,
-    prefix: Option<String>,
-    timeout: Option<String>,
-) -> RedisConfig {
-    let default_url = || RedisUrl::new(Url::parse(DEFAULT_REDIS_URL).expect("valid default"));
-    let url = match url {
-        Some(u) => redis_url(c, "session.redis_url", &u).unwrap_or_else(default_url),
-        None => default_url(),
+/// `[redis]`: where Redis is (a URL, or Sentinel), its credentials and TLS files, the key
+/// prefix and the timeout. Problems never quote a URL: it may hold a password.
+fn build_redis(c: &mut Checker, raw: RawRedis) -> Option<RedisConfig> {
+    let sentinels = raw.sentinels.unwrap_or_default();
+    let url = match raw.url.as_deref() {
+        Some(u) => Some(redis_url(c, "redis.url", u)?),
+        None if sentinels.is_empty() => Some(Url::parse(DEFAULT_REDIS_URL).expect("valid default")),
+        None => None,
     };
+    let tls = url.as_ref().is_some_and(|u| u.scheme() == "rediss");
+    let db = url
+        .as_ref()
+        .map(|u| u.path().trim_start_matches('/'))
+        .filter(|p| !p.is_empty())
+        .map_or(0, |p| p.parse::<i64>().unwrap_or(0));
+    let endpoint = if sentinels.is_empty() {
+        if raw.master_name.is_some() {
+            c.problem("redis.master_name", "is only used with redis.sentinels");
+        }
+        let u = url.as_ref().expect("a url without sentinels");
+        if u.host_str().is_none_or(str::is_empty) {
+            c.problem(
+                "redis.url",
+                "has no host, as in redis://127.0.0.1:6379/0 (or set redis.sentinels)",
+            );
+        }
+        RedisEndpoint::Direct {
+            host: u.host_str().unwrap_or_default().to_string(),
+            port: u.port().unwrap_or(6379),
+        }
+    } else {
+        if url
+            .as_ref()
+            .is_some_and(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+        {
+            c.warning(
+                "redis.url",
+                "its host is not used: the master is asked of redis.sentinels",
+            );
+        }
+        let mut list = Vec::new();
+        for (i, s) in sentinels.iter().enumerate() {
+            match s.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
+                Some((h, Ok(p))) if !h.is_empty() && p != 0 => {
+                    list.push((h.trim_matches(['[', ']']).to_string(), p))
+                }
+                _ => c.problem(
+                    format!("redis.sentinels[{i}]"),
+                    format!("{s:?} is not host:port, as in \"127.0.0.1:26379\""),
+                ),
+            }
+        }
+        let master_name = raw.master_name.unwrap_or_default();
+        if master_name.is_empty() {
+            c.problem(
+                "redis.master_name",
+                "is required with redis.sentinels (the name the sentinels monitor)",
+            );
+        }
+        RedisEndpoint::Sentinel {
+            sentinels: list,
+            master_name,
+        }
+    };
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let username = c
+        .secret("redis.username", raw.username, raw.username_file)
+        .or_else(|| {
+            url.as_ref()
+                .map(|u| u.username())
+                .filter(|n| !n.is_empty())
+                .map(|n| Secret::new(decode(n)))
+        });
+    let password = c
+        .secret("redis.password", raw.password, raw.password_file)
+        .or_else(|| {
+            url.as_ref()
+                .and_then(|u| u.password())
+                .map(|p| Secret::new(decode(p)))
+        });
+    let mut read = |key: &str, file: &Option<String>| -> Option<Vec<u8>> {
+        let f = file.as_ref()?;
+        let path = c.path(f);
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.windows(10).any(|w| w == b"-----BEGIN") => Some(bytes),
+            Ok(_) => {
+                c.problem(key, format!("{} is not PEM", path.display()));
+                None
+            }
+            Err(e) => {
+                c.problem(key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    };
+    let ca_pem = read("redis.ca_file", &raw.ca_file);
+    let cert = read("redis.cert_file", &raw.cert_file);
+    let key = read("redis.key_file", &raw.key_file);
+    let client_pem = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, Secret::new(String::from_utf8_lossy(&key)))),
+        (None, None) => None,
+        _ => {
+            if raw.cert_file.is_some() != raw.key_file.is_some() {
+                c.problem(
+                    "redis.cert_file",
+                    "redis.cert_file and redis.key_file go together",
+                );
+            }
+            None
+        }
+    };
+    if !tls && (raw.ca_file.is_some() || raw.cert_file.is_some()) {
+        c.problem(
+            "redis.url",
+            "ca_file/cert_file need TLS: use a rediss:// URL",
+        );
+    }
     let timeout = c.duration(
-        "session.redis_timeout",
-        timeout.as_deref(),
+        "redis.timeout",
+        raw.timeout.as_deref(),
         Duration::from_secs(2),
     );
     if timeout.is_zero() {
-        c.problem("session.redis_timeout", "must be greater than zero");
+        c.problem("redis.timeout", "must be greater than zero");
     }
-    RedisConfig {
-        url,
-        prefix: prefix.unwrap_or_else(|| "oidc_gateway:session:".into()),
+    Some(RedisConfig {
+        endpoint,
+        db,
+        username,
+        password,
+        tls: tls.then_some(RedisTls { ca_pem, client_pem }),
+        prefix: raw.prefix.unwrap_or_else(|| "oidc_gateway:".into()),
         timeout,
-    }
+    })
 }
 
-/// A `redis://[user:password@]host[:port][/db]` URL. Problems never quote the value: it may
-/// hold a password.
-fn redis_url(c: &mut Checker, key: &str, value: &str) -> Option<RedisUrl> {
+/// `redis.url` when not set (and no sentinels): a Redis on this host, database 0.
+pub(crate) const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// A `redis://` or `rediss://` `[user:password@]host[:port][/db]` URL (with sentinels,
+/// the host may be left out: `redis:///0`).
+fn redis_url(c: &mut Checker, key: &str, value: &str) -> Option<Url> {
     let Ok(url) = Url::parse(value) else {
         c.problem(
             key,
@@ -695,23 +837,11 @@ fn redis_url(c: &mut Checker, key: &str, value: &str) -> Option<RedisUrl> {
         );
         return None;
     };
-    match url.scheme() {
-        "redis" => {}
-        "rediss" => {
-            c.problem(
-                key,
-                "rediss:// (Redis over TLS) is not supported by this build; use redis:// on a \
-                 trusted network or through a local TLS tunnel",
-            );
-            return None;
-        }
-        other => {
-            c.problem(key, format!("scheme {other:?} is not redis://"));
-            return None;
-        }
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        c.problem(key, "has no host, as in redis://127.0.0.1:6379/0");
+    if !matches!(url.scheme(), "redis" | "rediss") {
+        c.problem(
+            key,
+            format!("scheme {:?} is not redis:// or rediss://", url.scheme()),
+        );
         return None;
     }
     let db = url.path().trim_start_matches('/');
@@ -722,13 +852,22 @@ fn redis_url(c: &mut Checker, key: &str, value: &str) -> Option<RedisUrl> {
         );
         return None;
     }
-    // Whatever else the client would refuse (a wildcard host, an unknown `?protocol=`).
-    // Its messages name the part, never the password.
-    if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.clone()) {
-        c.problem(key, format!("is not a usable redis URL: {e}"));
+    if url.query().is_some() {
+        c.problem(
+            key,
+            "takes no query: set username, password and TLS files as [redis] keys",
+        );
         return None;
     }
-    Some(RedisUrl::new(url))
+    if url.host_str().is_some_and(|h| !h.is_empty()) {
+        // Whatever else the client would refuse (a wildcard host). Its messages name the
+        // part, never the password.
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.clone()) {
+            c.problem(key, format!("is not a usable redis URL: {e}"));
+            return None;
+        }
+    }
+    Some(url)
 }
 
 fn check_cookie_name(c: &mut Checker, key: &str, name: &str) {
@@ -905,6 +1044,7 @@ fn build_oauth(c: &mut Checker, raw: RawOAuth, allow_http: bool) -> OAuthConfig 
         audience,
         require_token_type: raw.require_token_type.unwrap_or(true),
         cache_max_bytes: raw.cache_max_bytes.unwrap_or(64 * 1024 * 1024),
+        shared_cache: raw.shared_cache.unwrap_or(false),
     }
 }
 
@@ -1126,66 +1266,177 @@ passphrase = "0123456789abcdef0123"
 "#;
 
     #[test]
-    fn redis_store_defaults() {
-        let cfg = from_toml(&format!("{MINIMAL}store = \"redis\"\n"), None).unwrap();
+    fn redis_section_defaults() {
+        let cfg = from_toml(&format!("{MINIMAL}store = \"redis\"\n[redis]\n"), None).unwrap();
         assert_eq!(cfg.session.store, StoreKind::Redis);
-        assert_eq!(cfg.session.redis.url.expose().as_str(), DEFAULT_REDIS_URL);
-        assert_eq!(cfg.session.redis.prefix, "oidc_gateway:session:");
-        assert_eq!(cfg.session.redis.timeout, Duration::from_secs(2));
+        let redis = cfg.redis.unwrap();
+        assert_eq!(
+            redis.endpoint,
+            RedisEndpoint::Direct {
+                host: "127.0.0.1".into(),
+                port: 6379
+            }
+        );
+        assert_eq!(redis.db, 0);
+        assert_eq!(redis.prefix, "oidc_gateway:");
+        assert_eq!(redis.timeout, Duration::from_secs(2));
+        assert!(redis.tls.is_none());
+        // Without [redis] nothing is shared; the redis store needs it.
+        assert!(from_toml(MINIMAL, None).unwrap().redis.is_none());
+        let problems = from_toml(&format!("{MINIMAL}store = \"redis\"\n"), None).unwrap_err();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == "session.store" && p.reason.contains("[redis]")),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn redis_keys_are_read_and_the_password_never_printed() {
         let text = format!(
-            "{MINIMAL}store = \"redis\"\nredis_url = \"redis://gw:s3cret-pw@redis.internal:6380/2\"\n\
-             redis_prefix = \"gw:\"\nredis_timeout = \"750ms\"\n"
+            "{MINIMAL}[redis]\nurl = \"redis://gw:s3cret-pw@redis.internal:6380/2\"\n\
+             prefix = \"gw:\"\ntimeout = \"750ms\"\n"
         );
         let cfg = from_toml(&text, None).unwrap();
-        let redis = &cfg.session.redis;
-        assert_eq!(redis.url.expose().password(), Some("s3cret-pw"));
+        let redis = cfg.redis.as_ref().unwrap();
+        assert_eq!(redis.password.as_ref().unwrap().expose(), "s3cret-pw");
+        assert_eq!(redis.username.as_ref().unwrap().expose(), "gw");
+        assert_eq!(redis.db, 2);
         assert_eq!(redis.prefix, "gw:");
         assert_eq!(redis.timeout, Duration::from_millis(750));
-        assert_eq!(
-            redis.url.redacted(),
-            "redis://[redacted]@redis.internal:6380/2"
-        );
+        assert_eq!(redis.describe(), "redis://redis.internal:6380/2");
         let debug = format!("{cfg:?}");
         assert!(!debug.contains("s3cret-pw"), "{debug}");
-        assert!(debug.contains("redis.internal:6380"));
+        assert!(debug.contains("redis.internal"));
+        // The keys win over the URL's credentials.
+        let text = format!(
+            "{MINIMAL}[redis]\nurl = \"redis://gw:s3cret-pw@redis.internal\"\npassword = \"other\"\n"
+        );
+        let redis = from_toml(&text, None).unwrap().redis.unwrap();
+        assert_eq!(redis.password.unwrap().expose(), "other");
+    }
+
+    #[test]
+    fn sentinels_tls_and_files() {
+        let dir = std::env::temp_dir().join(format!("oidc-gw-redis-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("pw"), "from-file\n").unwrap();
+        let text = format!(
+            "{MINIMAL}[redis]\nurl = \"rediss:///1\"\nsentinels = [\"10.0.0.1:26379\", \"[::1]:26380\"]\n\
+             master_name = \"main\"\nca_file = \"ca.pem\"\npassword_file = \"pw\"\n"
+        );
+        let redis = from_toml(&text, Some(&dir)).unwrap().redis.unwrap();
+        assert_eq!(
+            redis.endpoint,
+            RedisEndpoint::Sentinel {
+                sentinels: vec![("10.0.0.1".into(), 26379), ("::1".into(), 26380)],
+                master_name: "main".into()
+            }
+        );
+        assert_eq!(redis.db, 1);
+        assert_eq!(redis.password.unwrap().expose(), "from-file");
+        let tls = redis.tls.unwrap();
+        assert!(tls.ca_pem.is_some() && tls.client_pem.is_none());
+
+        for (body, key, expect) in [
+            (
+                "sentinels = [\"10.0.0.1:26379\"]\n",
+                "redis.master_name",
+                "required",
+            ),
+            (
+                "sentinels = [\"nope\"]\nmaster_name = \"m\"\n",
+                "redis.sentinels[0]",
+                "host:port",
+            ),
+            ("master_name = \"m\"\n", "redis.master_name", "only used"),
+            (
+                "url = \"redis://h\"\nca_file = \"ca.pem\"\n",
+                "redis.url",
+                "rediss://",
+            ),
+            (
+                "url = \"rediss://h\"\ncert_file = \"ca.pem\"\n",
+                "redis.cert_file",
+                "go together",
+            ),
+            (
+                "url = \"rediss://h\"\nca_file = \"missing.pem\"\n",
+                "redis.ca_file",
+                "cannot read",
+            ),
+            (
+                "url = \"rediss://h\"\nca_file = \"pw\"\n",
+                "redis.ca_file",
+                "not PEM",
+            ),
+        ] {
+            let problems = from_toml(&format!("{MINIMAL}[redis]\n{body}"), Some(&dir)).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == key && p.reason.contains(expect)),
+                "{body}: {problems:?}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn bad_redis_keys_are_reported_with_their_paths() {
         for (url, expect) in [
-            ("rediss://:s3cret-pw@redis.example.com", "not supported"),
             ("http://:s3cret-pw@redis.example.com", "is not redis://"),
             (
                 "redis://:s3cret-pw@redis.example.com/zero",
                 "database number",
             ),
             ("redis://:s3cret-pw@0.0.0.0:6379", "wildcard"),
-            (
-                "redis://:s3cret-pw@redis.example.com/0?protocol=9",
-                "usable",
-            ),
+            ("redis://:s3cret-pw@redis.example.com/0?protocol=9", "query"),
+            ("redis:///0", "no host"),
             ("s3cret-pw", "is not a URL"),
         ] {
-            let text = format!("{MINIMAL}store = \"redis\"\nredis_url = \"{url}\"\n");
+            let text = format!("{MINIMAL}[redis]\nurl = \"{url}\"\n");
             let problems = from_toml(&text, None).unwrap_err();
             let p = problems
                 .iter()
-                .find(|p| p.key == "session.redis_url")
+                .find(|p| p.key == "redis.url")
                 .unwrap_or_else(|| panic!("{url}: {problems:?}"));
             assert!(p.reason.contains(expect), "{url}: {}", p.reason);
             assert!(!p.reason.contains("s3cret-pw"), "{url}: {}", p.reason);
         }
-        let text = format!("{MINIMAL}redis_timeout = \"0s\"\nredis_colour = 1\n");
+        let text = format!("{MINIMAL}[redis]\ntimeout = \"0s\"\ncolour = 1\n");
         let keys: Vec<String> = from_toml(&text, None)
             .unwrap_err()
             .into_iter()
             .map(|p| p.key)
             .collect();
-        assert_eq!(keys, ["session.redis_colour", "session.redis_timeout"]);
+        assert_eq!(keys, ["redis.colour", "redis.timeout"]);
+        // The old keys name the new ones.
+        let text = format!("{MINIMAL}redis_url = \"redis://h\"\nredis_prefix = \"p\"\n");
+        let problems = from_toml(&text, None).unwrap_err();
+        for (key, new) in [
+            ("session.redis_url", "redis.url"),
+            ("session.redis_prefix", "redis.prefix"),
+        ] {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == key && p.reason.contains(new)),
+                "{problems:?}"
+            );
+        }
+        let text = format!("{MINIMAL}[oauth]\nshared_cache = true\n");
+        let problems = from_toml(&text, None).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.key == "oauth.shared_cache"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -173,13 +173,16 @@ pub(crate) async fn backchannel(gw: &Services, body: hyper::body::Incoming) -> R
             return logout_token_error(&format!("logout_token rejected: {check}"));
         }
     };
-    let checked = check_logout_claims(&claims, gw.clock.now()).and_then(|(target, jti)| {
-        if gw.sessions.seen_logout_jti(jti) {
+    let checked = match check_logout_claims(&claims, gw.clock.now()) {
+        // This replica's memory first, then (with `[redis]`) every other replica's.
+        Ok((_, jti))
+            if gw.sessions.seen_logout_jti(jti) || !gw.replicas.claim_logout_jti(jti).await =>
+        {
             Err(LogoutTokenError::Replayed)
-        } else {
-            Ok(target)
         }
-    });
+        Ok((target, _)) => Ok(target),
+        Err(e) => Err(e),
+    };
     match checked {
         Ok(LogoutTarget::Sid { iss, sid }) => gw.sessions.end_by_sid(iss, sid),
         Ok(LogoutTarget::Sub { iss, sub }) => gw.sessions.end_by_sub(iss, sub),

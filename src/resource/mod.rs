@@ -81,7 +81,9 @@ pub(crate) async fn authenticate(
         .token_cache
         // Boxed when polled, i.e. only on a cache miss: the validation future is large.
         .get_or_validate(&token, async {
-            Box::pin(validate::validate(gw, &token)).await
+            let key = crate::services::token_cache::key(&token);
+            let validate = validate::validate(gw, &token);
+            Box::pin(gw.replicas.shared_validation(&key, validate)).await
         })
         .await
     {

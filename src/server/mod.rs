@@ -91,7 +91,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         ..limits.clone()
     };
     let gateway = Arc::new(Gateway::new(config, clock));
-    gateway.services.provider.warm_up();
+    gateway.services.start_background();
     let (stop, stopped) = watch::channel(false);
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();

@@ -76,19 +76,30 @@ impl Default for Flights {
 impl Flights {
     /// The outcome of the grant for this pair of tokens: `grant`'s, run now, or that of a
     /// flight already running or recently finished.
+    #[cfg(test)]
     pub(crate) async fn run(
         &self,
         refresh_token: &str,
         access_token: Option<&str>,
         grant: impl Future<Output = Outcome>,
     ) -> Outcome {
-        let key = flight_key(refresh_token, access_token);
+        self.run_keyed(flight_key(refresh_token, access_token), grant)
+            .await
+    }
+
+    /// [`Flights::run`] for a key from [`flight_key`] (the caller needs it too: replicas
+    /// share flights by it).
+    pub(crate) async fn run_keyed(
+        &self,
+        key: [u8; 32],
+        grant: impl Future<Output = Outcome>,
+    ) -> Outcome {
         self.cache.get_with(key, grant).await
     }
 }
 
 /// SHA-256 over both tokens, length-prefixed so no two pairs share an input.
-fn flight_key(refresh_token: &str, access_token: Option<&str>) -> [u8; 32] {
+pub(crate) fn flight_key(refresh_token: &str, access_token: Option<&str>) -> [u8; 32] {
     let at = access_token.unwrap_or_default();
     let mut h = Sha256::new();
     h.update((refresh_token.len() as u64).to_be_bytes());

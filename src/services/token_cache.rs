@@ -41,6 +41,8 @@ impl Expiry<Key, Arc<Validation>> for PerEntry {
     }
 }
 
+/// Clones share the cache (the replicas' task removes entries other replicas dropped).
+#[derive(Clone)]
 pub struct TokenCache {
     cache: Cache<Key, Arc<Validation>>,
     policy: IntrospectionCache,
@@ -112,6 +114,11 @@ impl TokenCache {
         let live = self.cache.contains_key(&key);
         self.cache.invalidate(&key).await;
         live
+    }
+
+    /// Drops the entry for a token known by its hash (another replica removed it).
+    pub(crate) async fn invalidate_key(&self, key: &Key) {
+        self.cache.invalidate(key).await;
     }
 
     /// Hex of every cached key: for debugging and for the test that proves keys are

@@ -79,6 +79,10 @@ pub enum Purpose {
     SessionId,
     /// A whole session kept in a shared server-side store (redis).
     StoredSession,
+    /// A refresh grant's outcome, shared by replicas through Redis.
+    SharedGrant,
+    /// A bearer token's validation result, shared by replicas through Redis.
+    SharedValidation,
 }
 
 impl Purpose {
@@ -88,13 +92,17 @@ impl Purpose {
             Purpose::State => 2,
             Purpose::SessionId => 3,
             Purpose::StoredSession => 4,
+            Purpose::SharedGrant => 5,
+            Purpose::SharedValidation => 6,
         }
     }
 
     /// Longest sealed string [`Codec::open`] looks at for this purpose.
     fn max_sealed_len(self) -> usize {
         match self {
-            Purpose::StoredSession => MAX_STORED_SEALED_LEN,
+            Purpose::StoredSession | Purpose::SharedGrant | Purpose::SharedValidation => {
+                MAX_STORED_SEALED_LEN
+            }
             Purpose::Session | Purpose::State | Purpose::SessionId => MAX_SEALED_LEN,
         }
     }

@@ -5,9 +5,11 @@
 //! - `cookies`: finding, chunking, stripping and writing the gateway's cookies.
 //! - `store` / `memory` / `redis`: server-side stores that keep only a sealed id in the
 //!   cookie.
+//! - `logouts`: the logout records every load checks (shared by replicas with `[redis]`).
 
 mod codec;
 mod cookies;
+mod logouts;
 mod memory;
 mod model;
 mod redis;
@@ -24,6 +26,8 @@ pub use model::{ActiveSession, Headers, Session};
 pub use codec::CodecError;
 pub(crate) use codec::MAX_SEALED_LEN;
 pub(crate) use cookies::{CookieAttrs, CHUNK_SIZE, MAX_CHUNKS};
+pub(crate) use logouts::LOGOUT_JTI_TTL;
+pub use logouts::{LogoutEvent, LogoutRecords};
 pub(crate) use memory::MemoryBackend;
 pub(crate) use model::Touched;
 pub(crate) use redis::RedisBackend;
@@ -31,12 +35,12 @@ pub(crate) use store::Backend;
 
 use crate::clock::Clock;
 use crate::config::{SessionConfig, StoreKind};
+use crate::redis_link::RedisLink;
 use cookies::{Names, Presented};
 use http::{HeaderMap, HeaderValue};
 use moka::sync::Cache;
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,30 +48,6 @@ use std::time::Duration;
 const DECODED_CAPACITY_BYTES: u64 = 64 << 20;
 /// How long a decoded session is kept; timeouts and logouts are still checked every load.
 const DECODED_TTL: Duration = Duration::from_secs(60);
-/// Ended session ids, and `sid`/`sub` logout records: each table's bound, in (estimated)
-/// bytes.
-const LOGOUT_CAPACITY_BYTES: u64 = 16 << 20;
-/// Accepted back-channel logout `jti`s, in (estimated) bytes.
-const LOGOUT_JTI_CAPACITY_BYTES: u64 = 4 << 20;
-/// What a cache entry costs beyond its key and value bytes (moka's node, the `Arc`s).
-const ENTRY_OVERHEAD: usize = 96;
-
-#[allow(clippy::ptr_arg)] // moka's weigher takes the key type itself
-fn weigh_key(key: &String, _: &()) -> u32 {
-    u32::try_from(ENTRY_OVERHEAD + key.len()).unwrap_or(u32::MAX)
-}
-
-#[allow(clippy::ptr_arg)] // moka's weigher takes the key type itself
-fn weigh_records(key: &String, records: &Records) -> u32 {
-    let issuers: usize = records.iter().map(|(iss, _)| iss.len() + 32).sum();
-    u32::try_from(ENTRY_OVERHEAD + key.len() + issuers).unwrap_or(u32::MAX)
-}
-/// How long an accepted back-channel logout token's `jti` is remembered: longer than the
-/// `iat` window plus skew, so any replay the `iat` check lets through is caught.
-pub(crate) const LOGOUT_JTI_TTL: Duration = Duration::from_secs(900);
-/// Issuers remembered per logged-out `sid`/`sub` value (one in practice).
-const ISSUERS_PER_RECORD: usize = 8;
-
 /// Why a session could not be saved.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -118,9 +98,6 @@ pub enum Loaded {
     Invalid(InvalidReason),
 }
 
-/// Logout records for one `sid` or `sub` value: (issuer, epoch milliseconds of the logout).
-type Records = Arc<Vec<(String, i64)>>;
-
 /// A decoded cookie-store session and the exact sealed value it came from.
 struct Decoded {
     sealed: Box<str>,
@@ -161,14 +138,8 @@ pub struct Sessions {
     inactivity: i64,
     max_duration: i64,
     touch_after: i64,
-    ended: Cache<String, ()>,
-    by_sid: Cache<String, Records>,
-    by_sub: Cache<String, Records>,
-    /// `jti`s of accepted back-channel logout tokens (replay protection).
-    logout_jtis: Cache<String, ()>,
-    /// Bumped after every logout record is written (`ended`, `by_sid`, `by_sub`): a
-    /// session checked at the current generation needs no lookups.
-    logout_generation: AtomicU64,
+    /// Shared with `replicas`, which feeds them from and to Redis.
+    logouts: Arc<LogoutRecords>,
 }
 
 impl fmt::Debug for Sessions {
@@ -190,8 +161,15 @@ fn secs(d: Duration) -> i64 {
 }
 
 impl Sessions {
-    /// Builds the manager. Connects nowhere: the redis store connects on first use.
-    pub fn new(cfg: &SessionConfig, deployment: Deployment<'_>, clock: Clock) -> Sessions {
+    /// Builds the manager. Connects nowhere: the redis store connects on first use. With
+    /// `redis` (`[redis]` configured), logout records are queued for the other replicas,
+    /// and `store = "redis"` keeps the sessions there.
+    pub fn new(
+        cfg: &SessionConfig,
+        deployment: Deployment<'_>,
+        clock: Clock,
+        redis: Option<Arc<RedisLink>>,
+    ) -> Sessions {
         let codec = Arc::new(Codec::new(&cfg.passphrases, &deployment));
         let store = match cfg.store {
             StoreKind::Cookie => Store::Cookie {
@@ -206,23 +184,14 @@ impl Sessions {
                     .build(),
             },
             StoreKind::Memory => Store::Memory(MemoryBackend::new(cfg.memory_capacity)),
-            StoreKind::Redis => {
-                Store::Redis(Box::new(RedisBackend::new(&cfg.redis, Arc::clone(&codec))))
-            }
-        };
-        // Nothing older than max_duration can be loaded anyway, so records need not outlive it.
-        let record_ttl = cfg.max_duration.max(Duration::from_secs(1));
-        let ended = Cache::builder()
-            .max_capacity(LOGOUT_CAPACITY_BYTES)
-            .weigher(weigh_key)
-            .time_to_live(record_ttl)
-            .build();
-        let records = || {
-            Cache::builder()
-                .max_capacity(LOGOUT_CAPACITY_BYTES)
-                .weigher(weigh_records)
-                .time_to_live(record_ttl)
-                .build()
+            StoreKind::Redis => Store::Redis(Box::new(RedisBackend::new(
+                Arc::clone(
+                    redis
+                        .as_ref()
+                        .expect("config validation requires [redis] for store = \"redis\""),
+                ),
+                Arc::clone(&codec),
+            ))),
         };
         let inactivity = secs(cfg.inactivity_timeout);
         Sessions {
@@ -234,16 +203,20 @@ impl Sessions {
             inactivity,
             max_duration: secs(cfg.max_duration),
             touch_after: (inactivity / 10).max(1),
-            ended,
-            by_sid: records(),
-            by_sub: records(),
-            logout_jtis: Cache::builder()
-                .max_capacity(LOGOUT_JTI_CAPACITY_BYTES)
-                .weigher(weigh_key)
-                .time_to_live(LOGOUT_JTI_TTL)
-                .build(),
-            logout_generation: AtomicU64::new(0),
+            // Nothing older than max_duration can be loaded anyway, so records need not
+            // outlive it.
+            logouts: Arc::new(LogoutRecords::new(cfg.max_duration, redis.is_some())),
         }
+    }
+
+    /// The logout records every load checks.
+    pub fn logouts(&self) -> &Arc<LogoutRecords> {
+        &self.logouts
+    }
+
+    /// The codec, shared: replicas seal what they put in Redis with it.
+    pub(crate) fn shared_codec(&self) -> Arc<Codec> {
+        Arc::clone(&self.codec)
     }
 
     /// The codec; the gateway seals state cookies with [`Purpose::State`].
@@ -319,30 +292,7 @@ impl Sessions {
             tracing::debug!("session older than max_duration");
             return Err(InvalidReason::Expired);
         }
-        // Read before the lookups; writers bump it after their record is in place. So a
-        // mark is only ever set from lookups that could see every record of its generation.
-        let mark = self.logout_generation.load(Ordering::Acquire) + 1;
-        if s.logout_mark() == mark {
-            return Ok(());
-        }
-        self.check_logouts(s)?;
-        s.set_logout_mark(mark);
-        Ok(())
-    }
-
-    fn check_logouts(&self, s: &Session) -> Result<(), InvalidReason> {
-        if self.ended.contains_key(s.id.as_str()) {
-            return Err(InvalidReason::Ended);
-        }
-        if let Some(sid) = &s.sid {
-            if logged_out(&self.by_sid, &s.iss, sid, created_ms(s)) {
-                return Err(InvalidReason::LoggedOut);
-            }
-        }
-        if logged_out(&self.by_sub, &s.iss, &s.sub, created_ms(s)) {
-            return Err(InvalidReason::LoggedOut);
-        }
-        Ok(())
+        self.logouts.check(s)
     }
 
     /// Stores `session` and returns the `Set-Cookie` values that carry it, including
@@ -462,8 +412,10 @@ impl Sessions {
         secure: bool,
         presented: &HeaderMap,
     ) -> Vec<HeaderValue> {
-        self.ended.insert(session.id.clone(), ());
-        self.logout_generation.fetch_add(1, Ordering::Release);
+        self.logouts.record(LogoutEvent::End {
+            id: session.id.clone(),
+            at: self.clock.now_ms(),
+        });
         match &self.store {
             Store::Cookie { .. } => {}
             Store::Memory(backend) => backend.remove(&session.id).await,
@@ -486,30 +438,33 @@ impl Sessions {
 
     #[cfg(test)]
     pub(crate) fn is_ended(&self, session_id: &str) -> bool {
-        self.ended.contains_key(session_id)
+        self.logouts.is_ended(session_id)
     }
 
     /// Refuses, from now on, every session of `iss` with OP session id `sid` created up to
-    /// now (front- and back-channel logout); a login after it is not affected.
+    /// now (back-channel logout), on every replica.
     pub(crate) fn end_by_sid(&self, iss: &str, sid: &str) {
-        record(&self.by_sid, iss, sid, self.clock.now_ms());
-        self.logout_generation.fetch_add(1, Ordering::Release);
+        self.logouts.record(LogoutEvent::Sid {
+            iss: iss.to_owned(),
+            sid: sid.to_owned(),
+            at: self.clock.now_ms(),
+        });
     }
 
     /// Refuses, from now on, every session of `iss` for subject `sub` created up to now
-    /// (back-channel logout without `sid`).
+    /// (back-channel logout without `sid`), on every replica.
     pub(crate) fn end_by_sub(&self, iss: &str, sub: &str) {
-        record(&self.by_sub, iss, sub, self.clock.now_ms());
-        self.logout_generation.fetch_add(1, Ordering::Release);
+        self.logouts.record(LogoutEvent::Sub {
+            iss: iss.to_owned(),
+            sub: sub.to_owned(),
+            at: self.clock.now_ms(),
+        });
     }
 
-    /// Records a back-channel logout token's `jti`; true when it was seen before (a replay).
+    /// Records a back-channel logout token's `jti`; true when this replica saw it before
+    /// (a replay; `replicas` also asks Redis).
     pub(crate) fn seen_logout_jti(&self, jti: &str) -> bool {
-        !self
-            .logout_jtis
-            .entry(jti.to_string())
-            .or_insert(())
-            .is_fresh()
+        self.logouts.seen_jti(jti)
     }
 
     /// Re-saves `session` with `last_seen = now` (the inactivity timer) and returns the
@@ -576,40 +531,4 @@ fn remember(
     let key = decoded_key(&sealed);
     let sealed = sealed.into_boxed_str();
     decoded.insert(key, Arc::new(Decoded { sealed, session }));
-}
-
-fn record(cache: &Cache<String, Records>, iss: &str, key: &str, now: i64) {
-    if key.is_empty() {
-        return;
-    }
-    cache.entry(key.to_owned()).and_upsert_with(|old| {
-        let mut records: Vec<(String, i64)> =
-            old.map(|e| e.into_value().to_vec()).unwrap_or_default();
-        match records.iter_mut().find(|(i, _)| i == iss) {
-            Some(r) => r.1 = r.1.max(now),
-            None => {
-                if records.len() >= ISSUERS_PER_RECORD {
-                    records.remove(0);
-                }
-                records.push((iss.to_owned(), now));
-            }
-        }
-        Arc::new(records)
-    });
-}
-
-/// When `s` was created, in epoch milliseconds; a session from before `created_ms`
-/// existed counts as created at the end of its second (so a logout in that second ends it).
-fn created_ms(s: &Session) -> i64 {
-    if s.created_ms > 0 {
-        s.created_ms
-    } else {
-        s.created_at.saturating_mul(1000).saturating_add(999)
-    }
-}
-
-fn logged_out(cache: &Cache<String, Records>, iss: &str, key: &str, created_at: i64) -> bool {
-    cache
-        .get(key)
-        .is_some_and(|records| records.iter().any(|(i, at)| i == iss && created_at <= *at))
 }

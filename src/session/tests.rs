@@ -2,7 +2,8 @@
 
 use super::test_redis::{free_port, RedisServer};
 use super::*;
-use crate::config::{RedisConfig, RedisUrl, SameSite};
+use crate::config::{RedisConfig, RedisEndpoint, SameSite};
+use crate::redis_link::RedisLink;
 use crate::secret::Secret;
 use http::header::COOKIE;
 use rand::distributions::{Alphanumeric, DistString};
@@ -20,12 +21,6 @@ fn config(store: StoreKind, passphrases: &[&str]) -> SessionConfig {
         passphrases: passphrases.iter().map(|p| Secret::new(*p)).collect(),
         store,
         memory_capacity: 1_000,
-        redis: RedisConfig {
-            // Nothing listens here: tests that use Redis point this at their own server.
-            url: redis_url("redis://127.0.0.1:9/0"),
-            prefix: "oidc_gateway:test:".into(),
-            timeout: Duration::from_secs(2),
-        },
         cookie_name: "oidc_session".into(),
         cookie_domain: None,
         state_cookie_prefix: "oidc_state_".into(),
@@ -61,24 +56,43 @@ impl TestStore {
     }
 
     fn config(&self, passphrases: &[&str]) -> SessionConfig {
-        let mut cfg = config(self.kind, passphrases);
-        if let Some(server) = &self.redis {
-            cfg.redis.url = redis_url(&server.url());
-        }
-        cfg
+        config(self.kind, passphrases)
+    }
+
+    /// A manager for `cfg`, on this test's Redis server when it has one.
+    fn build(&self, cfg: &SessionConfig, clock: &Clock) -> Sessions {
+        let port = self.redis.as_ref().map(RedisServer::port);
+        build(cfg, port, Duration::from_secs(2), clock)
     }
 
     fn manager(&self) -> (Sessions, Clock) {
         let clock = Clock::system();
-        (
-            Sessions::new(&self.config(&[KEY]), DEPLOYMENT, clock.clone()),
-            clock,
-        )
+        (self.build(&self.config(&[KEY]), &clock), clock)
     }
 }
 
-fn redis_url(url: &str) -> RedisUrl {
-    RedisUrl::new(url.parse().unwrap())
+/// `[redis]` on 127.0.0.1:`port`.
+fn redis_config(port: u16, timeout: Duration) -> RedisConfig {
+    RedisConfig {
+        endpoint: RedisEndpoint::Direct {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        db: 0,
+        username: None,
+        password: None,
+        tls: None,
+        prefix: "oidc_gateway:test:".into(),
+        timeout,
+    }
+}
+
+/// A manager for `cfg`; a redis store talks to 127.0.0.1:`port` (by default port 9, where
+/// nothing listens).
+fn build(cfg: &SessionConfig, port: Option<u16>, timeout: Duration, clock: &Clock) -> Sessions {
+    let link = (cfg.store == StoreKind::Redis)
+        .then(|| Arc::new(RedisLink::new(&redis_config(port.unwrap_or(9), timeout))));
+    Sessions::new(cfg, DEPLOYMENT, clock.clone(), link)
 }
 
 const KEY: &str = "conformance passphrase one";
@@ -218,7 +232,7 @@ async fn save_then_load(store: &TestStore) {
     // A fresh manager with the same passphrase (a restart) reads the session, except from
     // the memory store, which is lost with the process.
     if store.kind != StoreKind::Memory {
-        let restarted = Sessions::new(&store.config(&[KEY]), DEPLOYMENT, clock.clone());
+        let restarted = store.build(&store.config(&[KEY]), &clock);
         assert_eq!(*valid(restarted.load(&jar.headers()).await).session(), s);
     }
 }
@@ -370,7 +384,7 @@ async fn hostile_chunk_counts_are_cheap_and_invalid(store: &TestStore) {
 async fn old_or_foreign_key_is_invalid(store: &TestStore) {
     let (sessions, clock) = store.manager();
     let jar = saved(&sessions, &session(&clock, 0)).await;
-    let other = Sessions::new(&store.config(&[OTHER_KEY]), DEPLOYMENT, clock.clone());
+    let other = store.build(&store.config(&[OTHER_KEY]), &clock);
     assert_eq!(
         invalid(other.load(&jar.headers()).await),
         InvalidReason::Unsealed(CodecError::UnknownKey)
@@ -522,7 +536,7 @@ async fn needs_touch_threshold(store: &TestStore) {
     // A tiny inactivity timeout still waits at least a second.
     let mut cfg = store.config(&[KEY]);
     cfg.inactivity_timeout = Duration::from_secs(5);
-    let quick = Sessions::new(&cfg, DEPLOYMENT, clock.clone());
+    let quick = store.build(&cfg, &clock);
     let s = session(&clock, 0);
     assert!(!quick.needs_touch(&s));
     clock.advance(1);
@@ -592,7 +606,7 @@ async fn set_cookie_attributes(store: &TestStore) {
     let mut cfg = store.config(&[KEY]);
     cfg.same_site = SameSite::Strict;
     cfg.cookie_domain = crate::config::CookieDomain::parse("example.com");
-    let sessions = Sessions::new(&cfg, DEPLOYMENT, clock.clone());
+    let sessions = store.build(&cfg, &clock);
     for big in [0, 300] {
         let s = session(&clock, big);
         for secure in [true, false] {
@@ -712,11 +726,13 @@ async fn rotation_reads_old_cookies_and_writes_new_ones() {
         &config(StoreKind::Cookie, &[OTHER_KEY]),
         DEPLOYMENT,
         clock.clone(),
+        None,
     );
     let rotated = Sessions::new(
         &config(StoreKind::Cookie, &[KEY, OTHER_KEY]),
         DEPLOYMENT,
         clock.clone(),
+        None,
     );
     let s = session(&clock, 0);
     let jar = saved(&old, &s).await;
@@ -746,6 +762,7 @@ async fn memory_store_does_not_share_across_instances() {
         &config(StoreKind::Memory, &[KEY]),
         DEPLOYMENT,
         clock.clone(),
+        None,
     );
     let jar = saved(&a, &session(&clock, 0)).await;
     assert_eq!(
@@ -784,11 +801,13 @@ fn session_ids_are_128_bit_base64url_and_unique() {
 // ---- the redis store ------------------------------------------------------------------
 
 /// A manager on `url` with a short timeout, as a second gateway replica would be built.
-fn redis_manager(url: &str, timeout: Duration, clock: &Clock) -> Sessions {
-    let mut cfg = config(StoreKind::Redis, &[KEY]);
-    cfg.redis.url = redis_url(url);
-    cfg.redis.timeout = timeout;
-    Sessions::new(&cfg, DEPLOYMENT, clock.clone())
+fn redis_manager(port: u16, timeout: Duration, clock: &Clock) -> Sessions {
+    build(
+        &config(StoreKind::Redis, &[KEY]),
+        Some(port),
+        timeout,
+        clock,
+    )
 }
 
 async fn raw_connection(server: &RedisServer) -> ::redis::aio::MultiplexedConnection {
@@ -826,7 +845,7 @@ async fn redis_keeps_a_sealed_session_under_prefix_and_id_with_its_remaining_lif
     );
 
     let mut conn = raw_connection(server).await;
-    let key = format!("oidc_gateway:test:{}", s.id);
+    let key = format!("oidc_gateway:test:session:{}", s.id);
     let stored: String = ::redis::cmd("GET")
         .arg(&key)
         .query_async(&mut conn)
@@ -871,7 +890,7 @@ async fn redis_values_that_do_not_open_are_no_session() {
     let s = session(&clock, 0);
     let jar = saved(&sessions, &s).await;
     let mut conn = raw_connection(store.redis.as_ref().unwrap()).await;
-    let key = format!("oidc_gateway:test:{}", s.id);
+    let key = format!("oidc_gateway:test:session:{}", s.id);
     let json = serde_json::to_string(&s).unwrap();
     let foreign = Codec::new(&[Secret::new(OTHER_KEY)], &DEPLOYMENT)
         .seal(Purpose::StoredSession, json.as_bytes());
@@ -927,10 +946,10 @@ async fn redis_replicas_share_sessions_and_logout_on_one_ends_it_on_all() {
     let Some(store) = TestStore::redis("redis_replicas_share_sessions") else {
         return;
     };
-    let url = store.redis.as_ref().unwrap().url();
+    let port = store.redis.as_ref().unwrap().port();
     let clock = Clock::system();
-    let a = redis_manager(&url, Duration::from_secs(2), &clock);
-    let b = redis_manager(&url, Duration::from_secs(2), &clock);
+    let a = redis_manager(port, Duration::from_secs(2), &clock);
+    let b = redis_manager(port, Duration::from_secs(2), &clock);
     let s = session(&clock, 0);
     let mut jar = saved(&a, &s).await;
     assert_eq!(*valid(b.load(&jar.headers()).await).session(), s);
@@ -961,10 +980,9 @@ async fn redis_replicas_share_sessions_and_logout_on_one_ends_it_on_all() {
 #[tokio::test]
 async fn redis_unreachable_means_no_session_and_failed_saves_without_panics() {
     // Nothing listens on a port that was just free: connections are refused.
-    let url = format!("redis://127.0.0.1:{}/0", free_port());
     let clock = Clock::system();
     let timeout = Duration::from_millis(500);
-    let sessions = redis_manager(&url, timeout, &clock);
+    let sessions = redis_manager(free_port(), timeout, &clock);
     let s = session(&clock, 0);
     for _ in 0..3 {
         // Bounded, not timed: every call gives up on its own (the outer limit only keeps a
@@ -1010,7 +1028,7 @@ async fn redis_that_accepts_but_never_answers_is_bounded_by_the_timeout() {
     });
     let clock = Clock::system();
     let timeout = Duration::from_millis(300);
-    let sessions = redis_manager(&format!("redis://127.0.0.1:{port}/0"), timeout, &clock);
+    let sessions = redis_manager(port, timeout, &clock);
     let s = session(&clock, 0);
     let headers = cookie_for(&sessions, &s.id);
     for _ in 0..3 {
@@ -1038,7 +1056,7 @@ async fn redis_paused_restarted_or_back_is_survived() {
     let server = store.redis.as_ref().unwrap();
     let clock = Clock::system();
     let timeout = Duration::from_millis(300);
-    let sessions = redis_manager(&server.url(), timeout, &clock);
+    let sessions = redis_manager(server.port(), timeout, &clock);
     let s = session(&clock, 0);
     let jar = saved(&sessions, &s).await;
     valid(sessions.load(&jar.headers()).await);
@@ -1097,6 +1115,7 @@ fn logout_records_are_bounded_by_bytes() {
         &config(StoreKind::Cookie, &[KEY]),
         DEPLOYMENT,
         clock.clone(),
+        None,
     );
     let long = "s".repeat(64 * 1024);
     // 600 records of 64 KiB: about 38 MiB offered to a 16 MiB table.
@@ -1105,14 +1124,13 @@ fn logout_records_are_bounded_by_bytes() {
         sessions.end_by_sub(ISS, &format!("{i}-{long}"));
         let _ = sessions.seen_logout_jti(&format!("{i}-{long}"));
     }
-    for table in [&sessions.by_sid, &sessions.by_sub] {
-        table.run_pending_tasks();
-        assert!(table.weighted_size() <= LOGOUT_CAPACITY_BYTES);
+    let [by_sid, by_sub, jtis] = sessions.logouts().weighted_sizes();
+    for size in [by_sid, by_sub] {
+        assert!(size <= logouts::LOGOUT_CAPACITY_BYTES);
         assert!(
-            table.weighted_size() > LOGOUT_CAPACITY_BYTES / 2,
+            size > logouts::LOGOUT_CAPACITY_BYTES / 2,
             "weighed by bytes"
         );
     }
-    sessions.logout_jtis.run_pending_tasks();
-    assert!(sessions.logout_jtis.weighted_size() <= LOGOUT_JTI_CAPACITY_BYTES);
+    assert!(jtis <= logouts::LOGOUT_JTI_CAPACITY_BYTES);
 }

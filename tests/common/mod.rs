@@ -42,6 +42,8 @@ pub struct Options {
     pub default_info_hook: bool,
     /// Written as `passphrases = [...]` instead of the default single `passphrase`.
     pub passphrases: Option<Vec<String>>,
+    /// The body of a `[redis]` section (none when unset).
+    pub redis: Option<String>,
 }
 
 pub struct Harness {
@@ -120,6 +122,8 @@ scopes = ["openid", "profile", "email", "offline_access"]
 [hooks]
 {hooks}
 
+{redis}
+
 {routes}
 "#,
         server = o.server,
@@ -133,6 +137,11 @@ scopes = ["openid", "profile", "email", "offline_access"]
         } else {
             format!("{TEST_INFO}\n{}", o.hooks)
         },
+        redis = o
+            .redis
+            .as_ref()
+            .map(|r| format!("[redis]\n{r}"))
+            .unwrap_or_default(),
         passphrase = match &o.passphrases {
             Some(list) => format!("passphrases = {list:?}"),
             None => format!("passphrase = \"{PASSPHRASE}\""),

@@ -1,0 +1,306 @@
+//! The link to the Redis the replicas share (`[redis]`): one multiplexed connection,
+//! opened lazily and again after any failure, straight to `url` or to the master the
+//! sentinels name (asked again on every reconnect, so a failover is followed), over TLS
+//! for `rediss://`. Every call is bounded by `redis.timeout`; a Redis that is down costs a
+//! request no waiting (calls fail at once for a second after a failed attempt) and never
+//! stops the gateway. Pub/sub gets its own connection ([`RedisLink::subscribe`]).
+//!
+//! Callers get a [`Failure`] and decide what it means (a missing session, a local-only
+//! logout, an in-process refresh); this module only counts and logs failures and reports
+//! the link's health for `/readyz` and `/metrics`.
+
+mod connect;
+
+use crate::config::RedisConfig;
+use connect::Source;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::{timeout, timeout_at, Instant};
+
+/// After a failed connection attempt, calls fail at once for this long instead of each
+/// trying again: a down Redis costs requests no waiting and gets one attempt per period.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
+enum Link {
+    /// Not connected: the next call connects.
+    Idle,
+    /// `generation` tells a failed connection from its replacement.
+    Up {
+        conn: MultiplexedConnection,
+        generation: u64,
+    },
+    /// The last attempt failed at `at`; calls fail with `cause` until `RECONNECT_AFTER`.
+    Down { at: Instant, cause: String },
+}
+
+struct State {
+    link: Link,
+    generations: u64,
+    /// The last failure's cause, until a call succeeds: what `/readyz` shows.
+    degraded: Option<String>,
+}
+
+/// Why a call did not get an answer. Never holds a key or a value.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Failure {
+    #[error("unreachable ({0}); the next attempt is at most a second away")]
+    Unreachable(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Redis(#[from] RedisError),
+}
+
+/// What `/readyz` says about Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Not used yet.
+    Unknown,
+    Up,
+    /// The last call failed, with this cause.
+    Degraded(String),
+}
+
+/// What `/readyz` and `/metrics` report about Redis.
+pub struct RedisStatus {
+    pub health: Health,
+    /// Whether the replicas' subscription is up.
+    pub subscribed: bool,
+    pub errors: u64,
+}
+
+/// The shared Redis: see the module docs.
+pub struct RedisLink {
+    source: Source,
+    connect: AsyncConnectionConfig,
+    prefix: String,
+    timeout: Duration,
+    /// Where Redis is, for logs (no credentials).
+    target: String,
+    state: Mutex<State>,
+    /// Held while connecting, so concurrent calls wait for one attempt instead of each
+    /// opening a connection.
+    connecting: tokio::sync::Mutex<()>,
+    errors: AtomicU64,
+}
+
+impl fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("target", &self.target)
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLink {
+    /// Prepares the client; nothing is connected until the first call.
+    pub fn new(cfg: &RedisConfig) -> RedisLink {
+        let connect = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(cfg.timeout))
+            .set_response_timeout(Some(cfg.timeout));
+        RedisLink {
+            source: Source::new(cfg),
+            connect,
+            prefix: cfg.prefix.clone(),
+            timeout: cfg.timeout,
+            target: cfg.describe(),
+            state: Mutex::new(State {
+                link: Link::Idle,
+                generations: 0,
+                degraded: None,
+            }),
+            connecting: tokio::sync::Mutex::new(()),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    /// `prefix` + `name`: every key and channel the gateway uses.
+    pub(crate) fn key(&self, name: &str) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + name.len());
+        key.push_str(&self.prefix);
+        key.push_str(name);
+        key
+    }
+
+    /// Where Redis is, for logs.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Calls that failed since start (`oidc_gateway_redis_errors_total`).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    pub fn health(&self) -> Health {
+        let state = self.state();
+        match (&state.degraded, &state.link) {
+            (Some(cause), _) => Health::Degraded(cause.clone()),
+            (None, Link::Up { .. }) => Health::Up,
+            (None, _) => Health::Unknown,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every critical section only swaps plain values: a poisoned lock holds a usable state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open connection; `Err` while a recent attempt failed; `None` when a new attempt
+    /// is due.
+    fn current(&self) -> Result<Option<(MultiplexedConnection, u64)>, Failure> {
+        match &self.state().link {
+            Link::Up { conn, generation } => Ok(Some((conn.clone(), *generation))),
+            Link::Down { at, cause } if at.elapsed() < RECONNECT_AFTER => {
+                Err(Failure::Unreachable(cause.clone()))
+            }
+            Link::Down { .. } | Link::Idle => Ok(None),
+        }
+    }
+
+    async fn connection(&self) -> Result<(MultiplexedConnection, u64), Failure> {
+        if let Some(up) = self.current()? {
+            return Ok(up);
+        }
+        let _one_attempt = self.connecting.lock().await;
+        // Whoever held the lock before us may have just connected, or just failed.
+        if let Some(up) = self.current()? {
+            return Ok(up);
+        }
+        match self.source.connect(&self.connect).await {
+            Ok(conn) => {
+                let mut state = self.state();
+                state.generations += 1;
+                let generation = state.generations;
+                state.link = Link::Up {
+                    conn: conn.clone(),
+                    generation,
+                };
+                drop(state);
+                tracing::info!(redis = %self.target, "redis connected");
+                Ok((conn, generation))
+            }
+            Err(e) => {
+                let cause = e.to_string();
+                tracing::warn!(redis = %self.target, error = %cause, "redis unreachable");
+                self.mark_down(cause.clone());
+                Err(Failure::Unreachable(cause))
+            }
+        }
+    }
+
+    fn mark_down(&self, cause: String) {
+        let mut state = self.state();
+        state.degraded = Some(cause.clone());
+        if !matches!(state.link, Link::Up { .. }) {
+            state.link = Link::Down {
+                at: Instant::now(),
+                cause,
+            };
+        }
+    }
+
+    /// Drops connection `generation` after it failed, so the next call reconnects. Any
+    /// error counts: a broken socket, a timeout, or a server that turned read-only (a
+    /// failover) are all better served by a fresh connection (and, with Sentinel, a fresh
+    /// question about who the master is).
+    fn forget(&self, generation: u64, cause: String) {
+        let mut state = self.state();
+        state.degraded = Some(cause);
+        if matches!(state.link, Link::Up { generation: g, .. } if g == generation) {
+            state.link = Link::Idle;
+        }
+    }
+
+    fn succeeded(&self) {
+        let mut state = self.state();
+        if state.degraded.is_some() {
+            state.degraded = None;
+            drop(state);
+            tracing::info!(redis = %self.target, "redis answers again");
+        }
+    }
+
+    /// Runs `cmd`, connecting first if needed, all within `redis.timeout`.
+    pub(crate) async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Failure> {
+        self.call(|mut conn| async move { cmd.query_async::<T>(&mut conn).await })
+            .await
+    }
+
+    /// Runs `pipe` (one round trip), like [`RedisLink::run`].
+    pub(crate) async fn run_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Failure> {
+        self.call(|mut conn| async move { pipe.query_async::<T>(&mut conn).await })
+            .await
+    }
+
+    async fn call<T, F, Fut>(&self, query: F) -> Result<T, Failure>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        let (conn, generation) = match timeout_at(deadline, self.connection()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.mark_down(format!("no connection within {:?}", self.timeout));
+                return Err(Failure::Timeout(self.timeout));
+            }
+        };
+        let failure = match timeout_at(deadline, query(conn)).await {
+            Ok(Ok(value)) => {
+                self.succeeded();
+                return Ok(value);
+            }
+            Ok(Err(e)) => Failure::Redis(e),
+            Err(_) => Failure::Timeout(self.timeout),
+        };
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.forget(generation, failure.to_string());
+        Err(failure)
+    }
+
+    /// Logs a failed call: `command` failed, so `consequence`. An unreachable Redis was
+    /// already logged when the attempt failed (once a second is enough).
+    pub(crate) fn warn(&self, command: &str, failure: &Failure, consequence: &str) {
+        match failure {
+            Failure::Unreachable(_) => {
+                tracing::debug!(redis = %self.target, error = %failure, "{command}: {consequence}")
+            }
+            _ => tracing::warn!(redis = %self.target, error = %failure, "{command}: {consequence}"),
+        }
+    }
+
+    /// A pub/sub connection subscribed to `channel` (its own connection: a subscribed
+    /// connection can do nothing else). Bounded by `redis.timeout`.
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, Failure> {
+        let attempt = async {
+            let mut pubsub = self.source.pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        };
+        match timeout(self.timeout, attempt).await {
+            Ok(Ok(pubsub)) => Ok(pubsub),
+            Ok(Err(e)) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.mark_down(e.to_string());
+                Err(Failure::Redis(e))
+            }
+            Err(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.mark_down(format!("no subscription within {:?}", self.timeout));
+                Err(Failure::Timeout(self.timeout))
+            }
+        }
+    }
+}

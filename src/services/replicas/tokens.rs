@@ -1,0 +1,128 @@
+//! Bearer-token validation results across replicas.
+//!
+//! - `?remove_at_cache=` on any replica publishes a `T` notice with the token's SHA-256
+//!   (never the token): every replica drops its entry.
+//! - `oauth.shared_cache = true`: results are also kept under `<prefix>token:<sha256>`,
+//!   sealed with the session keys, for as long as the local entry would live, so N
+//!   replicas make one introspection per token (concurrent first uses on several
+//!   replicas may each make one).
+
+use super::{from_hex, hex, Replicas, Shared, NOTICE_TOKEN_REMOVED};
+use crate::services::token_cache::{Key, Validation};
+use crate::session::Purpose;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::future::Future;
+use std::time::Duration;
+
+/// A validation result as stored (sealed) in Redis.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    active: bool,
+    claims: Map<String, Value>,
+    exp: Option<i64>,
+}
+
+impl Replicas {
+    /// `validate`'s result for the token with hash `key`, or the one another replica
+    /// stored (with `oauth.shared_cache`). Errors are not shared.
+    pub(crate) async fn shared_validation<E>(
+        &self,
+        key: &Key,
+        validate: impl Future<Output = Result<Validation, E>>,
+    ) -> Result<Validation, E> {
+        let Some(shared) = self.shared.as_ref().filter(|s| s.shared_tokens) else {
+            return validate.await;
+        };
+        let name = shared.link.key(&format!("token:{}", hex(key)));
+        if let Some(found) = shared.stored_validation(&name).await {
+            return Ok(found);
+        }
+        let validation = validate.await?;
+        if !validation.ttl.is_zero() {
+            shared.store_validation(&name, &validation).await;
+        }
+        Ok(validation)
+    }
+
+    /// Drops the token with hash `key` on every other replica and from Redis; whether
+    /// Redis held a result for it.
+    pub(crate) async fn remove_token(&self, key: &Key) -> bool {
+        let Some(shared) = &self.shared else {
+            return false;
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("DEL")
+            .arg(shared.link.key(&format!("token:{}", hex(key))));
+        pipe.add_command(shared.publish_cmd(NOTICE_TOKEN_REMOVED, hex(key).as_bytes()))
+            .ignore();
+        match shared.link.run_pipe::<(i64,)>(&pipe).await {
+            Ok((deleted,)) => deleted > 0,
+            Err(e) => {
+                shared.link.warn(
+                    "PUBLISH",
+                    &e,
+                    "the token was removed on this replica only; others keep it until it expires",
+                );
+                false
+            }
+        }
+    }
+}
+
+impl Shared {
+    async fn stored_validation(&self, name: &str) -> Option<Validation> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(name).cmd("PTTL").arg(name);
+        let (sealed, pttl): (Option<String>, i64) = match self.link.run_pipe(&pipe).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.link.warn("GET", &e, "validating the token here");
+                return None;
+            }
+        };
+        let sealed = sealed.filter(|_| pttl > 0)?;
+        let stored = self
+            .codec
+            .open(Purpose::SharedValidation, &sealed)
+            .ok()
+            .and_then(|json| serde_json::from_slice::<Stored>(&json).ok());
+        let Some(stored) = stored else {
+            tracing::warn!("a shared token validation did not open; validating the token here");
+            return None;
+        };
+        Some(Validation {
+            active: stored.active,
+            claims: stored.claims,
+            exp: stored.exp,
+            ttl: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
+            headers: Default::default(),
+        })
+    }
+
+    async fn store_validation(&self, name: &str, v: &Validation) {
+        let json = serde_json::to_vec(&Stored {
+            active: v.active,
+            claims: v.claims.clone(),
+            exp: v.exp,
+        })
+        .expect("a validation serializes");
+        let sealed = self.codec.seal(Purpose::SharedValidation, &json);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(name)
+            .arg(sealed)
+            .arg("PX")
+            .arg(u64::try_from(v.ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        if let Err(e) = self.link.run::<()>(&cmd).await {
+            self.link
+                .warn("SET", &e, "the validation is cached on this replica only");
+        }
+    }
+
+    /// Another replica removed a token: drop it here.
+    pub(super) async fn apply_token_removed(&self, body: &[u8]) {
+        if let Some(key) = from_hex(body) {
+            self.tokens.invalidate_key(&key).await;
+        }
+    }
+}
