@@ -185,7 +185,7 @@ fn session_benches(c: &mut Criterion) {
         issuer: &cfg.provider.issuer,
         client_id: &cfg.provider.client_id,
     };
-    let sessions = Sessions::new(&cfg.session, deployment, clock.clone());
+    let sessions = Sessions::new(&cfg.session, deployment, clock.clone(), None);
     let cookies = rt
         .block_on(sessions.save(&session, false, &HeaderMap::new()))
         .unwrap();

@@ -67,9 +67,8 @@ fn sentinel(
         },
         None => ConnectionAddr::Tcp(host.clone(), *port),
     });
-    let mut builder =
-        SentinelClientBuilder::new(addrs, master_name.to_string(), SentinelServerType::Master)?
-            .set_client_to_redis_db(cfg.db);
+    let mut builder = SentinelClientBuilder::new(addrs, master_name, SentinelServerType::Master)?
+        .set_client_to_redis_db(cfg.db);
     if let Some(user) = &cfg.username {
         builder = builder.set_client_to_redis_username(user.expose());
     }

@@ -281,6 +281,12 @@ impl RedisLink {
         }
     }
 
+    /// Records that a subscription dropped (Redis went away, or a failover closed it).
+    pub(crate) fn subscription_lost(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.state().degraded = Some("the subscription was closed".into());
+    }
+
     /// A pub/sub connection subscribed to `channel` (its own connection: a subscribed
     /// connection can do nothing else). Bounded by `redis.timeout`.
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<redis::aio::PubSub, Failure> {

@@ -111,6 +111,12 @@ impl Replicas {
             match shared.lock(&names, &owner, lock_ttl).await {
                 Err(()) => return grant.as_mut().await,
                 Ok(true) => {
+                    // The outcome is stored before a lock is released: a holder that
+                    // finished between our read and our lock has left it.
+                    if let Ok(Some(outcome)) = shared.stored(&names).await {
+                        shared.release(&names, &owner).await;
+                        return outcome;
+                    }
                     let outcome = grant.as_mut().await;
                     shared.store(&names, &owner, key, &outcome).await;
                     return outcome;
@@ -216,6 +222,16 @@ impl Shared {
         cmd.arg(&names.lock);
         // Unknown counts as held: the waiter keeps waiting until its deadline.
         self.link.run::<i64>(&cmd).await.map_or(true, |n| n > 0)
+    }
+
+    /// Frees the lock if it is still ours.
+    async fn release(&self, names: &Names, owner: &str) {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RELEASE_LOCK).arg(1).arg(&names.lock).arg(owner);
+        if let Err(e) = self.link.run::<i64>(&cmd).await {
+            self.link
+                .warn("EVAL", &e, "the refresh lock is freed by its TTL");
+        }
     }
 
     /// Stores the outcome, frees the lock if still ours, and wakes the waiters.

@@ -94,8 +94,8 @@ impl Shared {
     }
 
     /// Loads every record of the last `max_duration` (what a restarted or reconnected
-    /// replica may have missed).
-    pub(super) async fn resync_logouts(&self) {
+    /// replica may have missed); whether it could.
+    pub(super) async fn resync_logouts(&self) -> bool {
         let key = self.log_key();
         let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
         let since = self.clock.now_ms().saturating_sub(ttl_ms);
@@ -115,9 +115,9 @@ impl Shared {
                     self.link.warn(
                         "ZRANGEBYSCORE",
                         &e,
-                        "logout records not reloaded; the next subscription retries",
+                        "logout records not reloaded yet; retried in a second",
                     );
-                    return;
+                    return false;
                 }
             };
             for member in &page {
@@ -130,6 +130,7 @@ impl Shared {
             offset += RESYNC_PAGE;
         }
         tracing::debug!(records = loaded, "logout records reloaded from redis");
+        true
     }
 
     /// A record another replica made (or this one: applying twice changes nothing).

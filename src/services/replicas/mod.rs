@@ -128,10 +128,11 @@ impl Shared {
             };
             // Subscribed first, then caught up: nothing published in between is missed.
             self.flush_outbox().await;
-            self.resync_logouts().await;
+            let mut caught_up = self.resync_logouts().await;
             self.subscribed.store(true, Ordering::Relaxed);
             tracing::info!(redis = %self.link.target(), "sharing logouts and refreshes with other replicas");
             let mut messages = pubsub.into_on_message();
+            let mut retry = tokio::time::interval(RESUBSCRIBE_AFTER);
             loop {
                 tokio::select! {
                     message = messages.next() => match message {
@@ -139,9 +140,18 @@ impl Shared {
                         None => break,
                     },
                     () = self.logouts.queued() => self.flush_outbox().await,
+                    // The commands' connection may fail while the subscription holds (a
+                    // restart seen first by one of them): retry what failed.
+                    _ = retry.tick() => {
+                        self.flush_outbox().await;
+                        if !caught_up {
+                            caught_up = self.resync_logouts().await;
+                        }
+                    }
                 }
             }
             self.subscribed.store(false, Ordering::Relaxed);
+            self.link.subscription_lost();
             tracing::warn!(redis = %self.link.target(), "redis subscription lost; resubscribing");
             tokio::time::sleep(RESUBSCRIBE_AFTER / 4).await;
         }
