@@ -13,7 +13,10 @@ use redis::{
 pub(super) enum Source {
     Direct(Client),
     /// Asked for the master on every connection, so a failover is followed.
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    Sentinel {
+        client: tokio::sync::Mutex<SentinelClient>,
+        master_name: String,
+    },
     /// The config could not be turned into a client (an unusable certificate, …); every
     /// call fails with this, and `/readyz` shows it.
     Broken(String),
@@ -92,8 +95,10 @@ impl Source {
             RedisEndpoint::Sentinel {
                 sentinels,
                 master_name,
-            } => sentinel(cfg, sentinels, master_name)
-                .map(|c| Source::Sentinel(tokio::sync::Mutex::new(c))),
+            } => sentinel(cfg, sentinels, master_name).map(|c| Source::Sentinel {
+                client: tokio::sync::Mutex::new(c),
+                master_name: master_name.clone(),
+            }),
         };
         built.unwrap_or_else(|e| {
             tracing::error!(redis = %cfg.describe(), error = %e, "redis client cannot be built");
@@ -105,7 +110,7 @@ impl Source {
     async fn client(&self) -> RedisResult<Client> {
         match self {
             Source::Direct(client) => Ok(client.clone()),
-            Source::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            Source::Sentinel { client, .. } => client.lock().await.async_get_client().await,
             Source::Broken(cause) => Err(redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
                 "the [redis] settings are unusable",
@@ -126,5 +131,24 @@ impl Source {
 
     pub(super) async fn pubsub(&self) -> RedisResult<PubSub> {
         self.client().await?.get_async_pubsub().await
+    }
+
+    /// With Sentinel: a subscription to the sentinels' `+switch-master` announcements,
+    /// and the master name they concern. `None` for a direct connection.
+    pub(super) async fn failover_notices(&self) -> Option<RedisResult<(PubSub, String)>> {
+        let Source::Sentinel {
+            client,
+            master_name,
+        } = self
+        else {
+            return None;
+        };
+        let attempt = async {
+            let sentinel = client.lock().await.async_get_sentinel_client().await?;
+            let mut pubsub = sentinel.get_async_pubsub().await?;
+            pubsub.subscribe("+switch-master").await?;
+            Ok((pubsub, master_name.clone()))
+        };
+        Some(attempt.await)
     }
 }

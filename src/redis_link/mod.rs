@@ -86,6 +86,9 @@ pub struct RedisLink {
     /// opening a connection.
     connecting: tokio::sync::Mutex<()>,
     errors: AtomicU64,
+    /// Bumped when the sentinels announce a new master: subscriptions on the old one
+    /// must be made again.
+    failovers: tokio::sync::watch::Sender<u64>,
 }
 
 impl fmt::Debug for RedisLink {
@@ -117,6 +120,7 @@ impl RedisLink {
             }),
             connecting: tokio::sync::Mutex::new(()),
             errors: AtomicU64::new(0),
+            failovers: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -279,6 +283,45 @@ impl RedisLink {
             }
             _ => tracing::warn!(redis = %self.target, error = %failure, "{command}: {consequence}"),
         }
+    }
+
+    /// With Sentinel, runs forever: follows the sentinels' `+switch-master` announcements
+    /// and drops the connection to the old master at once (writes there would be lost when
+    /// it is demoted), so the next call asks for the new one. Returns at once otherwise.
+    pub(crate) async fn follow_failovers(&self) {
+        loop {
+            let (pubsub, master_name) = match self.source.failover_notices().await {
+                None => return,
+                Some(Ok(subscribed)) => subscribed,
+                Some(Err(e)) => {
+                    self.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(redis = %self.target, error = %e, "sentinels unreachable; failovers are noticed by failed calls until they are back");
+                    tokio::time::sleep(RECONNECT_AFTER).await;
+                    continue;
+                }
+            };
+            let mut notices = pubsub.into_on_message();
+            while let Some(notice) = futures_util::StreamExt::next(&mut notices).await {
+                // "<master-name> <old-ip> <old-port> <new-ip> <new-port>"
+                let text = String::from_utf8_lossy(notice.get_payload_bytes()).into_owned();
+                let mut parts = text.split(' ');
+                if parts.next() != Some(master_name.as_str()) {
+                    continue;
+                }
+                let new = parts.skip(2).collect::<Vec<_>>().join(":");
+                tracing::warn!(redis = %self.target, new_master = %new, "redis master failed over; reconnecting");
+                let mut state = self.state();
+                state.link = Link::Idle;
+                drop(state);
+                self.failovers.send_modify(|n| *n += 1);
+            }
+            tokio::time::sleep(RECONNECT_AFTER / 4).await;
+        }
+    }
+
+    /// A receiver that changes on every failover the sentinels announce.
+    pub(crate) fn failovers(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.failovers.subscribe()
     }
 
     /// Records that a subscription dropped (Redis went away, or a failover closed it).

@@ -67,21 +67,93 @@ impl RedisServer {
     }
 
     fn try_start(port: u16) -> Option<RedisServer> {
+        Self::try_start_with(port, &[])
+    }
+
+    /// A replica of `master` (`--replicaof`), on a free port.
+    ///
+    /// # Panics
+    /// If it does not start.
+    pub fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let master_port = master.port.to_string();
+        for _ in 0..5 {
+            let args = ["--replicaof", "127.0.0.1", master_port.as_str()];
+            if let Some(server) = Self::try_start_with(free_port(), &args) {
+                return server;
+            }
+        }
+        panic!("a replica redis-server did not start (5 attempts on free ports)");
+    }
+
+    /// A Sentinel (`redis-sentinel`, or `redis-server --sentinel`) on a free port watching
+    /// `master` as `name`, with quorum 1 and a 1 s down-after, so a failover is quick.
+    ///
+    /// # Panics
+    /// If it does not start.
+    pub fn start_sentinel(master: &RedisServer, name: &str) -> RedisServer {
+        for _ in 0..5 {
+            let port = free_port();
+            let conf = std::env::temp_dir().join(format!(
+                "oidc-gateway-test-sentinel-{}-{port}.conf",
+                std::process::id()
+            ));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\n\
+                     sentinel monitor {name} 127.0.0.1 {} 1\n\
+                     sentinel down-after-milliseconds {name} 1000\n\
+                     sentinel failover-timeout {name} 5000\n\
+                     sentinel parallel-syncs {name} 1\n",
+                    master.port
+                ),
+            )
+            .expect("write the sentinel config");
+            // Debian's redis-sentinel package, or the same binary as redis-server
+            // --sentinel (which wants the config file first).
+            let mut command = Command::new(if on_path("redis-sentinel") {
+                "redis-sentinel"
+            } else {
+                "redis-server"
+            });
+            command.arg(&conf);
+            if !on_path("redis-sentinel") {
+                command.arg("--sentinel");
+            }
+            let child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn redis-sentinel");
+            if let Some(server) = Self::wait_until_up(child, port) {
+                return server;
+            }
+        }
+        panic!("redis-sentinel did not start (5 attempts on free ports)");
+    }
+
+    fn try_start_with(port: u16, extra: &[&str]) -> Option<RedisServer> {
         let port_arg = port.to_string();
         // A file name that never exists, so nothing is loaded (and with `--save ""`, nothing
         // is ever written).
         let dbfilename = format!("oidc-gateway-test-{}-{port}.rdb", std::process::id());
-        let mut child = Command::new("redis-server")
+        let child = Command::new("redis-server")
             .args(["--port", &port_arg, "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--dbfilename", &dbfilename])
             .arg("--dir")
             .arg(std::env::temp_dir())
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
+        Self::wait_until_up(child, port)
+    }
+
+    fn wait_until_up(mut child: Child, port: u16) -> Option<RedisServer> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if child.try_wait().ok().flatten().is_some() {
@@ -132,6 +204,15 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 fn installed() -> bool {

@@ -184,12 +184,13 @@ export function form(html, base) {
 }
 
 /**
- * Logs `user` in through the gateway, starting at `path`: gateway -> provider (login and
- * consent forms, answered like a person would) -> gateway callback -> back to `path`.
+ * Logs `user` in through the gateway (or the one at origin `gateway`), starting at `path`:
+ * gateway -> provider (login and consent forms, answered like a person would) -> gateway
+ * callback -> back to `path`.
  * Returns { start, authorize, callback, final, hops, pages } (pages: the forms seen).
  */
-export async function login(client, path, user, { consent = true } = {}) {
-  const gw = GATEWAY();
+export async function login(client, path, user, { consent = true, gateway } = {}) {
+  const gw = gateway || GATEWAY();
   const start = await client.get(`${gw}${path}`);
   if (start.status !== 302) throw new Error(`login start: expected 302, got ${start.status}: ${start.text.slice(0, 200)}`);
   const authorize = start.location;

@@ -2,20 +2,23 @@
 // loopback, with one confidential client (`gateway`) for the gateway under test.
 //
 //   node op.mjs --host 127.0.0.2 --gateway http://127.0.0.1:8080 [--port 0] [--port-file F]
+//       [--replicas http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083]
 //
 // Environment (all optional): E2E_CLIENT_SECRET, E2E_AT_TTL (seconds, default 300),
 // E2E_SHORT_AT_TTL (seconds, default 20: accounts whose login starts with "short" get it,
 // so the gateway refreshes them on every request; `tiny…` accounts get 2 s tokens).
 //
-// Clients: `gateway` (the gateway under test) and `api-client` (client_credentials, JWT
-// access tokens for the resource urn:e2e:api), both with E2E_CLIENT_SECRET.
+// Clients: `gateway` (the gateway under test), `api-client` (client_credentials, JWT
+// access tokens for the resource urn:e2e:api) and, with --replicas, `gateway-replicas` (the
+// replicas sharing one Redis), all with E2E_CLIENT_SECRET.
 //
 // Accounts: any login is accepted (devInteractions, any password). `big…` logins carry a
 // large incompressible `bio` claim (session cookie chunking); `nort…` logins get no refresh
 // token; `keep…` logins keep one refresh token (no rotation); `zoe…` logins have a non-ASCII name; every login gets `<login>@example.com`,
 // except `mallory…` (mallory@evil.test, and not in the admins group).
 // Back-channel logout: the gateway's `?logout=backchannel` is registered; the provider
-// calls it when a session with the gateway ends at the provider.
+// calls it when a session with the gateway ends at the provider. For `gateway-replicas` only
+// the first replica's is registered: the others learn of the logout through Redis.
 //
 // Test-only endpoint on the provider's port: GET /_e2e/stats (counters of token grants,
 // introspections, revocations, userinfo, end_session and back-channel logout calls).
@@ -31,6 +34,7 @@ const { values: args } = parseArgs({
     host: { type: 'string', default: process.env.E2E_OP_HOST || '127.0.0.2' },
     port: { type: 'string', default: process.env.E2E_OP_PORT || '0' },
     gateway: { type: 'string', default: process.env.E2E_GATEWAY_URL || '' },
+    replicas: { type: 'string', default: '' },
     'port-file': { type: 'string', default: '' },
   },
 });
@@ -39,7 +43,9 @@ if (!args.gateway) {
   console.error('op.mjs: --gateway http://HOST:PORT (the gateway origin) is required');
   process.exit(2);
 }
-const gateways = args.gateway.split(',').map((g) => g.replace(/\/$/, ''));
+const origins = (list) => list.split(',').filter(Boolean).map((g) => g.replace(/\/$/, ''));
+const gateways = origins(args.gateway);
+const replicas = origins(args.replicas);
 const clientSecret = process.env.E2E_CLIENT_SECRET || 'e2e-client-secret-0123456789';
 const atTtl = Number(process.env.E2E_AT_TTL || 300);
 const shortAtTtl = Number(process.env.E2E_SHORT_AT_TTL || 20);
@@ -118,6 +124,19 @@ const provider = new Provider(issuer, {
       backchannel_logout_uri: `${gateways[0]}/oauth2/callback?logout=backchannel`,
       backchannel_logout_session_required: true,
     },
+    // A client of its own, so that the provider delivers back-channel logouts of sessions
+    // begun at any replica to the first one (a provider registers one URI per client).
+    ...(replicas.length ? [{
+      client_id: 'gateway-replicas',
+      client_secret: clientSecret,
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: replicas.map((r) => `${r}/oauth2/callback`),
+      post_logout_redirect_uris: replicas.flatMap((r) => [`${r}/`, `${r}/public/logged-out`]),
+      backchannel_logout_uri: `${replicas[0]}/oauth2/callback?logout=backchannel`,
+      backchannel_logout_session_required: true,
+    }] : []),
   ],
   jwks: { keys: [signingKey] },
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
@@ -222,7 +241,7 @@ provider.use(async (ctx, next) => {
 server.on('request', provider.callback());
 
 if (args['port-file']) fs.writeFileSync(args['port-file'], `${port}\n`);
-console.log(`op: ${issuer} (gateway ${gateways.join(', ')})`);
+console.log(`op: ${issuer} (gateway ${gateways.join(', ')}${replicas.length ? `; replicas ${replicas.join(', ')}` : ''})`);
 
 const stop = () => {
   server.close(() => process.exit(0));

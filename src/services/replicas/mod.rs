@@ -99,6 +99,8 @@ impl Replicas {
     pub(crate) fn start(&self) {
         if let Some(shared) = &self.shared {
             tokio::spawn(Arc::clone(shared).run());
+            let link = Arc::clone(&shared.link);
+            tokio::spawn(async move { link.follow_failovers().await });
         }
     }
 
@@ -132,6 +134,8 @@ impl Shared {
             self.subscribed.store(true, Ordering::Relaxed);
             tracing::info!(redis = %self.link.target(), "sharing logouts and refreshes with other replicas");
             let mut messages = pubsub.into_on_message();
+            let mut failovers = self.link.failovers();
+            failovers.mark_unchanged();
             let mut retry = tokio::time::interval(RESUBSCRIBE_AFTER);
             loop {
                 tokio::select! {
@@ -140,6 +144,8 @@ impl Shared {
                         None => break,
                     },
                     () = self.logouts.queued() => self.flush_outbox().await,
+                    // Subscribed on the old master: notices now go to the new one.
+                    _ = failovers.changed() => break,
                     // The commands' connection may fail while the subscription holds (a
                     // restart seen first by one of them): retry what failed.
                     _ = retry.tick() => {
