@@ -18,8 +18,9 @@ LABELS = {
     "oidc": "gateway `openid-connect` (session cookie)",
     "api": "gateway `oauth20` (cached token)",
     "apache": "Apache + mod_auth_openidc (client-cookie)",
+    "oidc_redis": "gateway `openid-connect`, with `[redis]` (cookie store)",
 }
-ORDER = ["direct", "none", "oidc", "api", "apache"]
+ORDER = ["direct", "none", "oidc", "api", "oidc_redis", "apache"]
 
 
 def median(values):
@@ -91,6 +92,7 @@ def summarise(runs):
                 "errors_total": sum(r["errors"] for r in per),
                 "rss_max": max((r["rss"] for r in per if r["rss"] is not None), default=None),
                 "x_apache": ratio("rps", "apache"),
+                "x_oidc": ratio("rps", "oidc"),
                 "cpu": median([r["cpu"] for r in per]),
                 "cpu_x_none": ratio("cpu", "none"),
             }
@@ -150,6 +152,9 @@ def targets(rows):
         if oidc and oidc.get("cpu_x_none") is not None:
             # The same goal as a cost: 0.85 × the throughput is 1/0.85 × the CPU per request.
             check("openid-connect CPU/req ≤ 1.18 × none (same goal, as cost)", conns, oidc["cpu_x_none"], lambda v: v <= 1 / 0.85)
+        redis = rows.get((conns, "oidc_redis"))
+        if redis:
+            check("openid-connect with [redis] ≥ 0.95 × without req/s", conns, redis["x_oidc"], lambda v: v >= 0.95)
         if api:
             check("oauth20 (cached) ≥ 0.90 × none req/s", conns, api["x_none"], lambda v: v >= 0.90)
             if api.get("cpu_x_none") is not None:
@@ -158,7 +163,7 @@ def targets(rows):
         gw_rss = [r for r in gw_rss if r is not None]
         if gw_rss and conns == 256:
             check("gateway RSS ≤ 64 MiB under 256 connections", conns, max(gw_rss), lambda v: v <= 64, "{:.1f} MiB")
-        non2xx = sum(rows[(conns, c)]["non2xx_total"] for c in ("none", "oidc", "api") if (conns, c) in rows)
+        non2xx = sum(rows[(conns, c)]["non2xx_total"] for c in ("none", "oidc", "api", "oidc_redis") if (conns, c) in rows)
         check("zero non-2xx through the gateway", conns, non2xx, lambda v: v == 0, "{:.0f}")
     return "\n".join(lines)
 

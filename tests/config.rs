@@ -523,9 +523,22 @@ fn every_file_in_conf_is_valid() {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         let names = env_references(&text);
+        // `*_PORT` variables get a port number each; every other one a 32-character value.
+        let values: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                if n.ends_with("_PORT") {
+                    (18081 + i).to_string()
+                } else {
+                    "a-test-value-of-32-characters-xx".to_string()
+                }
+            })
+            .collect();
         let env: Vec<(&str, &str)> = names
             .iter()
-            .map(|n| (n.as_str(), "a-test-value-of-32-characters-xx"))
+            .zip(&values)
+            .map(|(n, v)| (n.as_str(), v.as_str()))
             .collect();
         let out = run_in(
             &conf,
