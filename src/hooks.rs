@@ -7,7 +7,7 @@ use crate::redirect::validate_redirect;
 use crate::request::RequestCtx;
 use crate::response::{self, escape_html, Body};
 use crate::secret::constant_time_eq;
-use crate::services::Services;
+use crate::services::{Removal, Services};
 use crate::session::{InvalidReason, Loaded, Session};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
@@ -311,11 +311,25 @@ async fn remove_from_cache(gw: &Services, token: &str) -> Response<Body> {
     }
     // Here, then (with `[redis]`) on every other replica and in the shared cache.
     let here = gw.token_cache.remove(token).await;
-    let shared = gw
-        .replicas
-        .remove_token(&crate::services::token_cache::key(token))
-        .await;
-    if here || shared {
+    let key = crate::services::token_cache::key(token);
+    let in_redis = match gw.replicas.remove_token(&key).await {
+        Removal::Done { in_redis } => in_redis,
+        Removal::Throttled => {
+            tracing::warn!(
+                "remove_at_cache: too many removals this second; not sent to the other replicas"
+            );
+            let mut busy = response::text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "429 too many removals; removed here only, try again\n",
+            );
+            busy.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            return busy;
+        }
+    };
+    if here || in_redis {
         response::text(StatusCode::OK, "200 removed\n")
     } else {
         response::text(StatusCode::NOT_FOUND, "404 not cached\n")

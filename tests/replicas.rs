@@ -51,7 +51,6 @@ fn options(store: &str, port: u16) -> Options {
 }
 
 async fn three(store: &str, port: u16) -> Replicas {
-    oidc_gateway::observe::init_logging();
     let h = Harness::with(options(store, port)).await;
     let mut others = Vec::new();
     for _ in 0..2 {
@@ -490,4 +489,86 @@ async fn redis_killed_and_restarted_degrades_then_catches_up(store: &str, redis:
             );
         }
     }
+}
+
+/// `?remove_at_cache=` needs no credential but the token: an anonymous flood must not turn
+/// into as many Redis round trips and notices to every replica. Past the per-second budget
+/// the answer is 429 with Retry-After (the token is still removed on this replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn remove_at_cache_floods_are_bounded() {
+    let Some(redis) = RedisServer::start_or_skip("remove_at_cache flood") else {
+        return;
+    };
+    let h = Harness::with(options("cookie", redis.port())).await;
+    let client = raw_client();
+    // More than twice the budget: however the burst straddles a second boundary, one
+    // second sees more than the budget.
+    let answers = futures_util::future::join_all((0..450).map(|i| {
+        client
+            .get(h.url(&format!("/oauth2/callback?remove_at_cache=bogus-token-{i}")))
+            .send()
+    }))
+    .await;
+    let mut throttled = 0;
+    for r in answers {
+        let r = r.unwrap();
+        match r.status() {
+            StatusCode::NOT_FOUND => {}
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                throttled += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(throttled > 0, "no removal was throttled");
+    println!("remove_at_cache flood: 450 requests, {throttled} answered 429");
+}
+
+/// A Redis that accepts connections but answers nothing (SIGSTOP) costs a request at most
+/// `redis.timeout`: a refresh burst on one replica falls back to its own single flight
+/// (one grant, every request answered), a logout still applies there, and `/readyz` says
+/// degraded until Redis answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_frozen_redis_costs_at_most_its_timeout() {
+    let Some(redis) = RedisServer::start_or_skip("frozen redis") else {
+        return;
+    };
+    let r = three("cookie", redis.port()).await;
+    let alice = logged_in(&r, "alice").await;
+    let bob = logged_in(&r, "bob").await;
+    redis.pause();
+    r.h.clock.advance(250);
+    let before = r.h.op.counters().refresh_grants;
+    // Bounded, not timed: each request gives up on Redis on its own; the outer limit only
+    // keeps a regression from hanging the suite.
+    let a = r.base(0);
+    let answers = tokio::time::timeout(Duration::from_secs(30), async {
+        futures_util::future::join_all((0..10).map(|_| get(&a, "/app", &alice))).await
+    })
+    .await
+    .expect("requests finish while Redis is frozen");
+    for a in &answers {
+        assert_eq!(a.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        r.h.op.counters().refresh_grants - before,
+        1,
+        "one grant on this replica"
+    );
+    let out = get(
+        &r.base(1),
+        &format!("/oauth2/callback?logout={}", enc("/public/bye")),
+        &bob,
+    )
+    .await;
+    assert_eq!(out.status(), StatusCode::FOUND);
+    refused_within(&r.base(1), &bob, Duration::from_secs(1)).await;
+    wait_for_readyz(&r, 0, "redis: degraded").await;
+    redis.resume();
+    // Back: the logout reaches the other replicas.
+    for i in [0, 2] {
+        refused_within(&r.base(i), &bob, Duration::from_secs(5)).await;
+    }
+    wait_for_readyz(&r, 0, "redis: ok").await;
 }

@@ -16,7 +16,7 @@ use connect::Source;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -86,6 +86,9 @@ pub struct RedisLink {
     /// opening a connection.
     connecting: tokio::sync::Mutex<()>,
     errors: AtomicU64,
+    /// Mirrors `state.degraded.is_some()`, so a successful call on the per-request path
+    /// (the redis store) takes no lock.
+    degraded: AtomicBool,
     /// Bumped when the sentinels announce a new master: subscriptions on the old one
     /// must be made again.
     failovers: tokio::sync::watch::Sender<u64>,
@@ -120,6 +123,7 @@ impl RedisLink {
             }),
             connecting: tokio::sync::Mutex::new(()),
             errors: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
             failovers: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -149,6 +153,11 @@ impl RedisLink {
             (None, Link::Up { .. }) => Health::Up,
             (None, _) => Health::Unknown,
         }
+    }
+
+    /// Whether the last call (or subscription) failed and none has succeeded since.
+    pub(crate) fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Relaxed)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -199,9 +208,14 @@ impl RedisLink {
         }
     }
 
+    fn set_degraded(&self, state: &mut State, cause: String) {
+        state.degraded = Some(cause);
+        self.degraded.store(true, Ordering::Relaxed);
+    }
+
     fn mark_down(&self, cause: String) {
         let mut state = self.state();
-        state.degraded = Some(cause.clone());
+        self.set_degraded(&mut state, cause.clone());
         if !matches!(state.link, Link::Up { .. }) {
             state.link = Link::Down {
                 at: Instant::now(),
@@ -216,16 +230,20 @@ impl RedisLink {
     /// question about who the master is).
     fn forget(&self, generation: u64, cause: String) {
         let mut state = self.state();
-        state.degraded = Some(cause);
+        self.set_degraded(&mut state, cause);
         if matches!(state.link, Link::Up { generation: g, .. } if g == generation) {
             state.link = Link::Idle;
         }
     }
 
     fn succeeded(&self) {
+        if !self.degraded.load(Ordering::Relaxed) {
+            return;
+        }
         let mut state = self.state();
         if state.degraded.is_some() {
             state.degraded = None;
+            self.degraded.store(false, Ordering::Relaxed);
             drop(state);
             tracing::info!(redis = %self.target, "redis answers again");
         }
@@ -327,7 +345,8 @@ impl RedisLink {
     /// Records that a subscription dropped (Redis went away, or a failover closed it).
     pub(crate) fn subscription_lost(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        self.state().degraded = Some("the subscription was closed".into());
+        let mut state = self.state();
+        self.set_degraded(&mut state, "the subscription was closed".into());
     }
 
     /// A pub/sub connection subscribed to `channel` (its own connection: a subscribed

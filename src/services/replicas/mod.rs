@@ -20,6 +20,8 @@ mod grants;
 mod logouts;
 mod tokens;
 
+pub(crate) use tokens::Removal;
+
 use super::TokenCache;
 use crate::clock::Clock;
 use crate::redis_link::{RedisLink, RedisStatus};
@@ -57,6 +59,8 @@ struct Shared {
     grants: broadcast::Sender<[u8; 32]>,
     /// Whether the subscription is up (for `/readyz`).
     subscribed: AtomicBool,
+    /// Bounds the `?remove_at_cache=` notices this replica sends.
+    removals: tokens::RemovalBudget,
     channel: String,
 }
 
@@ -89,6 +93,7 @@ impl Replicas {
                 shared_tokens: parts.shared_tokens,
                 grants: broadcast::channel(256).0,
                 subscribed: AtomicBool::new(false),
+                removals: Default::default(),
                 channel,
             })),
         }
@@ -152,6 +157,11 @@ impl Shared {
                         self.flush_outbox().await;
                         if !caught_up {
                             caught_up = self.resync_logouts().await;
+                        }
+                        // A replica that makes no calls of its own (cookie store, no
+                        // logouts) would otherwise report degraded until its next one.
+                        if self.link.is_degraded() {
+                            let _ = self.link.run::<String>(&redis::cmd("PING")).await;
                         }
                     }
                 }

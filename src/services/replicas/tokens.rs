@@ -45,28 +45,66 @@ impl Replicas {
         Ok(validation)
     }
 
-    /// Drops the token with hash `key` on every other replica and from Redis; whether
-    /// Redis held a result for it.
-    pub(crate) async fn remove_token(&self, key: &Key) -> bool {
+    /// Drops the token with hash `key` on every other replica and from Redis.
+    pub(crate) async fn remove_token(&self, key: &Key) -> Removal {
         let Some(shared) = &self.shared else {
-            return false;
+            return Removal::Done { in_redis: false };
         };
+        if !shared.removals.admit() {
+            return Removal::Throttled;
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("DEL")
             .arg(shared.link.key(&format!("token:{}", hex(key))));
         pipe.add_command(shared.publish_cmd(NOTICE_TOKEN_REMOVED, hex(key).as_bytes()))
             .ignore();
         match shared.link.run_pipe::<(i64,)>(&pipe).await {
-            Ok((deleted,)) => deleted > 0,
+            Ok((deleted,)) => Removal::Done {
+                in_redis: deleted > 0,
+            },
             Err(e) => {
                 shared.link.warn(
                     "PUBLISH",
                     &e,
                     "the token was removed on this replica only; others keep it until it expires",
                 );
-                false
+                Removal::Done { in_redis: false }
             }
         }
+    }
+}
+
+/// What [`Replicas::remove_token`] did.
+pub(crate) enum Removal {
+    /// Sent to the other replicas (when Redis answered); whether Redis held a shared
+    /// result.
+    Done { in_redis: bool },
+    /// More removals than [`REMOVALS_PER_SECOND`] this second: nothing was sent.
+    Throttled,
+}
+
+/// Removals one replica sends to Redis per second. `?remove_at_cache=` needs no
+/// credential but the token, so an anonymous client could otherwise turn each of its
+/// requests into a Redis round trip and a notice to every replica.
+pub(crate) const REMOVALS_PER_SECOND: u32 = 200;
+
+/// A fixed one-second window counter.
+#[derive(Default)]
+pub(super) struct RemovalBudget {
+    window: std::sync::Mutex<(u64, u32)>,
+}
+
+impl RemovalBudget {
+    fn admit(&self) -> bool {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.0 != second {
+            *window = (second, 0);
+        }
+        window.1 += 1;
+        window.1 <= REMOVALS_PER_SECOND
     }
 }
 
