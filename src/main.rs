@@ -1,4 +1,8 @@
 //! The `oidc-gateway` command line: `run`, `check-config` and `demo`.
+// The release build's MIR inliner lays out the server's per-connection future through
+// every nested stage (the replicas' refresh and validation paths among them), deeper than
+// the default limit of 128 queries.
+#![recursion_limit = "256"]
 
 use clap::{Parser, Subcommand};
 use oidc_gateway::clock::Clock;
