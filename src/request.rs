@@ -150,6 +150,9 @@ pub(crate) mod tests {
             shutdown_grace: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(120),
             max_connections: None,
+            tls: None,
+            redirect_http_listen: vec![],
+            hsts: None,
         }
     }
 

@@ -4,7 +4,10 @@
 
 mod interpolate;
 pub mod raw;
+mod tls;
 mod validate;
+
+pub use tls::load_certified_key;
 
 use crate::authz::ClaimRule;
 use crate::secret::Secret;
@@ -49,6 +52,19 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Open connections on the proxied listeners (`None`: no bound).
     pub max_connections: Option<usize>,
+    /// `Some`: every `listen` address serves TLS with these files (reloaded when they change).
+    pub tls: Option<ListenerTls>,
+    /// Plain-HTTP listeners that answer every request with a 308 to https.
+    pub redirect_http_listen: Vec<SocketAddr>,
+    /// `Strict-Transport-Security: max-age=…` on every TLS response.
+    pub hsts: Option<Duration>,
+}
+
+/// The listener's certificate chain and key files (PEM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]

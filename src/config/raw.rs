@@ -69,6 +69,10 @@ pub(crate) struct RawServer {
     pub shutdown_grace: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<u64>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub redirect_http_listen: Option<OneOrMany>,
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -300,6 +300,21 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
 
 fn build_server(c: &mut Checker, raw: RawServer) -> ServerConfig {
     let listen = c.addresses("server.listen", raw.listen, "127.0.0.1:8080");
+    let (tls, redirect_http_listen, hsts) = build_listener_tls(
+        c,
+        raw.tls_cert_file,
+        raw.tls_key_file,
+        raw.redirect_http_listen,
+        raw.hsts,
+    );
+    for a in &redirect_http_listen {
+        if listen.contains(a) && a.port() != 0 {
+            c.problem(
+                "server.redirect_http_listen",
+                format!("{a} is also a proxied listen address"),
+            );
+        }
+    }
     let public_url = raw.public_url.and_then(|u| {
         let url = c.http_url("server.public_url", &u)?;
         if url.path() != "/" || url.query().is_some() {
@@ -380,7 +395,69 @@ fn build_server(c: &mut Checker, raw: RawServer) -> ServerConfig {
             ),
             None => None,
         },
+        tls,
+        redirect_http_listen,
+        hsts,
     }
+}
+
+/// `tls_cert_file` + `tls_key_file` (both or neither), loaded now so a bad file is a
+/// config error; `redirect_http_listen` and `hsts` only make sense with TLS.
+fn build_listener_tls(
+    c: &mut Checker,
+    cert: Option<String>,
+    key: Option<String>,
+    redirect: Option<OneOrMany>,
+    hsts: Option<String>,
+) -> (Option<ListenerTls>, Vec<SocketAddr>, Option<Duration>) {
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let tls = ListenerTls {
+                cert_file: c.path(&cert),
+                key_file: c.path(&key),
+            };
+            match load_certified_key(&tls.cert_file, &tls.key_file) {
+                Ok(_) => Some(tls),
+                Err(e) => {
+                    c.problem("server.tls_cert_file", e);
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            c.problem(
+                "server.tls_key_file",
+                "is required with server.tls_cert_file",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            c.problem(
+                "server.tls_cert_file",
+                "is required with server.tls_key_file",
+            );
+            None
+        }
+    };
+    let redirect = match redirect {
+        Some(list) => c.addresses("server.redirect_http_listen", Some(list), ""),
+        None => Vec::new(),
+    };
+    if !redirect.is_empty() && tls.is_none() {
+        c.problem(
+            "server.redirect_http_listen",
+            "redirects to https, so it needs server.tls_cert_file and server.tls_key_file",
+        );
+    }
+    let hsts = hsts.map(|h| c.duration("server.hsts", Some(&h), Duration::ZERO));
+    if hsts.is_some() && tls.is_none() {
+        c.problem(
+            "server.hsts",
+            "is sent on TLS responses only: set server.tls_cert_file and server.tls_key_file",
+        );
+    }
+    (tls, redirect, hsts.filter(|d| !d.is_zero()))
 }
 
 fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {

@@ -2,6 +2,7 @@
 //! `server.listen` address, the admin listener, and graceful drain on shutdown.
 
 mod admin;
+mod tls;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -37,6 +38,8 @@ type BoxedResponse = std::pin::Pin<
 pub struct Running {
     pub(crate) addrs: Vec<SocketAddr>,
     pub admin_addrs: Vec<SocketAddr>,
+    /// `server.redirect_http_listen`, bound.
+    pub redirect_addrs: Vec<SocketAddr>,
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -67,6 +70,30 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         listeners.push(l);
     }
+    let mut redirect_listeners = Vec::new();
+    for addr in &config.server.redirect_http_listen {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {addr} (https redirect): {e}"),
+            )
+        })?;
+        redirect_listeners.push(l);
+    }
+    let certificate = match &config.server.tls {
+        Some(files) => Some(
+            tls::Certificate::load(files)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+        ),
+        None => None,
+    };
+    let acceptor = certificate
+        .as_ref()
+        .map(|c| tokio_rustls::TlsAcceptor::from(c.server_config()));
+    let hsts = config
+        .server
+        .hsts
+        .and_then(|d| http::HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
     let mut admin_listeners = Vec::new();
     for addr in config.admin.iter().flat_map(|a| &a.listen) {
         let l = TcpListener::bind(addr).await.map_err(|e| {
@@ -90,21 +117,56 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
         ..limits.clone()
     };
+    let https_port = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(443, |a| a.port());
     let gateway = Arc::new(Gateway::new(config, clock));
     gateway.services.start_background();
+    if let Some(certificate) = certificate {
+        tokio::spawn(certificate.watch());
+    }
     let (stop, stopped) = watch::channel(false);
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
     for listener in listeners {
         addrs.push(listener.local_addr()?);
         let gw = gateway.clone();
+        let tls = acceptor.is_some();
+        let hsts = hsts.clone();
         tasks.push(tokio::spawn(accept_loop(
             listener,
             stopped.clone(),
             limits.clone(),
+            acceptor.clone(),
             move |req, peer| {
                 let gw = gw.clone();
-                async move { gw.handle(req, peer, false).await }
+                let hsts = hsts.clone();
+                async move {
+                    let mut resp = gw.handle(req, peer, tls).await;
+                    if let Some(hsts) = hsts {
+                        resp.headers_mut()
+                            .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+                    }
+                    resp
+                }
+            },
+        )));
+    }
+    let mut redirect_addrs = Vec::new();
+    for listener in redirect_listeners {
+        let addr = listener.local_addr()?;
+        redirect_addrs.push(addr);
+        tracing::info!(%addr, "redirecting http to https");
+        let gw = gateway.clone();
+        tasks.push(tokio::spawn(accept_loop(
+            listener,
+            stopped.clone(),
+            limits.clone(),
+            None,
+            move |req, peer| {
+                let gw = gw.clone();
+                async move { to_https(&gw.services.config.server, &req, peer, https_port) }
             },
         )));
     }
@@ -116,6 +178,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
             listener,
             stopped.clone(),
             admin_limits.clone(),
+            None,
             move |req, _| {
                 let gw = gw.clone();
                 async move { admin::handle(&gw.services, req) }
@@ -131,10 +194,43 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
     Ok(Running {
         addrs,
         admin_addrs,
+        redirect_addrs,
         gateway,
         stop,
         tasks,
     })
+}
+
+/// `server.redirect_http_listen`: a 308 to the same host and path over https (the TLS
+/// listener's port unless it is 443). A host the gateway does not answer for gets a 400.
+fn to_https<B>(
+    server: &crate::config::ServerConfig,
+    req: &http::Request<B>,
+    peer: SocketAddr,
+    https_port: u16,
+) -> http::Response<crate::response::Body> {
+    let Some(ctx) = crate::request::request_ctx(server, req.uri(), req.headers(), peer, false)
+    else {
+        return crate::error::GatewayError::BadHost.into_response();
+    };
+    let origin = match &server.public_url {
+        Some(url) => url.as_str().trim_end_matches('/').to_string(),
+        None => {
+            // The host without its port (an IPv6 literal keeps its brackets).
+            let host = match ctx.host.rfind(':') {
+                Some(i) if !ctx.host[i..].contains(']') => &ctx.host[..i],
+                _ => ctx.host.as_str(),
+            };
+            match https_port {
+                443 => format!("https://{host}"),
+                port => format!("https://{host}:{port}"),
+            }
+        }
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut resp = crate::response::redirect(&format!("{origin}{path}"));
+    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    resp
 }
 
 /// What one listener's connections may use, and how they end.
@@ -188,6 +284,7 @@ async fn accept_loop<F, Fut>(
     listener: TcpListener,
     stopped: watch::Receiver<bool>,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     handler: F,
 ) where
     F: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -230,61 +327,95 @@ async fn accept_loop<F, Fut>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        // Set by every request, cleared by each idle check: no clock read per request.
-        let active = Arc::new(AtomicBool::new(false));
-        let seen = Arc::clone(&active);
-        let service = service_fn(move |req| {
-            let handler = handler.clone();
-            seen.store(true, Ordering::Relaxed);
-            // Boxed per request: hyper keeps a slot of the service future's size for the
-            // whole life of each connection, so an unboxed future (several KiB) would be
-            // paid by every idle keep-alive connection (scripts/bench --idle).
-            let future: BoxedResponse = Box::pin(async move { Ok(handler(req, peer).await) });
-            future
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
+        let builder = builder.clone();
         let guard = live.enter();
-        let mut stopped = stopped.clone();
+        let stopped = stopped.clone();
         let idle_timeout = limits.idle_timeout;
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _guard = guard;
-            let mut conn = std::pin::pin!(conn);
-            let mut closing = false;
-            let idle_check = tokio::time::sleep(idle_timeout);
-            let mut idle_check = std::pin::pin!(idle_check);
-            let result = loop {
-                tokio::select! {
-                    result = conn.as_mut() => break result,
-                    _ = stopped.changed(), if !closing => {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                    // No request started during a whole `idle_timeout`: idle for at least
-                    // that long (at most twice that).
-                    _ = idle_check.as_mut(), if !closing => {
-                        if active.swap(false, Ordering::Relaxed) {
-                            idle_check
-                                .as_mut()
-                                .reset(tokio::time::Instant::now() + idle_timeout);
-                        } else {
-                            tracing::debug!("closing an idle connection");
-                            closing = true;
-                            conn.as_mut().graceful_shutdown();
+            let stream = match tls {
+                None => tls::Stream::Plain(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => tls::Stream::Tls(Box::new(stream)),
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake not finished in time");
+                            return;
                         }
                     }
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
+            serve(builder, stream, peer, handler, stopped, idle_timeout).await;
         });
     }
     drop(listener);
     tokio::select! {
         _ = live.drained() => tracing::debug!("connections drained"),
         _ = tokio::time::sleep(limits.grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
+    }
+}
+
+/// Serves one connection until it ends: closed when idle for `idle_timeout`, drained
+/// gracefully when the gateway stops.
+async fn serve<F, Fut>(
+    builder: auto::Builder<TokioExecutor>,
+    stream: tls::Stream,
+    peer: SocketAddr,
+    handler: F,
+    mut stopped: watch::Receiver<bool>,
+    idle_timeout: Duration,
+) where
+    F: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<crate::response::Body>> + Send + 'static,
+{
+    // Set by every request, cleared by each idle check: no clock read per request.
+    let active = Arc::new(AtomicBool::new(false));
+    let seen = Arc::clone(&active);
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        seen.store(true, Ordering::Relaxed);
+        // Boxed per request: hyper keeps a slot of the service future's size for the
+        // whole life of each connection, so an unboxed future (several KiB) would be
+        // paid by every idle keep-alive connection (scripts/bench --idle).
+        let future: BoxedResponse = Box::pin(async move { Ok(handler(req, peer).await) });
+        future
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    let idle_check = tokio::time::sleep(idle_timeout);
+    let mut idle_check = std::pin::pin!(idle_check);
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = stopped.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            // No request started during a whole `idle_timeout`: idle for at least
+            // that long (at most twice that).
+            _ = idle_check.as_mut(), if !closing => {
+                if active.swap(false, Ordering::Relaxed) {
+                    idle_check
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + idle_timeout);
+                } else {
+                    tracing::debug!("closing an idle connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
