@@ -6,11 +6,10 @@
 use crate::error::GrantError;
 use crate::provider::{refresh_grant, TokenGrant};
 use crate::request::RequestCtx;
-use crate::services::{flight_key, GrantOutcome, Services};
+use crate::services::{flight_key, lock_ttl, GrantOutcome, Services};
 use crate::session::{ActiveSession, Session, SessionError};
 use http::header::{HeaderMap, HeaderValue};
 use std::sync::Arc;
-use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RefreshError {
@@ -33,9 +32,8 @@ async fn grant(services: &Services, session: &Session) -> Result<Arc<TokenGrant>
         .ok_or(RefreshError::NoRefreshToken)?;
     let access_token = session.access_token.as_ref().map(|t| t.expose());
     let key = flight_key(token.expose(), access_token);
-    // One grant per cookie in this process, and (with `[redis]`) across replicas: the lock
-    // outlives the provider's timeout, so a live holder never loses it mid-grant.
-    let lock_ttl = services.config.provider.http_timeout + Duration::from_secs(2);
+    // One grant per cookie in this process, and (with `[redis]`) across replicas.
+    let lock_ttl = lock_ttl(services.config.provider.http_timeout);
     services
         .refresh_flights
         .run_keyed(

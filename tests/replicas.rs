@@ -572,3 +572,67 @@ async fn a_frozen_redis_costs_at_most_its_timeout() {
     }
     wait_for_readyz(&r, 0, "redis: ok").await;
 }
+
+/// A sealed validation copied in Redis under another token's key does not make that token
+/// valid: write access to Redis is not enough to forge a bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shared_result_copied_to_another_key_is_not_accepted() {
+    let Some(redis) = RedisServer::start_or_skip("shared_cache copy") else {
+        return;
+    };
+    let mut o = options("cookie", redis.port());
+    o.oauth = "shared_cache = true".into();
+    let h = Harness::with(o.clone()).await;
+    let (_b, b_base) = h.another_gateway(o).await;
+    let token = h.op.issue_access_token("svc", "api", 300);
+    let bearer = |base: String, token: String| async move {
+        raw_client()
+            .get(format!("{base}/api/x"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(bearer(h.base.clone(), token.clone()).await, StatusCode::OK);
+    let mut conn = ::redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg("replicas-test:token:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let value: String = ::redis::cmd("GET")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let forged = "made-up-token-0123456789";
+    let forged_key = format!("replicas-test:token:{}", sha256_hex(forged));
+    let _: () = ::redis::cmd("SET")
+        .arg(&forged_key)
+        .arg(&value)
+        .arg("EX")
+        .arg(300)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        bearer(b_base.clone(), forged.to_string()).await,
+        StatusCode::UNAUTHORIZED,
+        "a copied result opened as another token's"
+    );
+    assert_eq!(bearer(b_base, token).await, StatusCode::OK);
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -269,6 +269,12 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
     if oauth.shared_cache && redis.is_none() {
         c.problem("oauth.shared_cache", "needs a [redis] section");
     }
+    if oauth.shared_cache && oauth.introspection_cache == IntrospectionCache::Off {
+        c.problem(
+            "oauth.shared_cache",
+            "shares cached results, but oauth.introspection_cache = \"off\" caches none",
+        );
+    }
     if let (Some(admin), listen) = (&admin, &server.listen) {
         for a in &admin.listen {
             if listen.contains(a) && a.port() != 0 {
@@ -688,8 +694,14 @@ fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> Se
             c.problem(
                 format!("session.{key}"),
                 format!(
-                    "moved: use redis.{} in a [redis] section",
-                    key.trim_start_matches("redis_")
+                    "moved: use redis.{} in a [redis] section{}",
+                    key.trim_start_matches("redis_"),
+                    if key == "redis_prefix" {
+                        " (session keys are now <prefix>session:<id>: to keep stored \
+                         sessions, drop the trailing \"session:\" from the old value)"
+                    } else {
+                        ""
+                    }
                 ),
             );
         }

@@ -65,6 +65,29 @@ pub enum Health {
     Degraded(String),
 }
 
+/// Whether a failed call is better served by a fresh connection: a broken socket, a
+/// timeout, or a server that is no longer (or not yet) a usable master. A refusal such as
+/// NOPERM or OOM is not: a new connection would meet it again.
+fn needs_new_connection(failure: &Failure) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    match failure {
+        Failure::Unreachable(_) | Failure::Timeout(_) => true,
+        Failure::Redis(e) => {
+            e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_unrecoverable_error()
+                || matches!(
+                    e.kind(),
+                    ErrorKind::Server(
+                        ServerErrorKind::ReadOnly
+                            | ServerErrorKind::BusyLoading
+                            | ServerErrorKind::MasterDown
+                    )
+                )
+        }
+    }
+}
+
 /// What `/readyz` and `/metrics` report about Redis.
 pub struct RedisStatus {
     pub health: Health,
@@ -86,6 +109,8 @@ pub struct RedisLink {
     /// opening a connection.
     connecting: tokio::sync::Mutex<()>,
     errors: AtomicU64,
+    /// The epoch second of the last warning [`RedisLink::warn`] logged.
+    last_warning: AtomicU64,
     /// Mirrors `state.degraded.is_some()`, so a successful call on the per-request path
     /// (the redis store) takes no lock.
     degraded: AtomicBool,
@@ -123,6 +148,7 @@ impl RedisLink {
             }),
             connecting: tokio::sync::Mutex::new(()),
             errors: AtomicU64::new(0),
+            last_warning: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
             failovers: tokio::sync::watch::Sender::new(0),
         }
@@ -134,6 +160,11 @@ impl RedisLink {
         key.push_str(&self.prefix);
         key.push_str(name);
         key
+    }
+
+    /// The bound on every call (`redis.timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Where Redis is, for logs.
@@ -224,10 +255,8 @@ impl RedisLink {
         }
     }
 
-    /// Drops connection `generation` after it failed, so the next call reconnects. Any
-    /// error counts: a broken socket, a timeout, or a server that turned read-only (a
-    /// failover) are all better served by a fresh connection (and, with Sentinel, a fresh
-    /// question about who the master is).
+    /// Drops connection `generation` after it failed, so the next call reconnects (and,
+    /// with Sentinel, asks again who the master is).
     fn forget(&self, generation: u64, cause: String) {
         let mut state = self.state();
         self.set_degraded(&mut state, cause);
@@ -288,14 +317,27 @@ impl RedisLink {
             Err(_) => Failure::Timeout(self.timeout),
         };
         self.errors.fetch_add(1, Ordering::Relaxed);
-        self.forget(generation, failure.to_string());
+        if needs_new_connection(&failure) {
+            self.forget(generation, failure.to_string());
+        } else {
+            let mut state = self.state();
+            self.set_degraded(&mut state, failure.to_string());
+        }
         Err(failure)
     }
 
     /// Logs a failed call: `command` failed, so `consequence`. An unreachable Redis was
     /// already logged when the attempt failed (once a second is enough).
     pub(crate) fn warn(&self, command: &str, failure: &Failure, consequence: &str) {
+        // A frozen Redis fails every call with a timeout: one warning a second is enough.
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let first_this_second = self.last_warning.swap(second, Ordering::Relaxed) != second;
         match failure {
+            _ if !first_this_second => {
+                tracing::debug!(redis = %self.target, error = %failure, "{command}: {consequence}")
+            }
             Failure::Unreachable(_) => {
                 tracing::debug!(redis = %self.target, error = %failure, "{command}: {consequence}")
             }
@@ -308,7 +350,15 @@ impl RedisLink {
     /// it is demoted), so the next call asks for the new one. Returns at once otherwise.
     pub(crate) async fn follow_failovers(&self) {
         loop {
-            let (pubsub, master_name) = match self.source.failover_notices().await {
+            // Bounded: asking holds the sentinel client that connections also need.
+            let asked = tokio::time::timeout(self.timeout, self.source.failover_notices()).await;
+            let asked = asked.unwrap_or_else(|_| {
+                Some(Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "no sentinel answered in time",
+                ))))
+            });
+            let (pubsub, master_name) = match asked {
                 None => return,
                 Some(Ok(subscribed)) => subscribed,
                 Some(Err(e)) => {
@@ -359,14 +409,20 @@ impl RedisLink {
         };
         match timeout(self.timeout, attempt).await {
             Ok(Ok(pubsub)) => Ok(pubsub),
+            // Only reported: the commands' connection is another one, and keeps its state.
             Ok(Err(e)) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                self.mark_down(e.to_string());
+                let mut state = self.state();
+                self.set_degraded(&mut state, e.to_string());
                 Err(Failure::Redis(e))
             }
             Err(_) => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                self.mark_down(format!("no subscription within {:?}", self.timeout));
+                let mut state = self.state();
+                self.set_degraded(
+                    &mut state,
+                    format!("no subscription within {:?}", self.timeout),
+                );
                 Err(Failure::Timeout(self.timeout))
             }
         }

@@ -44,7 +44,7 @@ fn readiness(gw: &Services) -> String {
         (Health::Degraded(cause), _) => {
             format!("ready\nredis: degraded ({cause}); logouts and refreshes are local until it is back\n")
         }
-        (_, false) => "ready\nredis: degraded (not subscribed yet); logouts and refreshes are local until it is\n".to_string(),
+        (_, false) => "ready\nredis: degraded (not subscribed yet); logouts and refreshes are local until it is back\n".to_string(),
         (_, true) => "ready\nredis: ok\n".to_string(),
     }
 }

@@ -9,7 +9,7 @@ pub(crate) mod token_cache;
 
 pub(crate) use flights::Outcome as GrantOutcome;
 pub(crate) use flights::{flight_key, Flights};
-pub(crate) use replicas::{Removal, Replicas};
+pub(crate) use replicas::{lock_ttl, Removal, Replicas};
 pub use token_cache::{TokenCache, Validation};
 
 use crate::clock::Clock;

@@ -82,6 +82,8 @@ impl LogoutEvent {
 struct Outbox {
     events: VecDeque<LogoutEvent>,
     bytes: usize,
+    /// Warned that records were dropped, since the outbox was last emptied.
+    warned_full: bool,
 }
 
 pub struct LogoutRecords {
@@ -137,13 +139,17 @@ impl LogoutRecords {
         let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
         outbox.bytes += event.weight();
         outbox.events.push_back(event);
+        let full = outbox.bytes > OUTBOX_CAPACITY_BYTES;
         while outbox.bytes > OUTBOX_CAPACITY_BYTES {
             let Some(dropped) = outbox.events.pop_front() else {
                 break;
             };
             outbox.bytes -= dropped.weight();
+        }
+        if full && !outbox.warned_full {
+            outbox.warned_full = true;
             tracing::warn!(
-                "logout outbox full while redis is unreachable: the oldest record applies \
+                "logout outbox full while redis is unreachable: the oldest records apply \
                  on this replica only"
             );
         }
@@ -173,6 +179,7 @@ impl LogoutRecords {
         };
         let mut outbox = outbox.lock().unwrap_or_else(|e| e.into_inner());
         outbox.bytes = 0;
+        outbox.warned_full = false;
         outbox.events.drain(..).collect()
     }
 

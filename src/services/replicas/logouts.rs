@@ -2,7 +2,8 @@
 //!
 //! - `<prefix>logouts`: a sorted set of every record (JSON [`LogoutEvent`]) scored by the
 //!   epoch ms it was made; members older than `session.max_duration` are trimmed on every
-//!   write, and the key itself expires after `max_duration` without writes. A replica that
+//!   write (and beyond the newest 200,000), and the key itself expires after
+//!   `max_duration` without writes. A replica that
 //!   (re)subscribes reloads the members of that window, so a restarted replica keeps them.
 //! - `<prefix>logout_jti:<sha256(jti)>`: a back-channel logout token's `jti`, set with `NX`
 //!   for 900 s (longer than the `iat` window plus skew): the first replica to claim it wins.
@@ -13,6 +14,9 @@ use sha2::{Digest, Sha256};
 
 /// Records reloaded per round trip when catching up.
 const RESYNC_PAGE: usize = 1000;
+/// The most records `logouts` keeps (the oldest go first): about 30 MB, and more logouts
+/// than a deployment makes in a `max_duration`.
+const MAX_RECORDS: i64 = 200_000;
 
 impl Replicas {
     /// Claims a back-channel logout token's `jti` for this deployment: false when another
@@ -78,6 +82,11 @@ impl Shared {
             .arg(&key)
             .arg("-inf")
             .arg(format!("({}", now.saturating_sub(ttl_ms)))
+            .ignore();
+        pipe.cmd("ZREMRANGEBYRANK")
+            .arg(&key)
+            .arg(0)
+            .arg(-(MAX_RECORDS + 1))
             .ignore();
         pipe.cmd("PEXPIRE").arg(&key).arg(ttl_ms.max(1000)).ignore();
         match self.link.run_pipe::<()>(&pipe).await {

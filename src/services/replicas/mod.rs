@@ -20,6 +20,7 @@ mod grants;
 mod logouts;
 mod tokens;
 
+pub(crate) use grants::lock_ttl;
 pub(crate) use tokens::Removal;
 
 use super::TokenCache;
@@ -39,6 +40,8 @@ const NOTICE_GRANT: u8 = b'G';
 
 /// Pause between subscription attempts while Redis is unreachable.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
+/// How often the subscription must answer a PING.
+const PING_EVERY: Duration = Duration::from_secs(5);
 
 pub(crate) struct Replicas {
     shared: Option<Arc<Shared>>,
@@ -103,7 +106,7 @@ impl Replicas {
     /// runtime; a no-op without `[redis]`.
     pub(crate) fn start(&self) {
         if let Some(shared) = &self.shared {
-            tokio::spawn(Arc::clone(shared).run());
+            tokio::spawn(Arc::clone(shared).supervise());
             let link = Arc::clone(&shared.link);
             tokio::spawn(async move { link.follow_failovers().await });
         }
@@ -120,10 +123,25 @@ impl Replicas {
 }
 
 impl Shared {
+    /// Runs [`Shared::run`] again if it ever panics: a dead task would leave this replica
+    /// deaf to the others while `/readyz` says ok.
+    async fn supervise(self: Arc<Self>) {
+        loop {
+            let outcome = tokio::spawn(Arc::clone(&self).run()).await;
+            self.subscribed.store(false, Ordering::Relaxed);
+            if let Err(e) = outcome {
+                tracing::error!(error = %e, "the replicas' task failed; restarting it");
+            }
+            tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+        }
+    }
+
     /// The background task: subscribe, catch up, then apply notices and write the outbox
-    /// until the subscription drops; again, forever.
+    /// until the subscription drops or stops answering; again, forever.
     async fn run(self: Arc<Self>) {
         loop {
+            // Before subscribing, so a failover during the subscription is not missed.
+            let mut failovers = self.link.failovers();
             let pubsub = match self.link.subscribe(&self.channel).await {
                 Ok(pubsub) => pubsub,
                 Err(e) => {
@@ -138,10 +156,10 @@ impl Shared {
             let mut caught_up = self.resync_logouts().await;
             self.subscribed.store(true, Ordering::Relaxed);
             tracing::info!(redis = %self.link.target(), "sharing logouts and refreshes with other replicas");
-            let mut messages = pubsub.into_on_message();
-            let mut failovers = self.link.failovers();
-            failovers.mark_unchanged();
-            let mut retry = tokio::time::interval(RESUBSCRIBE_AFTER);
+            let (mut sink, mut messages) = pubsub.split();
+            let first = tokio::time::Instant::now() + RESUBSCRIBE_AFTER;
+            let mut retry = tokio::time::interval_at(first, RESUBSCRIBE_AFTER);
+            let mut ping = tokio::time::interval_at(first, PING_EVERY);
             loop {
                 tokio::select! {
                     message = messages.next() => match message {
@@ -151,6 +169,14 @@ impl Shared {
                     () = self.logouts.queued() => self.flush_outbox().await,
                     // Subscribed on the old master: notices now go to the new one.
                     _ = failovers.changed() => break,
+                    // A partition, or a peer gone without a reset, leaves a subscription
+                    // that never delivers again: ask it to answer.
+                    _ = ping.tick() => {
+                        let answered = tokio::time::timeout(self.link.timeout(), sink.ping::<String>()).await;
+                        if !matches!(answered, Ok(Ok(_))) {
+                            break;
+                        }
+                    }
                     // The commands' connection may fail while the subscription holds (a
                     // restart seen first by one of them): retry what failed.
                     _ = retry.tick() => {

@@ -2,8 +2,10 @@
 //!
 //! - `?remove_at_cache=` on any replica publishes a `T` notice with the token's SHA-256
 //!   (never the token): every replica drops its entry.
-//! - `oauth.shared_cache = true`: results are also kept under `<prefix>token:<sha256>`,
-//!   sealed with the session keys, for as long as the local entry would live, so N
+//! - `oauth.shared_cache = true`: active results are also kept under
+//!   `<prefix>token:<sha256>`, sealed with the session keys together with that hash (a
+//!   value copied under another key does not open), for as long as the local entry
+//!   would live, so N
 //!   replicas make one introspection per token (concurrent first uses on several
 //!   replicas may each make one).
 
@@ -18,6 +20,9 @@ use std::time::Duration;
 /// A validation result as stored (sealed) in Redis.
 #[derive(Serialize, Deserialize)]
 struct Stored {
+    /// The token hash (hex) this result is for: a sealed value copied under another
+    /// token's key does not open as that token's result.
+    key: String,
     active: bool,
     claims: Map<String, Value>,
     exp: Option<i64>,
@@ -34,13 +39,16 @@ impl Replicas {
         let Some(shared) = self.shared.as_ref().filter(|s| s.shared_tokens) else {
             return validate.await;
         };
-        let name = shared.link.key(&format!("token:{}", hex(key)));
-        if let Some(found) = shared.stored_validation(&name).await {
+        let hex = hex(key);
+        let name = shared.link.key(&format!("token:{hex}"));
+        if let Some(found) = shared.stored_validation(&name, &hex).await {
             return Ok(found);
         }
         let validation = validate.await?;
-        if !validation.ttl.is_zero() {
-            shared.store_validation(&name, &validation).await;
+        // Only active results: an anonymous client's made-up tokens must not fill Redis
+        // (the local cache has its byte bound; Redis has none of ours).
+        if validation.active && !validation.ttl.is_zero() {
+            shared.store_validation(&name, &hex, &validation).await;
         }
         Ok(validation)
     }
@@ -109,7 +117,7 @@ impl RemovalBudget {
 }
 
 impl Shared {
-    async fn stored_validation(&self, name: &str) -> Option<Validation> {
+    async fn stored_validation(&self, name: &str, hex: &str) -> Option<Validation> {
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(name).cmd("PTTL").arg(name);
         let (sealed, pttl): (Option<String>, i64) = match self.link.run_pipe(&pipe).await {
@@ -124,7 +132,8 @@ impl Shared {
             .codec
             .open(Purpose::SharedValidation, &sealed)
             .ok()
-            .and_then(|json| serde_json::from_slice::<Stored>(&json).ok());
+            .and_then(|json| serde_json::from_slice::<Stored>(&json).ok())
+            .filter(|s| s.key == hex);
         let Some(stored) = stored else {
             tracing::warn!("a shared token validation did not open; validating the token here");
             return None;
@@ -138,8 +147,9 @@ impl Shared {
         })
     }
 
-    async fn store_validation(&self, name: &str, v: &Validation) {
+    async fn store_validation(&self, name: &str, hex: &str, v: &Validation) {
         let json = serde_json::to_vec(&Stored {
+            key: hex.to_string(),
             active: v.active,
             claims: v.claims.clone(),
             exp: v.exp,
