@@ -250,12 +250,10 @@ async fn info_hook(gw: &Services, parts: &Parts, format: &str) -> Response<Body>
             escape_html(&shown)
         ));
     }
+    // The same layout as every other page the gateway writes (and the same CSP).
     response::html_response(
         StatusCode::OK,
-        format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Session info</title></head>\
-             <body><h1>Session info</h1><table>{rows}</table></body></html>"
-        ),
+        response::document("Session info", &format!("<table>{rows}</table>")),
     )
 }
 

@@ -54,17 +54,27 @@ pub(crate) fn page(
             )
         })
         .unwrap_or_default();
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-         h1{{font-size:1.4rem}}.code{{color:#666;font-size:.9rem}}</style></head>\
-         <body><h1>{title}</h1><p>{message}</p>{link_html}<p class=\"code\">{status}</p></body></html>",
-        title = escape_html(title),
+    let body = format!(
+        "<p>{message}</p>{link_html}<p class=\"code\">{status}</p>",
         message = escape_html(message),
         status = status.as_u16(),
     );
-    html_response(status, html)
+    html_response(status, document(title, &body))
+}
+
+/// The gateway's one page layout: `title` (escaped here) as the title and heading, then
+/// `body_html`, which the caller has escaped.
+pub(crate) fn document(title: &str, body_html: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+         h1{{font-size:1.4rem}}.code{{color:#666;font-size:.9rem}}\
+         table{{border-collapse:collapse;width:100%}}th,td{{text-align:left;vertical-align:top;padding:.4rem .6rem;border-bottom:1px solid #ddd}}\
+         th{{font-weight:600;white-space:nowrap}}pre{{margin:0;font-size:.85rem;white-space:pre-wrap;word-break:break-all}}</style></head>\
+         <body><h1>{title}</h1>{body_html}</body></html>",
+        title = escape_html(title),
+    )
 }
 
 pub(crate) fn html_response(status: StatusCode, html: String) -> Response<Body> {

@@ -144,6 +144,21 @@ async fn info_html_escapes_every_value() {
     assert!(!html.contains("<b>"), "unescaped claim name: {html}");
     assert!(html.contains("&lt;script&gt;"), "{html}");
     assert!(html.contains("alice"));
+    // The gateway's page layout (the sans-serif style of its other pages), under its CSP.
+    assert!(html.contains("font-family:system-ui"), "{html}");
+    assert!(html.contains("<h1>Session info</h1>"));
+    assert_eq!(
+        r_csp(&h, &b).await,
+        "default-src 'none'; style-src 'unsafe-inline'"
+    );
+}
+
+async fn r_csp(h: &Harness, b: &Browser) -> String {
+    let r = b.get(&h.hook_url("info=html")).await;
+    r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test]
