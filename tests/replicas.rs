@@ -636,3 +636,32 @@ fn sha256_hex(s: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The subscription's keep-alive PING (every 5 s) is answered: a healthy replica does not
+/// drop and remake its subscription, and counts no Redis error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_healthy_subscription_stays_up_past_its_pings() {
+    let Some(redis) = RedisServer::start_or_skip("subscription ping") else {
+        return;
+    };
+    let h = Harness::with(options("cookie", redis.port())).await;
+    let admin = h.gw.admin_addrs[0];
+    let metrics = || async {
+        reqwest::get(format!("http://{admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics().await.contains("oidc_gateway_redis_up 1") {
+        assert!(Instant::now() < deadline, "never subscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past two PINGs.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let text = metrics().await;
+    assert!(text.contains("oidc_gateway_redis_up 1"), "{text}");
+    assert!(text.contains("oidc_gateway_redis_errors_total 0"), "{text}");
+}

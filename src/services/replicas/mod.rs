@@ -157,9 +157,9 @@ impl Shared {
             self.subscribed.store(true, Ordering::Relaxed);
             tracing::info!(redis = %self.link.target(), "sharing logouts and refreshes with other replicas");
             let (mut sink, mut messages) = pubsub.split();
-            let first = tokio::time::Instant::now() + RESUBSCRIBE_AFTER;
-            let mut retry = tokio::time::interval_at(first, RESUBSCRIBE_AFTER);
-            let mut ping = tokio::time::interval_at(first, PING_EVERY);
+            let now = tokio::time::Instant::now();
+            let mut retry = tokio::time::interval_at(now + RESUBSCRIBE_AFTER, RESUBSCRIBE_AFTER);
+            let mut ping = tokio::time::interval_at(now + PING_EVERY, PING_EVERY);
             loop {
                 tokio::select! {
                     message = messages.next() => match message {
@@ -172,7 +172,9 @@ impl Shared {
                     // A partition, or a peer gone without a reset, leaves a subscription
                     // that never delivers again: ask it to answer.
                     _ = ping.tick() => {
-                        let answered = tokio::time::timeout(self.link.timeout(), sink.ping::<String>()).await;
+                        // Any answer will do: a subscribed RESP2 connection answers
+                        // PING with an array, not "PONG".
+                        let answered = tokio::time::timeout(self.link.timeout(), sink.ping::<redis::Value>()).await;
                         if !matches!(answered, Ok(Ok(_))) {
                             break;
                         }
