@@ -24,14 +24,18 @@ const FLAGS = [
   '--disable-sync',
 ];
 
-/** A fresh Chromium profile (its own --user-data-dir), removed on close. */
-async function launch() {
+/**
+ * A fresh Chromium profile (its own --user-data-dir), removed on close. `ignoreHTTPSErrors`
+ * for the TLS gateway only: its certificate is self-signed.
+ */
+async function launch({ ignoreHTTPSErrors = false } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'oidc-gateway-e2e-chromium-'));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.E2E_CHROMIUM || '/usr/bin/chromium',
     headless: true,
     args: FLAGS,
     timeout: 30000,
+    ignoreHTTPSErrors,
   });
   context.setDefaultTimeout(15000);
   const page = context.pages()[0] || (await context.newPage());
@@ -45,9 +49,12 @@ async function launch() {
   };
 }
 
-/** Opens `path` behind the gateway and logs `user` in with the provider's forms, as a person would. */
-async function loginAs(page, path, user) {
-  await page.goto(`${GATEWAY()}${path}`);
+/**
+ * Opens `path` behind the gateway (`base`: the main one unless told) and logs `user` in with
+ * the provider's forms, as a person would.
+ */
+async function loginAs(page, path, user, base = GATEWAY()) {
+  await page.goto(`${base}${path}`);
   assert.ok(page.url().startsWith(`${ISSUER()}/interaction/`), `at the provider's login page: ${page.url()}`);
   assert.equal(await page.textContent('h1'), 'Sign-in');
   await page.fill('input[name="login"]', user);
@@ -55,7 +62,7 @@ async function loginAs(page, path, user) {
   await page.click('button[type="submit"]');
   await page.waitForSelector('button:has-text("Continue")');
   assert.equal(await page.textContent('h1'), 'Authorize', 'the provider asks for consent');
-  await Promise.all([page.waitForURL(`${GATEWAY()}${path}`), page.click('button:has-text("Continue")')]);
+  await Promise.all([page.waitForURL(`${base}${path}`), page.click('button:has-text("Continue")')]);
 }
 
 const cookieMap = async (context) => Object.fromEntries((await context.cookies(GATEWAY())).map((c) => [c.name, c]));
@@ -153,6 +160,50 @@ describe('headless Chromium: large claims', () => {
       await b.page.goto(`${GATEWAY()}/app/again`);
       assert.equal(b.page.url(), `${GATEWAY()}/app/again`);
       assert.equal(await b.page.textContent('#user'), 'big-browser');
+    } finally {
+      await b.close();
+    }
+  });
+});
+
+describe('headless Chromium: the gateway serving TLS', () => {
+  // scripts/e2e starts a second gateway (client `gateway` too) with tls_cert_file,
+  // tls_key_file (a self-signed certificate for 127.0.0.1) and hsts = "1d".
+  const TLS_GATEWAY = process.env.E2E_TLS_GATEWAY;
+
+  test('login over https: the app behind it, Secure session cookie, HSTS, HTTP/2', { skip: !TLS_GATEWAY && 'no TLS gateway (openssl missing)' }, async () => {
+    const b = await launch({ ignoreHTTPSErrors: true });
+    try {
+      const { page, context } = b;
+      await loginAs(page, '/hello', 'tina', TLS_GATEWAY);
+      assert.ok(page.url().startsWith('https://'), `back on the app over https: ${page.url()}`);
+      // The session is in place: the app page again, without the provider.
+      const res = await page.goto(`${TLS_GATEWAY}/hello`);
+      assert.equal(page.url(), `${TLS_GATEWAY}/hello`);
+      assert.equal(res.status(), 200);
+      const echo = await page.evaluate(() => window.echo);
+      assert.equal(echo.path, '/hello', 'the echo upstream answered for /hello');
+      assert.equal(echo.headers.oidc_claim_sub, 'tina');
+      assert.equal(echo.headers.oidc_claim_email, 'tina@example.com');
+      assert.equal(await page.textContent('#user'), 'tina');
+      assert.ok(!(echo.headers.cookie || '').includes('oidc_'), 'the gateway cookies did not reach the app');
+      assert.equal((await res.allHeaders())['strict-transport-security'], 'max-age=86400');
+      const tls = await res.securityDetails();
+      assert.equal(tls?.subjectName, '127.0.0.1', 'the self-signed certificate');
+      assert.match(tls?.protocol || '', /^TLS 1\.[23]$/);
+      assert.equal(
+        await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol),
+        'h2',
+        'ALPN chose HTTP/2',
+      );
+      const cookies = Object.fromEntries((await context.cookies(TLS_GATEWAY)).map((c) => [c.name, c]));
+      const s = cookies.oidc_session;
+      assert.ok(s, `a session cookie: ${Object.keys(cookies).join(', ')}`);
+      assert.equal(s.secure, true, 'TLS: Secure');
+      assert.equal(s.httpOnly, true);
+      assert.equal(s.sameSite, 'Lax');
+      assert.equal(s.path, '/');
+      assert.equal(Object.keys(cookies).filter((n) => n.startsWith('oidc_state_')).length, 0, 'the state cookie was cleared');
     } finally {
       await b.close();
     }
