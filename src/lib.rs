@@ -42,6 +42,7 @@ pub mod secret;
 pub mod server;
 pub mod services;
 pub mod session;
+pub mod systemd;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Idempotent; call it
 /// before any TLS is used (main does; tests do in their set-up).

@@ -112,7 +112,10 @@ fn main() -> ExitCode {
                 let stop = oidc_gateway::shutdown_signal();
                 match oidc_gateway::server::start(config, Clock::system()).await {
                     Ok(running) => {
+                        // Listeners are bound: under systemd (Type=notify), we are up.
+                        oidc_gateway::systemd::notify("READY=1");
                         stop.await;
+                        oidc_gateway::systemd::notify("STOPPING=1");
                         tracing::info!("shutting down: draining in-flight requests");
                         running.shutdown().await;
                         ExitCode::SUCCESS

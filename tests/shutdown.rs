@@ -110,3 +110,49 @@ async fn the_binary_exits_zero_on_sigterm() {
     assert_eq!(exit.code(), Some(0), "clean exit on SIGTERM");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Under systemd (`Type=notify`): `READY=1` once the listeners are bound, `STOPPING=1`
+/// when SIGTERM starts the drain, as datagrams on `$NOTIFY_SOCKET`.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_binary_tells_systemd_when_it_is_ready_and_when_it_stops() {
+    let dir = std::env::temp_dir().join(format!("oidcgw-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket_path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let port = closed_port();
+    let mut o = Options::default();
+    o.server = String::new();
+    let text = toml("http://127.0.0.1:9", "http://127.0.0.1:9", &o).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_oidc-gateway"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("RUST_LOG", "off")
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1 within 20 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "ready means listening"
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let n = socket.recv(&mut buf).expect("STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
