@@ -124,9 +124,12 @@ fn the_binary_tells_systemd_when_it_is_ready_and_when_it_stops() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let port = closed_port();
-    let mut o = Options::default();
-    o.server = String::new();
-    let text = toml("http://127.0.0.1:9", "http://127.0.0.1:9", &o).replace(
+    let text = toml(
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9",
+        &Options::default(),
+    )
+    .replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{port}\""),
     );
