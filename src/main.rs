@@ -38,6 +38,12 @@ enum Command {
         #[arg(long, short, default_value = "conf/gateway.toml")]
         config: PathBuf,
     },
+    /// GET an admin endpoint (e.g. http://127.0.0.1:9090/readyz); exit 0 on a 2xx within
+    /// 5 s, else 1. For container HEALTHCHECKs: the image has no curl.
+    Probe {
+        /// The URL to ask (plain http).
+        url: String,
+    },
     /// Start the gateway with a built-in development OpenID Provider and echo upstream.
     Demo {
         /// Where the gateway listens.
@@ -127,6 +133,22 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Probe { url } => runtime().block_on(async {
+            match oidc_gateway::server::probe(&url).await {
+                Ok(status) => {
+                    println!("{url}: {status}");
+                    if status.is_success() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("{url}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
         Command::Demo { listen } => runtime().block_on(async {
             match oidc_gateway::demo::run(listen).await {
                 Ok(()) => ExitCode::SUCCESS,

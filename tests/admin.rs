@@ -58,3 +58,40 @@ async fn readyz_follows_the_provider_and_healthz_the_process() {
     let proxied = Browser::new().get(&up.url("/healthz")).await;
     assert_ne!(proxied.text().await.unwrap(), "ok\n");
 }
+
+/// `oidc-gateway probe URL` (the container's HEALTHCHECK): exit 0 on a 2xx, 1 otherwise.
+#[tokio::test]
+async fn probe_exits_zero_only_on_a_2xx() {
+    let h = Harness::with(Options {
+        server: ADMIN.into(),
+        ..Options::default()
+    })
+    .await;
+    let admin = h.gw.admin_addrs[0];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while admin_get(&h, "/readyz").await.status() != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Run off the runtime: the probed gateway lives on it.
+    let probe = |url: String| async move {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_oidc-gateway"))
+                .args(["probe", &url])
+                .env("RUST_LOG", "off")
+                .output()
+                .unwrap()
+                .status
+                .code()
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(probe(format!("http://{admin}/readyz")).await, Some(0));
+    assert_eq!(probe(format!("http://{admin}/nope")).await, Some(1));
+    assert_eq!(
+        probe(format!("http://127.0.0.1:{}/readyz", closed_port())).await,
+        Some(1)
+    );
+    assert_eq!(probe("https://127.0.0.1:1/readyz".into()).await, Some(1));
+}

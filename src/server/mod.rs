@@ -201,6 +201,22 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
     })
 }
 
+/// `oidc-gateway probe URL`: the status of a plain-HTTP GET, within 5 s (a container's
+/// HEALTHCHECK asks `/readyz` with it).
+pub async fn probe(url: &str) -> Result<http::StatusCode, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// URLs (the admin listener) are probed".into());
+    }
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Empty<hyper::body::Bytes>>();
+    match tokio::time::timeout(Duration::from_secs(5), client.get(uri)).await {
+        Ok(Ok(resp)) => Ok(resp.status()),
+        Ok(Err(e)) => Err(format!("no answer: {e}")),
+        Err(_) => Err("no answer within 5 s".into()),
+    }
+}
+
 /// `server.redirect_http_listen`: a 308 to the same host and path over https (the TLS
 /// listener's port unless it is 443). A host the gateway does not answer for gets a 400.
 fn to_https<B>(
