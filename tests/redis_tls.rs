@@ -128,23 +128,6 @@ fn options(pki: &Pki, port: u16, client_cert: bool) -> Options {
     }
 }
 
-async fn readyz(gw: &oidc_gateway::server::Running, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let body = reqwest::get(format!("http://{}/readyz", gw.admin_addrs[0]))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if body.contains(text) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_share_logouts_over_rediss_with_a_client_certificate() {
     // The TLS Redis needs the same redis-server as the other Redis tests.
@@ -157,8 +140,8 @@ async fn replicas_share_logouts_over_rediss_with_a_client_certificate() {
 
     let h = Harness::with(options(&pki, redis.port, true)).await;
     let (b, b_base) = h.another_gateway(options(&pki, redis.port, true)).await;
-    readyz(&h.gw, "redis: ok").await;
-    readyz(&b, "redis: ok").await;
+    wait_for_readyz(h.gw.admin_addrs[0], "redis: ok").await;
+    wait_for_readyz(b.admin_addrs[0], "redis: ok").await;
     let browser = Browser::new();
     assert_eq!(
         h.login(&browser, "/app", "alice").await.status(),
@@ -186,7 +169,7 @@ async fn replicas_share_logouts_over_rediss_with_a_client_certificate() {
 
     // Without a client certificate this Redis refuses the handshake: degraded, not down.
     let (c, c_base) = h.another_gateway(options(&pki, redis.port, false)).await;
-    readyz(&c, "redis: degraded").await;
+    wait_for_readyz(c.admin_addrs[0], "redis: degraded").await;
     assert_eq!(
         get_with_cookie(&format!("{c_base}/public/x"), "")
             .await

@@ -63,22 +63,9 @@ async fn three(store: &str, port: u16) -> Replicas {
     r
 }
 
-/// Waits (at most 10 s) until replica `i`'s `/readyz` mentions `text`.
+/// Waits until replica `i`'s `/readyz` mentions `text`.
 async fn wait_for_readyz(r: &Replicas, i: usize, text: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = reqwest::get(format!("http://{}/readyz", r.admin(i)))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if body.contains(text) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "replica {i}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::wait_for_readyz(r.admin(i), text).await
 }
 
 async fn get(base: &str, path: &str, cookie: &str) -> reqwest::Response {
@@ -284,21 +271,15 @@ async fn a_burst_over_three_replicas_makes_one_refresh_grant(store: &str, redis:
 async fn remove_at_cache_on_one_makes_the_others_revalidate(store: &str, redis: RedisServer) {
     let r = three(store, redis.port()).await;
     let token = r.h.op.issue_access_token("svc", "api", 300);
-    let bearer = |base: String| {
-        let token = token.clone();
-        async move {
-            raw_client()
-                .get(format!("{base}/api/x"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
-    };
     let introspections = || r.h.op.counters().introspections;
-    assert_eq!(bearer(r.base(0)).await, StatusCode::OK);
-    assert_eq!(bearer(r.base(0)).await, StatusCode::OK);
+    assert_eq!(
+        bearer_status(&r.base(0), "/api/x", &token).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        bearer_status(&r.base(0), "/api/x", &token).await,
+        StatusCode::OK
+    );
     assert_eq!(introspections(), 1, "cached on A");
     // Removed at C (which never saw it): A drops its entry too.
     let removed = raw_client()
@@ -316,7 +297,10 @@ async fn remove_at_cache_on_one_makes_the_others_revalidate(store: &str, redis: 
     ));
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
-        assert_eq!(bearer(r.base(0)).await, StatusCode::OK);
+        assert_eq!(
+            bearer_status(&r.base(0), "/api/x", &token).await,
+            StatusCode::OK
+        );
         if introspections() == 2 {
             break;
         }
@@ -339,14 +323,7 @@ async fn shared_cache_validates_a_token_once_for_all_replicas() {
     let (_c, c_base) = h.another_gateway(o).await;
     let token = h.op.issue_access_token("svc", "api", 300);
     for base in [&h.base, &b_base, &c_base, &h.base] {
-        let status = raw_client()
-            .get(format!("{base}/api/x"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, StatusCode::OK);
+        assert_eq!(bearer_status(base, "/api/x", &token).await, StatusCode::OK);
     }
     assert_eq!(
         h.op.counters().introspections,
@@ -371,14 +348,10 @@ async fn shared_cache_validates_a_token_once_for_all_replicas() {
         "the shared entry was removed"
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let status = raw_client()
-        .get(format!("{c_base}/api/x"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        bearer_status(&c_base, "/api/x", &token).await,
+        StatusCode::OK
+    );
     assert_eq!(
         h.op.counters().introspections,
         2,
@@ -585,16 +558,10 @@ async fn a_shared_result_copied_to_another_key_is_not_accepted() {
     let h = Harness::with(o.clone()).await;
     let (_b, b_base) = h.another_gateway(o).await;
     let token = h.op.issue_access_token("svc", "api", 300);
-    let bearer = |base: String, token: String| async move {
-        raw_client()
-            .get(format!("{base}/api/x"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .status()
-    };
-    assert_eq!(bearer(h.base.clone(), token.clone()).await, StatusCode::OK);
+    assert_eq!(
+        bearer_status(&h.base, "/api/x", &token).await,
+        StatusCode::OK
+    );
     let mut conn = ::redis::Client::open(redis.url())
         .unwrap()
         .get_multiplexed_async_connection()
@@ -622,11 +589,14 @@ async fn a_shared_result_copied_to_another_key_is_not_accepted() {
         .await
         .unwrap();
     assert_eq!(
-        bearer(b_base.clone(), forged.to_string()).await,
+        bearer_status(&b_base, "/api/x", forged).await,
         StatusCode::UNAUTHORIZED,
         "a copied result opened as another token's"
     );
-    assert_eq!(bearer(b_base, token).await, StatusCode::OK);
+    assert_eq!(
+        bearer_status(&b_base, "/api/x", &token).await,
+        StatusCode::OK
+    );
 }
 
 fn sha256_hex(s: &str) -> String {

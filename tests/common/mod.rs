@@ -662,3 +662,36 @@ pub fn tamper_session_cookie(cookie_header: &str) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// Waits (at most 15 s) until the admin listener at `admin` answers `/readyz` with a body
+/// containing `text` (e.g. `redis: ok`); returns the body.
+pub async fn wait_for_readyz(admin: std::net::SocketAddr, text: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let body = reqwest::get(format!("http://{admin}/readyz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains(text) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{admin}/readyz never said {text:?}: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The status of a GET of `base` + `path` with `Authorization: Bearer token`.
+pub async fn bearer_status(base: &str, path: &str, token: &str) -> reqwest::StatusCode {
+    raw_client()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
