@@ -10,7 +10,7 @@
 //! `refresh`, `resource`, `identity`, `authz`, `proxy`) -> `services` (the shared run-time
 //! state, and with `[redis]` what replicas share) -> `provider`, `session`, `config` and
 //! the leaves (`redis_link`, `error`, `outbound`, `response`, `secret`, `clock`,
-//! `observe`). `tests/module_graph.rs` fails on a cycle.
+//! `observe`). `tests/gateway/module_graph.rs` fails on a cycle.
 //!
 //! Only what `main`, the tests and the benches use is public; everything else is
 //! `pub(crate)`.

@@ -1,8 +1,7 @@
 //! The redis session store end to end: a full login keeps the session in a real
 //! redis-server, a second gateway (a replica) on the same Redis serves the same browser, and
 //! a logout on one is refused on the other (docs/behaviour.md §5, §7).
-mod common;
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 
 const REDIS_STORE: &str = "store = \"redis\"";

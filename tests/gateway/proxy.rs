@@ -1,8 +1,7 @@
 //! The proxy (docs/behaviour.md §11): routing, upstream failures (502/504), WebSocket tunnelling,
 //! HTTP/2 from clients, bodies streamed both ways, hop-by-hop and `X-Forwarded-*` headers.
 
-mod common;
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use reqwest::{StatusCode, Version};
 use std::collections::HashMap;

@@ -1,8 +1,7 @@
 //! Bearer-token routes (`auth = "oauth20"`, docs/behaviour.md §8): token sources, introspection and its
 //! cache (single-flight, policies, revocation and `remove_at_cache`), local JWT validation,
 //! the answers for each failure, and what the upstream receives.
-mod common;
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -1,8 +1,7 @@
 //! The admin listener (docs/behaviour.md §12.1): `/healthz` answers while the process
 //! runs, `/readyz` only once the provider's metadata is loaded, `/metrics` in Prometheus
 //! text. Never on the proxied port.
-mod common;
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use std::time::Duration;
 

@@ -2,8 +2,7 @@
 //! `server.idle_timeout`, the read deadline on bodies the gateway reads itself, and the cap
 //! on concurrent calls to the provider. Every wait here is for a condition, bounded; none
 //! asserts how fast anything is.
-mod common;
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -2,8 +2,7 @@
 //! requires client certificates, trusting the CA of `ca_file` and presenting
 //! `cert_file`/`key_file`; a logout on one is then refused on the other. Without the
 //! client certificate, Redis refuses the connection and `/readyz` says degraded.
-mod common;
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -4,8 +4,7 @@
 //! the others re-validate, a restarted replica keeps the logout records, and Redis going
 //! away and coming back degrades to what one process can do, then catches up. Each case
 //! runs with the cookie store and with the redis store.
-mod common;
-use common::*;
+use crate::common::*;
 use oidc_gateway::server::Running;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -65,7 +64,7 @@ async fn three(store: &str, port: u16) -> Replicas {
 
 /// Waits until replica `i`'s `/readyz` mentions `text`.
 async fn wait_for_readyz(r: &Replicas, i: usize, text: &str) -> String {
-    common::wait_for_readyz(r.admin(i), text).await
+    crate::common::wait_for_readyz(r.admin(i), text).await
 }
 
 async fn get(base: &str, path: &str, cookie: &str) -> reqwest::Response {

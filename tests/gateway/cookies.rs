@@ -3,8 +3,7 @@
 //! again" with the bad cookie cleared and never a 5xx, passphrase rotation, timeouts, and
 //! cookie attributes.
 
-mod common;
-use common::*;
+use crate::common::*;
 use rand::RngCore;
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Map};

@@ -1,8 +1,7 @@
 //! Token refresh (docs/behaviour.md §6): the refresh hook row by row, automatic refresh near expiry,
 //! the OP refusing or unreachable, rotated refresh tokens, a changed `sub`, and the
 //! single-flight under a burst of concurrent requests with the same cookie.
-mod common;
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
 

@@ -2,10 +2,9 @@
 //! exact name and encoding, the optional token headers, client-sent look-alikes scrubbed on
 //! every route kind, and the gateway's own cookies kept from the upstream.
 
-mod common;
+use crate::common::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
 

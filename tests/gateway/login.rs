@@ -2,8 +2,7 @@
 //! every way it can refuse a login, non-browser clients, `unauth_action`, and an
 //! unreachable provider.
 
-mod common;
-use common::*;
+use crate::common::*;
 use devop::{DevOp, DevOpOptions, Tamper};
 use reqwest::StatusCode;
 use std::collections::HashMap;
@@ -504,7 +503,7 @@ async fn provider_that_comes_up_later_is_used_without_a_restart() {
     let late = DevOp::start(DevOpOptions {
         listen: format!("127.0.0.1:{port}").parse().unwrap(),
         redirect_uris: vec![h.url("/oauth2/callback")],
-        now: common::op_now(&h.clock),
+        now: crate::common::op_now(&h.clock),
         ..DevOpOptions::default()
     })
     .await

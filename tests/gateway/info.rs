@@ -1,8 +1,7 @@
 //! The session info hook (docs/behaviour.md §9) and session lifetimes (docs/behaviour.md §5, issue 3): inactivity is
 //! extended on use without re-sealing the cookie on every request; max_duration is
 //! absolute.
-mod common;
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

@@ -1,6 +1,5 @@
 //! Graceful shutdown: in-flight requests finish, new connections are refused.
-mod common;
-use common::*;
+use crate::common::*;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::service::service_fn;

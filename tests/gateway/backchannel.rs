@@ -1,7 +1,6 @@
 //! Back-channel and front-channel logout end every session with the OP's `sid`, even
 //! with the cookie store, and logout tokens are checked like the spec says.
-mod common;
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 

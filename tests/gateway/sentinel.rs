@@ -2,8 +2,7 @@
 //! (docs/behaviour.md §13). A master, its replica and one sentinel, all real processes; the
 //! master is failed over while a browser keeps making requests: no 5xx, no lost session,
 //! and writes (a new login) go to the new master.
-mod common;
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 

@@ -2,8 +2,7 @@
 //! rustls client: TLS 1.2/1.3 with ALPN h2 and http/1.1, Secure cookies and HSTS, the
 //! plain-HTTP listener's 308 to https, and certificate rotation: a renewed file is served to
 //! new handshakes without dropping an open connection, and a broken one keeps the old.
-mod common;
-use common::*;
+use crate::common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use rustls::pki_types::{CertificateDer, ServerName};

@@ -3,8 +3,7 @@
 //! browser sent through the OP's end_session_endpoint); hostile targets are refused with
 //! the session kept.
 
-mod common;
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use std::collections::HashMap;
 
