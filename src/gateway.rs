@@ -9,20 +9,22 @@ use crate::config::{AuthKind, Config, RouteConfig, UnauthAction};
 use crate::error::GatewayError;
 use crate::hooks;
 use crate::identity::IdentityHeaders;
+use crate::observe::{self, Access, AccessNote, Matched};
 use crate::oidc::login;
 use crate::proxy::{hop, Upstream};
 use crate::refresh::{self, Freshness};
-use crate::request::{request_ctx, RequestCtx};
+use crate::request::{self, RequestCtx, X_REQUEST_ID};
 use crate::resource::{self, Bearer};
 use crate::response::{self, Body};
 use crate::router::{RouteError, Router};
 use crate::services::Services;
-use crate::session::{Headers, Loaded};
+use crate::session::{Headers, InvalidReason, Loaded};
 use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// Everything a request needs, built once at start from a validated config: the shared
 /// services the stages use, and what only the pipeline uses (routes, upstream client,
@@ -32,19 +34,39 @@ pub struct Gateway {
     router: Router,
     upstream: Upstream,
     identity: IdentityHeaders,
+    /// `Strict-Transport-Security` for responses on TLS listeners (`server.hsts`).
+    pub(crate) hsts: Option<HeaderValue>,
 }
 
 impl Gateway {
     pub fn new(config: Config, clock: Clock) -> Gateway {
+        Gateway::with_services(Services::new(config, clock))
+    }
+
+    /// The gateway for a reloaded config: routes, upstream clients and identity headers are
+    /// built anew, the services keep what did not change ([`Services::reloaded`]).
+    pub fn reloaded(&self, config: Config) -> Gateway {
+        Gateway::with_services(self.services.reloaded(config))
+    }
+
+    fn with_services(services: Services) -> Gateway {
+        let config = &services.config;
         Gateway {
             router: Router::new(&config.routes),
             upstream: Upstream::new(&config.server),
             identity: IdentityHeaders::new(&config.headers),
-            services: Services::new(config, clock),
+            hsts: config
+                .server
+                .hsts
+                .and_then(|d| HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok()),
+            services,
         }
     }
 
-    /// Handles one request from `peer`.
+    /// Handles one request from `peer`: routes it (hook or route) and runs its route's
+    /// stages. Every response carries the request's id (`X-Request-Id`, also sent
+    /// upstream); with `log.access` on, the request is timed and logged once its response
+    /// head is ready.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
@@ -53,44 +75,84 @@ impl Gateway {
     ) -> Response<Body> {
         let services = &self.services;
         services.metrics.requests.inc();
-        let Some(ctx) = request_ctx(
-            &services.config.server,
-            request.uri(),
-            request.headers(),
-            peer,
-            tls,
-        ) else {
-            return GatewayError::BadHost.into_response();
+        let server = &services.config.server;
+        let trusted = request::is_trusted(server, peer);
+        let id = request::request_id(trusted, request.headers());
+        let log = &services.config.log;
+        let access = log.access.then(|| Access::start(&request));
+        // A block rather than a nested async fn: one level less of nested futures.
+        let (mut response, matched) = 'routed: {
+            let Some(ctx) = request::request_ctx_trusted(
+                server,
+                request.uri(),
+                request.headers(),
+                peer,
+                trusted,
+                tls,
+            ) else {
+                break 'routed (self.refuse(GatewayError::BadHost), Matched::Nothing);
+            };
+            if request.uri().path() == services.config.redirect_path() {
+                let (parts, body) = request.into_parts();
+                // Boxed, like every rarely taken arm below: an async fn's future is as
+                // large as its largest arm, and hyper keeps one per connection, idle or not.
+                let response = Box::pin(hooks::dispatch(services, &ctx, &parts, body)).await;
+                break 'routed (response, Matched::Hook);
+            }
+            let refused = match self.router.route(request.uri().path()) {
+                Ok(Some(route)) => {
+                    let (mut parts, body) = request.into_parts();
+                    self.identity.scrub(&mut parts.headers);
+                    hop::drop_connection_named(&mut parts.headers);
+                    // After the client's `Connection` names are dropped, so that they cannot
+                    // drop it; replaces any client-sent one.
+                    parts.headers.insert(X_REQUEST_ID, id.clone());
+                    let response = match route.auth {
+                        AuthKind::None => {
+                            self.forward(route, parts, Body::Left(body), &ctx, Vec::new())
+                                .await
+                        }
+                        AuthKind::OpenIdConnect => {
+                            self.openid_connect(route, parts, body, &ctx).await
+                        }
+                        AuthKind::OAuth20 => self.oauth20(route, parts, body, &ctx).await,
+                    };
+                    break 'routed (response, Matched::Route(route));
+                }
+                Ok(None) => GatewayError::NoRoute,
+                Err(RouteError::DotSegment) => GatewayError::DotSegment,
+                Err(RouteError::Control) => {
+                    GatewayError::BadPath("The path contains a control character.")
+                }
+                Err(RouteError::Encoding) => GatewayError::BadPath("The path is not valid UTF-8."),
+            };
+            (self.refuse(refused), Matched::Nothing)
         };
-        if request.uri().path() == services.config.redirect_path() {
-            let (parts, body) = request.into_parts();
-            // Boxed, like every rarely taken arm below: an async fn's future is as large as
-            // its largest arm, and hyper keeps one per connection, idle or not.
-            return Box::pin(hooks::dispatch(services, &ctx, &parts, body)).await;
+        if let Some(access) = access {
+            access.finish(&id, matched, &mut response, log.hash_sub);
         }
-        let route = match self.router.route(request.uri().path()) {
-            Ok(Some(route)) => route,
-            Ok(None) => return GatewayError::NoRoute.into_response(),
-            Err(RouteError::DotSegment) => return GatewayError::DotSegment.into_response(),
-            Err(RouteError::Control) => {
-                return GatewayError::BadPath("The path contains a control character.")
-                    .into_response()
-            }
-            Err(RouteError::Encoding) => {
-                return GatewayError::BadPath("The path is not valid UTF-8.").into_response()
-            }
-        };
-        let (mut parts, body) = request.into_parts();
-        self.identity.scrub(&mut parts.headers);
-        hop::drop_connection_named(&mut parts.headers);
-        match route.auth {
-            AuthKind::None => {
-                self.forward(route, parts, Body::Left(body), &ctx, Vec::new())
-                    .await
-            }
-            AuthKind::OpenIdConnect => self.openid_connect(route, parts, body, &ctx).await,
-            AuthKind::OAuth20 => self.oauth20(route, parts, body, &ctx).await,
+        response.headers_mut().insert(X_REQUEST_ID, id);
+        response
+    }
+
+    /// The access note of `response` when the access log is on; `None` (and nothing done)
+    /// when it is off.
+    fn note<'r>(&self, response: &'r mut Response<Body>) -> Option<&'r mut AccessNote> {
+        if self.services.config.log.access {
+            Some(observe::note(response))
+        } else {
+            None
         }
+    }
+
+    /// `error`'s response; with the access log on, its text is the line's `reason`.
+    fn refuse(&self, error: GatewayError) -> Response<Body> {
+        let reason = self.services.config.log.access.then(|| error.to_string());
+        let mut response = error.into_response();
+        if let (Some(reason), Some(note)) = (reason, self.note(&mut response)) {
+            note.reason = Some(reason.into());
+        }
+        response
     }
 
     /// A route behind login: a valid session goes through with identity headers; anyone
@@ -106,30 +168,39 @@ impl Gateway {
         let session = match services.sessions.load(&parts.headers).await {
             Loaded::Valid(session) => session,
             other => {
-                let clear = match other {
+                let (clear, why) = match other {
                     Loaded::Invalid(reason) => {
                         tracing::debug!(?reason, "session cookie refused");
-                        services
+                        let clear = services
                             .sessions
-                            .clear_cookies(&parts.headers, ctx.secure())
+                            .clear_cookies(&parts.headers, ctx.secure());
+                        (clear, session_refused(reason))
                     }
-                    _ => Vec::new(),
+                    _ => (Vec::new(), "no session"),
                 };
-                return self.unauthenticated(route, parts, body, ctx, clear).await;
+                return self
+                    .unauthenticated(route, parts, body, ctx, clear, why)
+                    .await;
             }
         };
         let (session, mut cookies) =
             match refresh::ensure_fresh(services, session, &parts.headers, ctx).await {
                 Freshness::Fresh(session, cookies) => (session, cookies),
                 Freshness::Expired(clear) => {
-                    return self.unauthenticated(route, parts, body, ctx, clear).await;
+                    let why = "session expired: the access token could not be refreshed";
+                    return self
+                        .unauthenticated(route, parts, body, ctx, clear, why)
+                        .await;
                 }
             };
         if !route.require_claims.is_empty() {
             let claims = session.merged_claims();
             if let Some(rule) = authz::first_failing(&route.require_claims, &claims) {
                 tracing::info!(sub = %session.sub, rule = rule.as_str(), "claim rule not satisfied");
-                let refused = GatewayError::Forbidden(rule.as_str().to_string()).into_response();
+                let mut refused = self.refuse(GatewayError::Forbidden(rule.as_str().to_string()));
+                if let Some(note) = self.note(&mut refused) {
+                    note.sub = Some(session.sub.clone());
+                }
                 return response::with_cookies(refused, cookies);
             }
         }
@@ -141,8 +212,13 @@ impl Gateway {
         }
         let identity = session.identity(|| self.identity.for_session(&session));
         insert_identity(&mut parts.headers, identity);
-        self.forward(route, parts, Body::Left(body), ctx, cookies)
-            .await
+        let mut response = self
+            .forward(route, parts, Body::Left(body), ctx, cookies)
+            .await;
+        if let Some(note) = self.note(&mut response) {
+            note.sub = Some(session.sub.clone());
+        }
+        response
     }
 
     /// A bearer-token route: the token's identity goes upstream, or the refusal goes back.
@@ -166,13 +242,20 @@ impl Gateway {
                         .into()
                 });
                 insert_identity(&mut parts.headers, identity);
-                self.forward(route, parts, body, ctx, Vec::new()).await
+                let mut response = self.forward(route, parts, body, ctx, Vec::new()).await;
+                if let Some(note) = self.note(&mut response) {
+                    let sub = validation.claims.get("sub").and_then(|s| s.as_str());
+                    note.sub = sub.map(str::to_string);
+                }
+                response
             }
             Bearer::Anonymous(body) => self.forward(route, parts, body, ctx, Vec::new()).await,
-            Bearer::Refused(error) => error.into_response(),
+            Bearer::Refused(error) => self.refuse(error),
         }
     }
 
+    /// No usable session: pass anonymously, refuse, or start a login; `why` is the access
+    /// line's reason when the request is not passed.
     async fn unauthenticated(
         &self,
         route: &RouteConfig,
@@ -180,18 +263,15 @@ impl Gateway {
         body: Incoming,
         ctx: &RequestCtx,
         clear: Vec<HeaderValue>,
+        why: &'static str,
     ) -> Response<Body> {
-        let resp = match route.unauth_action {
+        let mut resp = match route.unauth_action {
             UnauthAction::Pass => {
                 return self
                     .forward(route, parts, Body::Left(body), ctx, clear)
                     .await
             }
-            UnauthAction::Unauthorized => login::unauthorized(),
-            UnauthAction::Auth if !login::is_browser_navigation(&parts.headers) => {
-                login::unauthorized()
-            }
-            UnauthAction::Auth => {
+            UnauthAction::Auth if login::is_browser_navigation(&parts.headers) => {
                 let return_to = parts
                     .uri
                     .path_and_query()
@@ -205,10 +285,16 @@ impl Gateway {
                     return_to,
                     clear,
                 );
-                return Box::pin(start).await;
+                Box::pin(start).await
+            }
+            UnauthAction::Auth | UnauthAction::Unauthorized => {
+                response::with_cookies(login::unauthorized(), clear)
             }
         };
-        response::with_cookies(resp, clear)
+        if let Some(note) = self.note(&mut resp) {
+            note.reason = Some(why.into());
+        }
+        resp
     }
 
     /// Strips the gateway's cookies and forwards; `cookies` are Set-Cookie values to add to
@@ -224,17 +310,39 @@ impl Gateway {
         let services = &self.services;
         services.sessions.strip_gateway_cookies(&mut parts.headers);
         services.metrics.proxied.inc();
-        match self
+        // Read only for the access log.
+        let started = services.config.log.access.then(Instant::now);
+        let mut response = match self
             .upstream
             .forward(route, Request::from_parts(parts, body), ctx)
             .await
         {
-            Ok(resp) => response::with_cookies(resp, cookies),
+            Ok(resp) => resp,
             Err(e) => {
                 services.metrics.upstream_errors.inc();
-                response::with_cookies(e.into_response(), cookies)
+                self.refuse(e)
             }
+        };
+        if let Some(started) = started {
+            observe::note(&mut response).upstream = Some(started.elapsed());
         }
+        response::with_cookies(response, cookies)
+    }
+}
+
+/// The access log's reason for a session cookie that was not accepted.
+fn session_refused(reason: InvalidReason) -> &'static str {
+    match reason {
+        InvalidReason::ChunkCount => "session cookie refused: chunk count",
+        InvalidReason::ChunkMissing => "session cookie refused: chunk missing",
+        InvalidReason::TooLarge => "session cookie refused: too large",
+        InvalidReason::Encoding => "session cookie refused: encoding",
+        InvalidReason::Unsealed(_) => "session cookie refused: does not open",
+        InvalidReason::Malformed => "session cookie refused: malformed",
+        InvalidReason::Expired => "session cookie refused: expired",
+        InvalidReason::NotFound => "session cookie refused: not in the store",
+        InvalidReason::Ended => "session cookie refused: ended by logout",
+        InvalidReason::LoggedOut => "session cookie refused: logged out by the provider",
     }
 }
 

@@ -34,6 +34,7 @@ pub(crate) mod proxy;
 pub mod redirect;
 pub mod redis_link;
 pub(crate) mod refresh;
+pub mod reload;
 pub(crate) mod request;
 pub mod resource;
 pub(crate) mod response;

@@ -32,6 +32,9 @@ enum Command {
     Run {
         #[arg(long, short, default_value = "conf/gateway.toml")]
         config: PathBuf,
+        /// Reload the configuration whenever the file changes (SIGHUP always reloads it).
+        #[arg(long)]
+        watch: bool,
     },
     /// Parse and validate a configuration file; print every problem.
     CheckConfig {
@@ -81,12 +84,15 @@ static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     oidc_gateway::install_crypto_provider();
-    oidc_gateway::observe::init_logging();
     let command = match (cli.command, cli.config) {
         (Some(c), _) => c,
-        (None, Some(config)) => Command::Run { config },
+        (None, Some(config)) => Command::Run {
+            config,
+            watch: false,
+        },
         (None, None) => Command::Run {
             config: PathBuf::from("conf/gateway.toml"),
+            watch: false,
         },
     };
     match command {
@@ -103,11 +109,23 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run { config } => {
-            let config = match Config::load(&config) {
+        Command::Run {
+            config: path,
+            watch,
+        } => {
+            // Read first: `[log]` says how to log. Its problems go to stderr as they are.
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprint!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            // Applies `log.level` on a config reload (`LogControl::set_level`).
+            let log_control = match oidc_gateway::observe::init_logging(&config.log) {
+                Ok(control) => control,
+                Err(e) => {
+                    eprintln!("oidc-gateway: {e}");
                     return ExitCode::from(2);
                 }
             };
@@ -116,8 +134,15 @@ fn main() -> ExitCode {
             }
             runtime().block_on(async {
                 let stop = oidc_gateway::shutdown_signal();
+                // Before binding: a SIGHUP sent as soon as we answer must reload, not kill.
+                let hangups = oidc_gateway::reload::hangups();
                 match oidc_gateway::server::start(config, Clock::system()).await {
                     Ok(running) => {
+                        let reloader = running.reloader(&path).with_log_control(log_control);
+                        tokio::spawn(reloader.clone().on_hangup(hangups));
+                        if watch {
+                            tokio::spawn(reloader.watch());
+                        }
                         // Listeners are bound: under systemd (Type=notify), we are up.
                         oidc_gateway::systemd::notify("READY=1");
                         stop.await;
@@ -134,6 +159,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Probe { url } => runtime().block_on(async {
+            default_logging();
             match oidc_gateway::server::probe(&url).await {
                 Ok(status) => {
                     println!("{url}: {status}");
@@ -150,6 +176,7 @@ fn main() -> ExitCode {
             }
         }),
         Command::Demo { listen } => runtime().block_on(async {
+            default_logging();
             match oidc_gateway::demo::run(listen).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -159,6 +186,11 @@ fn main() -> ExitCode {
             }
         }),
     }
+}
+
+/// Logging for the commands without a config file: text, `RUST_LOG` or `info`, to stderr.
+fn default_logging() {
+    let _ = oidc_gateway::observe::init_logging(&Default::default());
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -2,11 +2,19 @@
 //! browser sees the gateway, believing `X-Forwarded-*` only from trusted proxies.
 
 use crate::config::ServerConfig;
-use http::header::{HeaderMap, COOKIE, HOST};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue, COOKIE, HOST};
+use rand::RngCore;
 use std::net::{IpAddr, SocketAddr};
 
 pub(crate) const XFP: &str = "x-forwarded-proto";
 pub(crate) const XFH: &str = "x-forwarded-host";
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest `X-Request-Id` taken from a trusted proxy.
+pub(crate) const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Where the request came from, as the gateway believes it.
 #[derive(Debug, Clone)]
@@ -58,6 +66,44 @@ fn plausible_host(h: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b))
 }
 
+/// Whether `peer` is one of `server.trusted_proxies`.
+pub(crate) fn is_trusted(cfg: &ServerConfig, peer: SocketAddr) -> bool {
+    let peer_ip = peer.ip().to_canonical();
+    cfg.trusted_proxies.iter().any(|net| net.contains(&peer_ip))
+}
+
+/// The request's id, sent upstream and back to the client as `X-Request-Id`: a trusted
+/// proxy's own, when it is 1 to [`MAX_REQUEST_ID_LEN`] visible ASCII characters (no space
+/// or control character: it goes into log lines as it is), else a fresh random one.
+pub(crate) fn request_id(trusted: bool, headers: &HeaderMap) -> HeaderValue {
+    if trusted {
+        if let Some(id) = headers.get(X_REQUEST_ID).filter(|v| sane_request_id(v)) {
+            // Shares the request's bytes: no copy.
+            return id.clone();
+        }
+    }
+    new_request_id()
+}
+
+fn sane_request_id(id: &HeaderValue) -> bool {
+    let id = id.as_bytes();
+    !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// 96 random bits as 16 base64url characters. One allocation, and clones of the value
+/// (upstream request, response) share it.
+fn new_request_id() -> HeaderValue {
+    let mut raw = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let mut text = [0u8; 16];
+    let written = URL_SAFE_NO_PAD
+        .encode_slice(raw, &mut text)
+        .expect("12 bytes are 16 base64 characters");
+    debug_assert_eq!(written, text.len());
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+        .expect("base64url is a valid header value")
+}
+
 /// Works out scheme, host and client of a request. `None` when it has no usable host.
 pub(crate) fn request_ctx(
     cfg: &ServerConfig,
@@ -66,8 +112,19 @@ pub(crate) fn request_ctx(
     peer: SocketAddr,
     tls: bool,
 ) -> Option<RequestCtx> {
+    request_ctx_trusted(cfg, uri, headers, peer, is_trusted(cfg, peer), tls)
+}
+
+/// [`request_ctx`] for a peer whose trust ([`is_trusted`]) is already known.
+pub(crate) fn request_ctx_trusted(
+    cfg: &ServerConfig,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    trusted: bool,
+    tls: bool,
+) -> Option<RequestCtx> {
     let peer_ip = peer.ip().to_canonical();
-    let trusted = cfg.trusted_proxies.iter().any(|net| net.contains(&peer_ip));
     let forwarded = |name: &str| {
         headers
             .get(name)
@@ -161,6 +218,46 @@ pub(crate) mod tests {
             .iter()
             .map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap()))
             .collect()
+    }
+
+    #[test]
+    fn request_ids_come_from_trusted_proxies_only_and_only_when_sane() {
+        let sent = |v: &str| headers(&[("x-request-id", v)]);
+        let fresh = request_id(false, &HeaderMap::new());
+        assert_eq!(fresh.len(), 16);
+        assert!(fresh
+            .as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'));
+        assert_ne!(fresh, request_id(false, &HeaderMap::new()), "random");
+        assert_eq!(request_id(true, &sent("proxy-id-1")), "proxy-id-1");
+        assert_ne!(request_id(false, &sent("proxy-id-1")), "proxy-id-1");
+        let longest = "a".repeat(MAX_REQUEST_ID_LEN);
+        assert_eq!(request_id(true, &sent(&longest)), longest.as_str());
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            X_REQUEST_ID,
+            HeaderValue::from_bytes(b"caf\xc3\xa9").unwrap(),
+        );
+        for insane in [
+            sent(&"a".repeat(MAX_REQUEST_ID_LEN + 1)),
+            sent("a\tb"),
+            sent("a b"),
+            sent(""),
+            odd,
+        ] {
+            let id = request_id(true, &insane);
+            assert_eq!(id.len(), 16, "{insane:?} replaced");
+        }
+    }
+
+    #[test]
+    fn trust_is_decided_by_the_peer_address() {
+        let c = cfg(&["10.0.0.0/8", "::1/128"]);
+        assert!(is_trusted(&c, "10.1.2.3:1".parse().unwrap()));
+        assert!(is_trusted(&c, "[::ffff:10.1.2.3]:1".parse().unwrap()));
+        assert!(is_trusted(&c, "[::1]:1".parse().unwrap()));
+        assert!(!is_trusted(&c, "127.0.0.1:1".parse().unwrap()));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[redis]`: what replicas share; `None` runs one process on its own.
     pub redis: Option<RedisConfig>,
+    /// `[log]`: format, level and the access log.
+    pub log: LogConfig,
     /// Problems that do not stop the gateway (a weak passphrase, …): `check-config` prints
     /// them, `run` logs them at start.
     pub warnings: Vec<ConfigProblem>,
@@ -48,7 +50,8 @@ pub struct ServerConfig {
     pub upstream_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub shutdown_grace: Duration,
-    /// A connection on which no request starts for this long is closed.
+    /// `server.keepalive_timeout` (formerly `server.idle_timeout`, still accepted): a
+    /// connection on which no request starts for this long is closed.
     pub idle_timeout: Duration,
     /// Open connections on the proxied listeners (`None`: no bound).
     pub max_connections: Option<usize>,
@@ -110,7 +113,7 @@ impl RedirectUri {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProviderConfig {
     /// As written in the file: compared byte for byte with the provider's `issuer`.
     pub issuer: String,
@@ -247,6 +250,68 @@ impl fmt::Debug for RedisTls {
             .field("client_certificate", &self.client_pem.is_some())
             .finish()
     }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive string (`"info,oidc_gateway=debug"`); `RUST_LOG`,
+    /// when set, wins.
+    pub level: String,
+    /// One line per request on the proxied listeners (target `oidc_gateway::access`).
+    pub access: bool,
+    /// The access log shows a SHA-256 prefix of `sub` instead of `sub` itself.
+    pub hash_sub: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access: false,
+            hash_sub: false,
+        }
+    }
+}
+
+/// Parses a `log.level` value: a tracing `EnvFilter` directive string such as
+/// `"info,oidc_gateway=debug"`. Stricter than `EnvFilter` on one point: a bare word must be
+/// a level, since `EnvFilter` would read a misspelt level (`"infoo"`) as a target to enable
+/// at every level.
+pub fn parse_log_level(directives: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    use tracing_subscriber::filter::{Directive, EnvFilter, LevelFilter};
+    let parts: Vec<&str> = directives
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        return Err("must not be empty (e.g. \"info\")".into());
+    }
+    for part in &parts {
+        if !part.contains(['=', '[']) && part.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "{part:?} is not a level (trace, debug, info, warn, error, off) nor a target=level directive"
+            ));
+        }
+        if let Err(e) = part.parse::<Directive>() {
+            return Err(format!("{part:?} is not a filter directive: {e}"));
+        }
+    }
+    let directives = parts.join(",");
+    EnvFilter::builder()
+        .parse(&directives)
+        .map_err(|e| format!("{directives:?} is not a filter directive string: {e}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// tracing's human-readable lines.
+    Text,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,6 +23,16 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub route: Vec<RawRoute>,
     pub redis: Option<RawRedis>,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+    pub access: Option<bool>,
+    pub hash_sub: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +77,9 @@ pub(crate) struct RawServer {
     pub upstream_timeout: Option<String>,
     pub(crate) upstream_connect_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
+    /// The keep-alive idle timeout (`ServerConfig::idle_timeout`).
+    pub keepalive_timeout: Option<String>,
+    /// The former name of `keepalive_timeout`, still accepted; both set is an error.
     pub idle_timeout: Option<String>,
     pub max_connections: Option<u64>,
     pub tls_cert_file: Option<String>,

@@ -260,6 +260,7 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
     let oauth = build_oauth(c, raw.oauth, provider.allow_http);
     let hooks = build_hooks(c, raw.hooks);
     let redis = raw.redis.and_then(|r| build_redis(c, r));
+    let log = build_log(c, raw.log);
     if session.store == StoreKind::Redis && redis.is_none() {
         c.problem(
             "session.store",
@@ -300,7 +301,33 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
         hooks,
         routes,
         redis,
+        log,
         warnings: Vec::new(),
+    }
+}
+
+fn build_log(c: &mut Checker, raw: RawLog) -> LogConfig {
+    let default = LogConfig::default();
+    let format = c.choice(
+        "log.format",
+        raw.format.as_deref(),
+        default.format,
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+    );
+    let level = match raw.level {
+        Some(level) => {
+            if let Err(e) = parse_log_level(&level) {
+                c.problem("log.level", e);
+            }
+            level
+        }
+        None => default.level,
+    };
+    LogConfig {
+        format,
+        level,
+        access: raw.access.unwrap_or(default.access),
+        hash_sub: raw.hash_sub.unwrap_or(default.hash_sub),
     }
 }
 
@@ -378,17 +405,7 @@ fn build_server(c: &mut Checker, raw: RawServer) -> ServerConfig {
             raw.shutdown_grace.as_deref(),
             Duration::from_secs(30),
         ),
-        idle_timeout: {
-            let idle = c.duration(
-                "server.idle_timeout",
-                raw.idle_timeout.as_deref(),
-                Duration::from_secs(120),
-            );
-            if idle.is_zero() {
-                c.problem("server.idle_timeout", "must be longer than 0s");
-            }
-            idle
-        },
+        idle_timeout: keepalive_timeout(c, raw.keepalive_timeout, raw.idle_timeout),
         max_connections: match raw.max_connections {
             Some(0) => {
                 c.problem("server.max_connections", "must be at least 1");
@@ -405,6 +422,31 @@ fn build_server(c: &mut Checker, raw: RawServer) -> ServerConfig {
         redirect_http_listen,
         hsts,
     }
+}
+
+/// `server.keepalive_timeout`, or its former name `server.idle_timeout` (still accepted;
+/// setting both is an error, as the file would say two things).
+fn keepalive_timeout(
+    c: &mut Checker,
+    keepalive: Option<String>,
+    alias: Option<String>,
+) -> Duration {
+    let (key, value) = match (keepalive, alias) {
+        (Some(keepalive), Some(_)) => {
+            c.problem(
+                "server.idle_timeout",
+                "is the former name of server.keepalive_timeout, which is also set: keep only keepalive_timeout",
+            );
+            ("server.keepalive_timeout", Some(keepalive))
+        }
+        (None, Some(alias)) => ("server.idle_timeout", Some(alias)),
+        (keepalive, None) => ("server.keepalive_timeout", keepalive),
+    };
+    let timeout = c.duration(key, value.as_deref(), Duration::from_secs(120));
+    if timeout.is_zero() {
+        c.problem(key, "must be longer than 0s");
+    }
+    timeout
 }
 
 /// `tls_cert_file` + `tls_key_file` (both or neither), loaded now so a bad file is a
@@ -1524,6 +1566,86 @@ passphrase = "0123456789abcdef0123"
         let problems = from_toml(&text, None).unwrap_err();
         assert!(
             problems.iter().any(|p| p.key == "oauth.shared_cache"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn keepalive_timeout_and_its_former_name() {
+        let server = |body: &str| format!("[server]\n{body}{MINIMAL}");
+        assert_eq!(
+            from_toml(MINIMAL, None).unwrap().server.idle_timeout,
+            Duration::from_secs(120)
+        );
+        let cfg = from_toml(&server("keepalive_timeout = \"75s\"\n"), None).unwrap();
+        assert_eq!(cfg.server.idle_timeout, Duration::from_secs(75));
+        // Files written before the rename keep working.
+        let cfg = from_toml(&server("idle_timeout = \"30s\"\n"), None).unwrap();
+        assert_eq!(cfg.server.idle_timeout, Duration::from_secs(30));
+        let problems = from_toml(
+            &server("keepalive_timeout = \"75s\"\nidle_timeout = \"30s\"\n"),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "server.idle_timeout");
+        assert!(
+            problems[0].reason.contains("server.keepalive_timeout"),
+            "{problems:?}"
+        );
+        for (body, key) in [
+            ("keepalive_timeout = \"0s\"\n", "server.keepalive_timeout"),
+            ("idle_timeout = \"soon\"\n", "server.idle_timeout"),
+        ] {
+            let problems = from_toml(&server(body), None).unwrap_err();
+            assert!(
+                problems.iter().any(|p| p.key == key),
+                "{body}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn log_section() {
+        let cfg = from_toml(MINIMAL, None).unwrap();
+        assert_eq!(cfg.log, LogConfig::default());
+        assert_eq!(cfg.log.format, LogFormat::Text);
+        assert_eq!(cfg.log.level, "info");
+        assert!(!cfg.log.access && !cfg.log.hash_sub);
+        let text = format!(
+            "{MINIMAL}[log]\nformat = \"JSON\"\nlevel = \"warn,oidc_gateway=debug,oidc_gateway::access=info\"\n\
+             access = true\nhash_sub = true\n"
+        );
+        let log = from_toml(&text, None).unwrap().log;
+        assert_eq!(log.format, LogFormat::Json);
+        assert_eq!(
+            log.level,
+            "warn,oidc_gateway=debug,oidc_gateway::access=info"
+        );
+        assert!(log.access && log.hash_sub);
+        for (body, key, expect) in [
+            ("format = \"xml\"\n", "log.format", "text | json"),
+            ("level = \"\"\n", "log.level", "empty"),
+            ("level = \"infoo\"\n", "log.level", "not a level"),
+            (
+                "level = \"info,oidc_gateway=loud\"\n",
+                "log.level",
+                "oidc_gateway=loud",
+            ),
+            ("colour = true\n", "log.colour", "unknown key"),
+        ] {
+            let problems = from_toml(&format!("{MINIMAL}[log]\n{body}"), None).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == key && p.reason.contains(expect)),
+                "{body}: {problems:?}"
+            );
+        }
+        // A wrong type stops validation, naming the key.
+        let problems = from_toml(&format!("{MINIMAL}[log]\naccess = \"yes\"\n"), None).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.key == "log.access"),
             "{problems:?}"
         );
     }

@@ -23,6 +23,7 @@ use openidconnect::{
     ProviderMetadata,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use url::Url;
@@ -87,11 +88,27 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 /// How soon the JWKS may be refetched for an unknown key id.
 const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What `/readyz` says about the provider, read from memory (no call to it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    /// The discovery document has been fetched and accepted.
+    pub discovery: bool,
+    /// The JWKS has been fetched and parsed.
+    pub jwks: bool,
+    /// While either is missing: why the last attempt failed (`None` before the first one
+    /// has ended).
+    pub failure: Option<String>,
+}
+
 pub(crate) struct Provider {
     cfg: ProviderConfig,
     http: OpClient,
     clock: Clock,
+    /// Metadata and JWKS: they are loaded together, so `Some` means both are.
     loaded: RwLock<Option<Arc<Discovered>>>,
+    /// Whether the last discovery attempt got the metadata (its JWKS may still have
+    /// failed): tells the two apart while nothing is loaded.
+    metadata_fetched: AtomicBool,
     last_failure: Mutex<Option<(Instant, String)>>,
     last_jwks_fetch: Mutex<Option<Instant>>,
     fetch_lock: tokio::sync::Mutex<()>,
@@ -105,6 +122,7 @@ impl Provider {
             http,
             clock,
             loaded: RwLock::new(None),
+            metadata_fetched: AtomicBool::new(false),
             last_failure: Mutex::new(None),
             last_jwks_fetch: Mutex::new(None),
             fetch_lock: tokio::sync::Mutex::new(()),
@@ -126,6 +144,27 @@ impl Provider {
     /// Whether metadata has been loaded (readiness).
     pub(crate) fn is_ready(&self) -> bool {
         self.loaded.read().map(|l| l.is_some()).unwrap_or(false)
+    }
+
+    /// Discovery and JWKS each loaded or not, with the last failure while not both are.
+    pub(crate) fn readiness(&self) -> Readiness {
+        if self.is_ready() {
+            return Readiness {
+                discovery: true,
+                jwks: true,
+                failure: None,
+            };
+        }
+        let failure = self
+            .last_failure
+            .lock()
+            .ok()
+            .and_then(|f| f.as_ref().map(|(_, cause)| cause.clone()));
+        Readiness {
+            discovery: self.metadata_fetched.load(Ordering::Relaxed),
+            jwks: false,
+            failure,
+        }
     }
 
     fn current(&self) -> Option<Arc<Discovered>> {
@@ -174,18 +213,60 @@ impl Provider {
     }
 
     async fn discover(&self) -> Result<Discovered, String> {
-        let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| e.to_string())?;
-        let http = self.http.for_openidconnect();
-        let metadata = Metadata::discover_async(issuer, &http)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        self.check_endpoints(&metadata)?;
+        let metadata = self.discover_metadata().await;
+        self.metadata_fetched
+            .store(metadata.is_ok(), Ordering::Relaxed);
+        let metadata = metadata?;
         let jwks = self
             .fetch_raw_jwks(metadata.jwks_uri().url().as_str())
             .await?;
         // Not recorded as a refetch: the rate limit is for unknown-kid refetches, and a key
         // the provider rotated in just after start-up must still be fetched once.
         Ok(self.build(metadata, jwks))
+    }
+
+    /// The discovery document alone, fetched and checked as openidconnect's
+    /// `discover_async` does (200, JSON, the configured issuer), which would also fetch the
+    /// JWKS: [`Provider::fetch_raw_jwks`] does that next, once, and readiness tells a
+    /// missing document from a missing JWKS.
+    async fn discover_metadata(&self) -> Result<Metadata, String> {
+        let issuer = IssuerUrl::new(self.cfg.issuer.clone()).map_err(|e| e.to_string())?;
+        let url = issuer
+            .join(".well-known/openid-configuration")
+            .map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .get(url.as_str(), None)
+            .await
+            .map_err(|e| format!("discovery at {url}: {}", error_chain(&e)))?;
+        if response.status() != http::StatusCode::OK {
+            return Err(format!("discovery at {url} answered {}", response.status()));
+        }
+        if let Some(content_type) = response.headers().get(http::header::CONTENT_TYPE) {
+            let essence = content_type
+                .to_str()
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim();
+            if !essence.eq_ignore_ascii_case("application/json") {
+                return Err(format!(
+                    "discovery at {url} answered Content-Type {content_type:?}, not application/json"
+                ));
+            }
+        }
+        let metadata: Metadata = serde_json::from_slice(response.body())
+            .map_err(|e| format!("discovery document at {url} is not valid: {e}"))?;
+        if metadata.issuer() != &issuer {
+            return Err(format!(
+                "discovery document names issuer {} (expected {})",
+                metadata.issuer().as_str(),
+                issuer.as_str()
+            ));
+        }
+        self.check_endpoints(&metadata)?;
+        Ok(metadata)
     }
 
     /// Refuses plain-http endpoints off loopback unless `allow_http`.

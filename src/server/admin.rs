@@ -1,19 +1,39 @@
-//! The admin listener: `/healthz` (process up), `/readyz` (provider metadata loaded; Redis ok or degraded) and
-//! `/metrics` (Prometheus). Never served on the proxied port.
+//! The admin listener: `/healthz` (process up), `/readyz` (provider discovery and JWKS
+//! loaded, listeners bound; Redis ok or degraded), both JSON, and `/metrics`
+//! (Prometheus). Never served on the proxied port. Nothing here calls out: every check
+//! reads state the gateway already holds.
 
 use crate::redis_link::Health;
 use crate::response::{self, Body};
 use crate::services::Services;
 use http::{Request, Response, StatusCode};
+use serde::Serialize;
+use std::net::SocketAddr;
 
-pub(crate) fn handle<B>(gw: &Services, req: Request<B>) -> Response<Body> {
+/// `listeners`: the bound proxied addresses (`server.listen`, then
+/// `server.redirect_http_listen`), for `/readyz`.
+pub(crate) fn handle<B>(
+    gw: &Services,
+    listeners: &[SocketAddr],
+    req: Request<B>,
+) -> Response<Body> {
     match req.uri().path() {
-        "/healthz" => response::text(StatusCode::OK, "ok\n"),
-        "/readyz" if gw.provider.is_ready() => response::text(StatusCode::OK, readiness(gw)),
-        "/readyz" => response::text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "provider metadata not loaded\n",
+        "/healthz" => response::json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
         ),
+        "/readyz" => {
+            let ready = readiness(gw, listeners);
+            let status = match ready.status {
+                "not_ready" => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::OK,
+            };
+            // Serialized from the structs (not a `Value`, whose keys would be sorted):
+            // `status` first, then the checks.
+            let mut resp = response::json(status, &serde_json::Value::Null);
+            *resp.body_mut() = response::full(serde_json::to_string(&ready).unwrap_or_default());
+            resp
+        }
         "/metrics" => {
             let mut resp = response::text(
                 StatusCode::OK,
@@ -21,6 +41,7 @@ pub(crate) fn handle<B>(gw: &Services, req: Request<B>) -> Response<Body> {
                     gw.provider.is_ready(),
                     gw.provider.http().shed_calls(),
                     gw.replicas.status().as_ref(),
+                    gw.generation,
                 ),
             );
             resp.headers_mut().insert(
@@ -33,18 +54,106 @@ pub(crate) fn handle<B>(gw: &Services, req: Request<B>) -> Response<Body> {
     }
 }
 
-/// `ready`, and with `[redis]` a line on it. A Redis that is down leaves the gateway
-/// ready (degraded): every replica would otherwise be taken out of the load balancer at
-/// once, while cookie sessions still work without Redis.
-fn readiness(gw: &Services) -> String {
-    let Some(status) = gw.replicas.status() else {
-        return "ready\n".to_string();
+/// The `/readyz` body: `ready`, `degraded` (still 200) or `not_ready` (503), and each check.
+#[derive(Serialize)]
+struct Readiness {
+    status: &'static str,
+    checks: Checks,
+    /// The running configuration: its generation (1 at start, +1 per reload).
+    config: ConfigState,
+}
+
+#[derive(Serialize)]
+struct ConfigState {
+    generation: u64,
+}
+
+#[derive(Serialize)]
+struct Checks {
+    provider: ProviderCheck,
+    listeners: ListenersCheck,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<RedisCheck>,
+}
+
+#[derive(Serialize)]
+struct ProviderCheck {
+    status: &'static str,
+    discovery: bool,
+    jwks: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListenersCheck {
+    status: &'static str,
+    bound: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct RedisCheck {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// Ready once the provider's discovery document and JWKS are loaded and the listeners
+/// are bound. A Redis that is down leaves the gateway ready (degraded): every replica
+/// would otherwise be taken out of the load balancer at once, while cookie sessions
+/// still work without Redis.
+fn readiness(gw: &Services, listeners: &[SocketAddr]) -> Readiness {
+    let loaded = gw.provider.readiness();
+    let provider_ok = loaded.discovery && loaded.jwks;
+    let provider = ProviderCheck {
+        status: if provider_ok { "ok" } else { "failed" },
+        discovery: loaded.discovery,
+        jwks: loaded.jwks,
+        detail: (!provider_ok).then(|| {
+            let missing = if loaded.discovery {
+                "JWKS not loaded"
+            } else {
+                "discovery document not loaded"
+            };
+            match loaded.failure {
+                Some(cause) => format!("{missing}: {cause}"),
+                None => format!("{missing} yet"),
+            }
+        }),
     };
-    match (&status.health, status.subscribed) {
-        (Health::Degraded(cause), _) => {
-            format!("ready\nredis: degraded ({cause}); logouts and refreshes are local until it is back\n")
+    let listeners_ok = !listeners.is_empty();
+    let listeners = ListenersCheck {
+        status: if listeners_ok { "ok" } else { "failed" },
+        bound: listeners.iter().map(ToString::to_string).collect(),
+    };
+    let redis = gw.replicas.status().map(|status| {
+        let cause = match (&status.health, status.subscribed) {
+            (Health::Degraded(cause), _) => Some(cause.clone()),
+            (_, false) => Some("not subscribed yet".to_string()),
+            (_, true) => None,
+        };
+        RedisCheck {
+            status: if cause.is_some() { "degraded" } else { "ok" },
+            detail: cause
+                .map(|cause| format!("{cause}; logouts and refreshes are local until it is back")),
         }
-        (_, false) => "ready\nredis: degraded (not subscribed yet); logouts and refreshes are local until it is back\n".to_string(),
-        (_, true) => "ready\nredis: ok\n".to_string(),
+    });
+    let status = if !(provider_ok && listeners_ok) {
+        "not_ready"
+    } else if redis.as_ref().is_some_and(|r| r.detail.is_some()) {
+        "degraded"
+    } else {
+        "ready"
+    };
+    Readiness {
+        status,
+        checks: Checks {
+            provider,
+            listeners,
+            redis,
+        },
+        config: ConfigState {
+            generation: gw.generation,
+        },
     }
 }

@@ -7,6 +7,7 @@ mod tls;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::reload::{Current, Reloader};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -40,7 +41,7 @@ pub struct Running {
     pub admin_addrs: Vec<SocketAddr>,
     /// `server.redirect_http_listen`, bound.
     pub redirect_addrs: Vec<SocketAddr>,
-    pub gateway: Arc<Gateway>,
+    current: Arc<Current>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -49,6 +50,17 @@ impl Running {
     /// The first proxied address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// The gateway new requests run on (the latest config generation).
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.current.get()
+    }
+
+    /// Reloads from `path` on demand ([`Reloader::reload`]), on SIGHUP
+    /// ([`Reloader::on_hangup`]) or when the file changes ([`Reloader::watch`]).
+    pub fn reloader(&self, path: &std::path::Path) -> Reloader {
+        Reloader::new(Arc::clone(&self.current), path)
     }
 
     /// Stops accepting, lets in-flight requests finish (up to `server.shutdown_grace`),
@@ -90,10 +102,6 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
     let acceptor = certificate
         .as_ref()
         .map(|c| tokio_rustls::TlsAcceptor::from(c.server_config()));
-    let hsts = config
-        .server
-        .hsts
-        .and_then(|d| http::HeaderValue::from_str(&format!("max-age={}", d.as_secs())).ok());
     let mut admin_listeners = Vec::new();
     for addr in config.admin.iter().flat_map(|a| &a.listen) {
         let l = TcpListener::bind(addr).await.map_err(|e| {
@@ -101,9 +109,13 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         })?;
         admin_listeners.push(l);
     }
+    let https_port = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(443, |a| a.port());
+    let current = Arc::new(Current::new(Gateway::new(config.clone(), clock)));
     let limits = Limits {
-        grace: config.server.shutdown_grace,
-        idle_timeout: config.server.idle_timeout,
+        current: Arc::clone(&current),
         slots: Arc::new(Semaphore::new(
             config
                 .server
@@ -117,12 +129,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
         ..limits.clone()
     };
-    let https_port = listeners
-        .first()
-        .and_then(|l| l.local_addr().ok())
-        .map_or(443, |a| a.port());
-    let gateway = Arc::new(Gateway::new(config, clock));
-    gateway.services.start_background();
+    current.peek().services.start_background();
     if let Some(certificate) = certificate {
         tokio::spawn(certificate.watch());
     }
@@ -131,22 +138,23 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
     let mut tasks = Vec::new();
     for listener in listeners {
         addrs.push(listener.local_addr()?);
-        let gw = gateway.clone();
+        let current = Arc::clone(&current);
         let tls = acceptor.is_some();
-        let hsts = hsts.clone();
         tasks.push(tokio::spawn(accept_loop(
             listener,
             stopped.clone(),
             limits.clone(),
             acceptor.clone(),
             move |req, peer| {
-                let gw = gw.clone();
-                let hsts = hsts.clone();
+                // The request keeps this generation to its end, whatever reloads meanwhile.
+                let gw = current.get();
                 async move {
                     let mut resp = gw.handle(req, peer, tls).await;
-                    if let Some(hsts) = hsts {
-                        resp.headers_mut()
-                            .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+                    if tls {
+                        if let Some(hsts) = &gw.hsts {
+                            resp.headers_mut()
+                                .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+                        }
                     }
                     resp
                 }
@@ -158,30 +166,38 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         let addr = listener.local_addr()?;
         redirect_addrs.push(addr);
         tracing::info!(%addr, "redirecting http to https");
-        let gw = gateway.clone();
+        let current = Arc::clone(&current);
         tasks.push(tokio::spawn(accept_loop(
             listener,
             stopped.clone(),
             limits.clone(),
             None,
             move |req, peer| {
-                let gw = gw.clone();
-                async move { to_https(&gw.services.config.server, &req, peer, https_port) }
+                let resp = to_https(
+                    &current.peek().services.config.server,
+                    &req,
+                    peer,
+                    https_port,
+                );
+                async move { resp }
             },
         )));
     }
     let mut admin_addrs = Vec::new();
+    // For /readyz: the proxied listeners, all bound by now.
+    let bound: Arc<[SocketAddr]> = addrs.iter().chain(&redirect_addrs).copied().collect();
     for listener in admin_listeners {
         admin_addrs.push(listener.local_addr()?);
-        let gw = gateway.clone();
+        let current = Arc::clone(&current);
+        let bound = bound.clone();
         tasks.push(tokio::spawn(accept_loop(
             listener,
             stopped.clone(),
             admin_limits.clone(),
             None,
             move |req, _| {
-                let gw = gw.clone();
-                async move { admin::handle(&gw.services, req) }
+                let resp = admin::handle(&current.peek().services, &bound, req);
+                async move { resp }
             },
         )));
     }
@@ -195,7 +211,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         addrs,
         admin_addrs,
         redirect_addrs,
-        gateway,
+        current,
         stop,
         tasks,
     })
@@ -252,11 +268,11 @@ fn to_https<B>(
 /// What one listener's connections may use, and how they end.
 #[derive(Clone)]
 struct Limits {
-    /// How long shutdown waits for in-flight requests.
-    grace: Duration,
-    /// A connection on which no request starts for this long is closed (gracefully: a
-    /// response in progress finishes first).
-    idle_timeout: Duration,
+    /// The running config: `server.shutdown_grace` (how long shutdown waits for in-flight
+    /// requests) and `server.keepalive_timeout` (a connection on which no request starts
+    /// for this long is closed, gracefully), read when they are needed so a reload applies
+    /// them to new connections.
+    current: Arc<Current>,
     /// Open connections; at the bound, new ones wait to be accepted (the kernel's backlog
     /// holds them) and existing ones keep working.
     slots: Arc<Semaphore>,
@@ -346,7 +362,7 @@ async fn accept_loop<F, Fut>(
         let builder = builder.clone();
         let guard = live.enter();
         let stopped = stopped.clone();
-        let idle_timeout = limits.idle_timeout;
+        let idle_timeout = limits.current.peek().services.config.server.idle_timeout;
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -373,9 +389,10 @@ async fn accept_loop<F, Fut>(
         });
     }
     drop(listener);
+    let grace = limits.current.peek().services.config.server.shutdown_grace;
     tokio::select! {
         _ = live.drained() => tracing::debug!("connections drained"),
-        _ = tokio::time::sleep(limits.grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
     }
 }
 

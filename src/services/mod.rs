@@ -24,13 +24,19 @@ use std::sync::Arc;
 pub struct Services {
     pub config: Config,
     pub clock: Clock,
+    /// Which config this is: 1 at start, one more at every successful reload.
+    pub generation: u64,
     pub(crate) provider: Arc<Provider>,
     pub sessions: Sessions,
-    pub(crate) metrics: Metrics,
-    pub(crate) refresh_flights: Flights,
+    /// Shared by every generation: counters survive reloads.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Shared by every generation: a refresh in flight during a reload is still made once.
+    pub(crate) refresh_flights: Arc<Flights>,
     pub token_cache: TokenCache,
     /// What is shared with other replicas through Redis (`[redis]`); inert without it.
     pub(crate) replicas: Replicas,
+    /// The connection to Redis (`[redis]`), kept across reloads.
+    redis: Option<Arc<RedisLink>>,
 }
 
 impl Services {
@@ -44,10 +50,7 @@ impl Services {
         let redis = config.redis.as_ref().map(|r| Arc::new(RedisLink::new(r)));
         let sessions = Sessions::new(
             &config.session,
-            Deployment {
-                issuer: &config.provider.issuer,
-                client_id: &config.provider.client_id,
-            },
+            deployment(&config),
             clock.clone(),
             redis.clone(),
         );
@@ -55,26 +58,68 @@ impl Services {
             config.oauth.introspection_cache,
             config.oauth.cache_max_bytes,
         );
-        let replicas = match redis {
+        let replicas = match &redis {
             Some(link) => Replicas::new(replicas::Parts {
-                link,
+                link: Arc::clone(link),
                 logouts: Arc::clone(sessions.logouts()),
-                codec: sessions.shared_codec(),
-                tokens: token_cache.clone(),
                 clock: clock.clone(),
-                record_ttl: config.session.max_duration,
-                shared_tokens: config.oauth.shared_cache,
+                settings: replica_settings(&config, &sessions, &token_cache),
             }),
             None => Replicas::single(),
         };
         Services {
             provider: Arc::new(Provider::new(config.provider.clone(), clock.clone())),
             sessions,
-            metrics: Metrics::default(),
-            refresh_flights: Flights::default(),
+            metrics: Arc::default(),
+            refresh_flights: Arc::default(),
             token_cache,
             replicas,
+            redis,
             clock,
+            config,
+            generation: 1,
+        }
+    }
+
+    /// The services for a reloaded `config` (already checked, and with the keys that only
+    /// change on restart put back: see `crate::reload`). What did not change is kept: the
+    /// provider with its metadata and keys when `[provider]` is the same, the token cache
+    /// when its policy and size are, the sessions (see [`Sessions::reloaded`]), the metrics,
+    /// the refresh flights, and the connection to Redis with the replicas' task.
+    pub fn reloaded(&self, config: Config) -> Services {
+        let provider = if config.provider == self.config.provider {
+            Arc::clone(&self.provider)
+        } else {
+            let provider = Arc::new(Provider::new(config.provider.clone(), self.clock.clone()));
+            provider.warm_up();
+            provider
+        };
+        let sessions =
+            self.sessions
+                .reloaded(&config.session, deployment(&config), self.redis.as_ref());
+        let token_cache = if config.oauth.introspection_cache
+            == self.config.oauth.introspection_cache
+            && config.oauth.cache_max_bytes == self.config.oauth.cache_max_bytes
+        {
+            self.token_cache.clone()
+        } else {
+            TokenCache::new(
+                config.oauth.introspection_cache,
+                config.oauth.cache_max_bytes,
+            )
+        };
+        self.replicas
+            .retarget(replica_settings(&config, &sessions, &token_cache));
+        Services {
+            provider,
+            sessions,
+            metrics: Arc::clone(&self.metrics),
+            refresh_flights: Arc::clone(&self.refresh_flights),
+            token_cache,
+            replicas: self.replicas.clone(),
+            redis: self.redis.clone(),
+            clock: self.clock.clone(),
+            generation: self.generation + 1,
             config,
         }
     }
@@ -84,5 +129,25 @@ impl Services {
     pub fn start_background(&self) {
         self.provider.warm_up();
         self.replicas.start();
+    }
+}
+
+fn deployment(config: &Config) -> Deployment<'_> {
+    Deployment {
+        issuer: &config.provider.issuer,
+        client_id: &config.provider.client_id,
+    }
+}
+
+fn replica_settings(
+    config: &Config,
+    sessions: &Sessions,
+    tokens: &TokenCache,
+) -> replicas::Settings {
+    replicas::Settings {
+        codec: sessions.shared_codec(),
+        tokens: tokens.clone(),
+        record_ttl: config.session.max_duration,
+        shared_tokens: config.oauth.shared_cache,
     }
 }

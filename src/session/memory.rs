@@ -33,7 +33,9 @@ impl Expiry<String, Entry> for PerEntryTtl {
     }
 }
 
-/// Sessions held in this process: lost on restart, not shared between instances.
+/// Sessions held in this process: lost on restart, not shared between instances. Clones
+/// share the sessions (a config reload keeps them).
+#[derive(Clone)]
 pub(crate) struct MemoryBackend {
     cache: Cache<String, Entry>,
 }

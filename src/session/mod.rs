@@ -127,6 +127,31 @@ enum Store {
     Redis(Box<RedisBackend>),
 }
 
+impl Store {
+    fn new(cfg: &SessionConfig, redis: Option<&Arc<RedisLink>>, codec: &Arc<Codec>) -> Store {
+        match cfg.store {
+            StoreKind::Cookie => Store::Cookie {
+                decoded: Cache::builder()
+                    .max_capacity(DECODED_CAPACITY_BYTES)
+                    // The sealed value, and the decoded session (about twice its size,
+                    // deflate undone).
+                    .weigher(|_, d: &Arc<Decoded>| {
+                        u32::try_from(256 + d.sealed.len() * 3).unwrap_or(u32::MAX)
+                    })
+                    .time_to_live(DECODED_TTL)
+                    .build(),
+            },
+            StoreKind::Memory => Store::Memory(MemoryBackend::new(cfg.memory_capacity)),
+            StoreKind::Redis => Store::Redis(Box::new(RedisBackend::new(
+                Arc::clone(
+                    redis.expect("config validation requires [redis] for store = \"redis\""),
+                ),
+                Arc::clone(codec),
+            ))),
+        }
+    }
+}
+
 /// The session manager: built once at start, shared by every request.
 pub struct Sessions {
     /// Shared with the redis store, which seals what it keeps.
@@ -171,28 +196,7 @@ impl Sessions {
         redis: Option<Arc<RedisLink>>,
     ) -> Sessions {
         let codec = Arc::new(Codec::new(&cfg.passphrases, &deployment));
-        let store = match cfg.store {
-            StoreKind::Cookie => Store::Cookie {
-                decoded: Cache::builder()
-                    .max_capacity(DECODED_CAPACITY_BYTES)
-                    // The sealed value, and the decoded session (about twice its size,
-                    // deflate undone).
-                    .weigher(|_, d: &Arc<Decoded>| {
-                        u32::try_from(256 + d.sealed.len() * 3).unwrap_or(u32::MAX)
-                    })
-                    .time_to_live(DECODED_TTL)
-                    .build(),
-            },
-            StoreKind::Memory => Store::Memory(MemoryBackend::new(cfg.memory_capacity)),
-            StoreKind::Redis => Store::Redis(Box::new(RedisBackend::new(
-                Arc::clone(
-                    redis
-                        .as_ref()
-                        .expect("config validation requires [redis] for store = \"redis\""),
-                ),
-                Arc::clone(&codec),
-            ))),
-        };
+        let store = Store::new(cfg, redis.as_ref(), &codec);
         let inactivity = secs(cfg.inactivity_timeout);
         Sessions {
             codec,
@@ -206,6 +210,37 @@ impl Sessions {
             // Nothing older than max_duration can be loaded anyway, so records need not
             // outlive it.
             logouts: Arc::new(LogoutRecords::new(cfg.max_duration, redis.is_some())),
+        }
+    }
+
+    /// The manager for a reloaded config. What it holds survives: the logout records, the
+    /// memory store's sessions, and every session cookie or Redis session the new
+    /// passphrases still open (a new first passphrase with the old one kept after it opens
+    /// them all). The store kind, its capacity and `[redis]` only change on restart (the
+    /// reload keeps the running ones). A cookie store's decode cache starts empty: what it
+    /// holds was opened with the old passphrases, some of which may be gone.
+    pub fn reloaded(
+        &self,
+        cfg: &SessionConfig,
+        deployment: Deployment<'_>,
+        redis: Option<&Arc<RedisLink>>,
+    ) -> Sessions {
+        let codec = Arc::new(Codec::new(&cfg.passphrases, &deployment));
+        let store = match &self.store {
+            Store::Memory(backend) => Store::Memory(backend.clone()),
+            _ => Store::new(cfg, redis, &codec),
+        };
+        let inactivity = secs(cfg.inactivity_timeout);
+        Sessions {
+            codec,
+            clock: self.clock.clone(),
+            names: Names::new(&cfg.cookie_name, &cfg.state_cookie_prefix),
+            attrs: CookieAttrs::new(cfg.same_site, cfg.cookie_domain.as_ref()),
+            store,
+            inactivity,
+            max_duration: secs(cfg.max_duration),
+            touch_after: (inactivity / 10).max(1),
+            logouts: Arc::clone(&self.logouts),
         }
     }
 

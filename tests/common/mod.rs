@@ -44,6 +44,8 @@ pub struct Options {
     pub passphrases: Option<Vec<String>>,
     /// The body of a `[redis]` section (none when unset).
     pub redis: Option<String>,
+    /// Lines of the `[log]` section.
+    pub log: String,
 }
 
 pub struct Harness {
@@ -124,6 +126,9 @@ scopes = ["openid", "profile", "email", "offline_access"]
 
 {redis}
 
+[log]
+{log}
+
 {routes}
 "#,
         server = o.server,
@@ -142,6 +147,7 @@ scopes = ["openid", "profile", "email", "offline_access"]
             .as_ref()
             .map(|r| format!("[redis]\n{r}"))
             .unwrap_or_default(),
+        log = o.log,
         passphrase = match &o.passphrases {
             Some(list) => format!("passphrases = {list:?}"),
             None => format!("passphrase = \"{PASSPHRASE}\""),
@@ -663,23 +669,37 @@ pub fn tamper_session_cookie(cookie_header: &str) -> String {
         .join("; ")
 }
 
-/// Waits (at most 15 s) until the admin listener at `admin` answers `/readyz` with a body
-/// containing `text` (e.g. `redis: ok`); returns the body.
-pub async fn wait_for_readyz(admin: std::net::SocketAddr, text: &str) -> String {
+/// Waits (at most 15 s) until the admin listener at `admin` answers `/readyz` with 200 and
+/// `checks.redis.status` equal to `redis` (`"ok"` or `"degraded"`); checks the body's
+/// shape (docs/behaviour.md §12.1) and returns it.
+pub async fn wait_for_readyz(admin: std::net::SocketAddr, redis: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
-        let body = reqwest::get(format!("http://{admin}/readyz"))
-            .await
-            .unwrap()
-            .text()
+        let resp = reqwest::get(format!("http://{admin}/readyz"))
             .await
             .unwrap();
-        if body.contains(text) {
+        let ok = resp.status() == reqwest::StatusCode::OK;
+        let text = resp.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{admin}/readyz is not JSON ({e}): {text}"));
+        if ok && body["checks"]["redis"]["status"] == redis {
+            let (top, detail) = match redis {
+                "ok" => ("ready", false),
+                _ => ("degraded", true),
+            };
+            assert_eq!(body["status"], top, "{body}");
+            assert_eq!(body["checks"]["provider"]["status"], "ok", "{body}");
+            assert_eq!(body["checks"]["listeners"]["status"], "ok", "{body}");
+            assert_eq!(
+                body["checks"]["redis"]["detail"].is_string(),
+                detail,
+                "{body}"
+            );
             return body;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{admin}/readyz never said {text:?}: {body}"
+            "{admin}/readyz never said redis {redis:?}: {body}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }

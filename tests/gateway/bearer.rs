@@ -408,7 +408,7 @@ async fn introspection_cache_off_introspects_every_request() {
     h.op.revoke(&t);
     let r = bearer(&h, "/api/x", &t).await;
     assert_bearer_error(&r, StatusCode::UNAUTHORIZED, "invalid_token");
-    assert!(h.gw.gateway.services.token_cache.debug_keys().is_empty());
+    assert!(h.gw.gateway().services.token_cache.debug_keys().is_empty());
 }
 
 /// A duration policy re-validates after it. The cache runs on real time, so this one test
@@ -464,7 +464,7 @@ async fn cache_keys_are_hashes_not_tokens() {
         bearer(&h, "/api/x", inactive).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let mut keys = h.gw.gateway.services.token_cache.debug_keys();
+    let mut keys = h.gw.gateway().services.token_cache.debug_keys();
     keys.sort();
     let mut expected = vec![sha256_hex(&opaque), sha256_hex(&jwt), sha256_hex(inactive)];
     expected.sort();

@@ -166,6 +166,22 @@ fn a_bad_duration_is_named() {
     assert_problems(&check(&text, &[]), &["server.upstream_timeout: "]);
 }
 
+/// `server.keepalive_timeout` was `server.idle_timeout`: the old name is still read, and
+/// both at once is a problem naming the old key.
+#[test]
+fn keepalive_timeout_keeps_its_former_name_as_an_alias() {
+    let text = VALID.replace("[server]\n", "[server]\nidle_timeout = \"30s\"\n");
+    assert_eq!(check(&text, &[]).code, 0);
+    let text = VALID.replace(
+        "[server]\n",
+        "[server]\nkeepalive_timeout = \"75s\"\nidle_timeout = \"30s\"\n",
+    );
+    assert_problems(
+        &check(&text, &[]),
+        &["server.idle_timeout: is the former name of server.keepalive_timeout"],
+    );
+}
+
 #[test]
 fn a_missing_passphrase_is_named() {
     let text = VALID.replace("passphrase = \"0123456789abcdef0123456789abcdef\"", "");

@@ -1,6 +1,6 @@
 //! Time and connection limits (issue 12, item 10): `server.max_connections`,
-//! `server.idle_timeout`, the read deadline on bodies the gateway reads itself, and the cap
-//! on concurrent calls to the provider. Every wait here is for a condition, bounded; none
+//! `server.keepalive_timeout`, the read deadline on bodies the gateway reads itself, and
+//! the cap on concurrent calls to the provider. Every wait here is for a condition, bounded; none
 //! asserts how fast anything is.
 use crate::common::*;
 use reqwest::StatusCode;
@@ -60,7 +60,7 @@ async fn connections_beyond_max_connections_wait_and_existing_ones_keep_working(
 #[tokio::test]
 async fn idle_connections_are_closed() {
     let h = Harness::with(Options {
-        server: r#"idle_timeout = "1s""#.into(),
+        server: r#"keepalive_timeout = "1s""#.into(),
         ..Options::default()
     })
     .await;
@@ -69,7 +69,7 @@ async fn idle_connections_are_closed() {
         .await
         .starts_with("HTTP/1.1 200"));
     // The server closes it: read returns 0 bytes (EOF). Bounded wait for the condition,
-    // shorter than hyper's own 30 s header timeout, so only idle_timeout can pass it.
+    // shorter than hyper's own 30 s header timeout, so only keepalive_timeout can pass it.
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf))
         .await

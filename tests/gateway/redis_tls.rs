@@ -139,8 +139,8 @@ async fn replicas_share_logouts_over_rediss_with_a_client_certificate() {
 
     let h = Harness::with(options(&pki, redis.port, true)).await;
     let (b, b_base) = h.another_gateway(options(&pki, redis.port, true)).await;
-    wait_for_readyz(h.gw.admin_addrs[0], "redis: ok").await;
-    wait_for_readyz(b.admin_addrs[0], "redis: ok").await;
+    wait_for_readyz(h.gw.admin_addrs[0], "ok").await;
+    wait_for_readyz(b.admin_addrs[0], "ok").await;
     let browser = Browser::new();
     assert_eq!(
         h.login(&browser, "/app", "alice").await.status(),
@@ -168,7 +168,7 @@ async fn replicas_share_logouts_over_rediss_with_a_client_certificate() {
 
     // Without a client certificate this Redis refuses the handshake: degraded, not down.
     let (c, c_base) = h.another_gateway(options(&pki, redis.port, false)).await;
-    wait_for_readyz(c.admin_addrs[0], "redis: degraded").await;
+    wait_for_readyz(c.admin_addrs[0], "degraded").await;
     assert_eq!(
         get_with_cookie(&format!("{c_base}/public/x"), "")
             .await

@@ -224,6 +224,8 @@ impl Shared {
             return Read::Absent;
         };
         let opened = self
+            .settings
+            .load()
             .codec
             .open(Purpose::SharedGrant, &sealed)
             .ok()
@@ -323,7 +325,7 @@ impl Shared {
             outcome: Stored::of(outcome),
         };
         let json = serde_json::to_vec(&sealed).expect("an outcome serializes");
-        let sealed = self.codec.seal(Purpose::SharedGrant, &json);
+        let sealed = self.settings.load().codec.seal(Purpose::SharedGrant, &json);
         let ttl = if outcome.is_ok() {
             RESULT_TTL
         } else {

@@ -66,7 +66,7 @@ impl Shared {
         }
         let key = self.log_key();
         let now = self.clock.now_ms();
-        let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = i64::try_from(self.settings.load().record_ttl.as_millis()).unwrap_or(i64::MAX);
         let mut pipe = redis::pipe();
         for event in &events {
             let json = serde_json::to_vec(event).expect("a logout event serializes");
@@ -106,7 +106,7 @@ impl Shared {
     /// replica may have missed); whether it could.
     pub(super) async fn resync_logouts(&self) -> bool {
         let key = self.log_key();
-        let ttl_ms = i64::try_from(self.record_ttl.as_millis()).unwrap_or(i64::MAX);
+        let ttl_ms = i64::try_from(self.settings.load().record_ttl.as_millis()).unwrap_or(i64::MAX);
         let since = self.clock.now_ms().saturating_sub(ttl_ms);
         let mut offset = 0;
         let mut loaded = 0;

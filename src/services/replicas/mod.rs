@@ -27,6 +27,7 @@ use super::TokenCache;
 use crate::clock::Clock;
 use crate::redis_link::{RedisLink, RedisStatus};
 use crate::session::{Codec, LogoutRecords};
+use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,6 +44,9 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 /// How often the subscription must answer a PING.
 const PING_EVERY: Duration = Duration::from_secs(5);
 
+/// Clones share the connection and the task (a config reload keeps them, see
+/// [`Replicas::retarget`]).
+#[derive(Clone)]
 pub(crate) struct Replicas {
     shared: Option<Arc<Shared>>,
 }
@@ -51,13 +55,9 @@ pub(crate) struct Replicas {
 struct Shared {
     link: Arc<RedisLink>,
     logouts: Arc<LogoutRecords>,
-    codec: Arc<Codec>,
-    tokens: TokenCache,
     clock: Clock,
-    /// How long logout records are kept (`session.max_duration`).
-    record_ttl: Duration,
-    /// Whether validation results are kept in Redis (`oauth.shared_cache`).
-    shared_tokens: bool,
+    /// What a config reload may change; one lock-free load per use.
+    settings: ArcSwap<Settings>,
     /// Grant outcomes other replicas published (their flight keys), for local waiters.
     grants: broadcast::Sender<[u8; 32]>,
     /// Whether the subscription is up (for `/readyz`).
@@ -70,10 +70,19 @@ struct Shared {
 pub(crate) struct Parts {
     pub link: Arc<RedisLink>,
     pub logouts: Arc<LogoutRecords>,
-    pub codec: Arc<Codec>,
-    pub tokens: TokenCache,
     pub clock: Clock,
+    pub settings: Settings,
+}
+
+/// The parts of the config generation the replicas use, replaced on reload.
+pub(crate) struct Settings {
+    /// Seals grant outcomes and validation results kept in Redis (the sessions' codec).
+    pub codec: Arc<Codec>,
+    /// The bearer-token validation cache that removals from other replicas apply to.
+    pub tokens: TokenCache,
+    /// How long logout records are kept (`session.max_duration`).
     pub record_ttl: Duration,
+    /// Whether validation results are kept in Redis (`oauth.shared_cache`).
     pub shared_tokens: bool,
 }
 
@@ -89,11 +98,8 @@ impl Replicas {
             shared: Some(Arc::new(Shared {
                 link: parts.link,
                 logouts: parts.logouts,
-                codec: parts.codec,
-                tokens: parts.tokens,
                 clock: parts.clock,
-                record_ttl: parts.record_ttl,
-                shared_tokens: parts.shared_tokens,
+                settings: ArcSwap::from_pointee(parts.settings),
                 grants: broadcast::channel(256).0,
                 subscribed: AtomicBool::new(false),
                 removals: Default::default(),
@@ -109,6 +115,14 @@ impl Replicas {
             tokio::spawn(Arc::clone(shared).supervise());
             let link = Arc::clone(&shared.link);
             tokio::spawn(async move { link.follow_failovers().await });
+        }
+    }
+
+    /// A reloaded config's codec, token cache and limits; the connection, the subscription
+    /// and the logout records carry on.
+    pub(crate) fn retarget(&self, settings: Settings) {
+        if let Some(shared) = &self.shared {
+            shared.settings.store(Arc::new(settings));
         }
     }
 

@@ -36,7 +36,11 @@ impl Replicas {
         key: &Key,
         validate: impl Future<Output = Result<Validation, E>>,
     ) -> Result<Validation, E> {
-        let Some(shared) = self.shared.as_ref().filter(|s| s.shared_tokens) else {
+        let Some(shared) = self
+            .shared
+            .as_ref()
+            .filter(|s| s.settings.load().shared_tokens)
+        else {
             return validate.await;
         };
         let hex = hex(key);
@@ -129,6 +133,8 @@ impl Shared {
         };
         let sealed = sealed.filter(|_| pttl > 0)?;
         let stored = self
+            .settings
+            .load()
             .codec
             .open(Purpose::SharedValidation, &sealed)
             .ok()
@@ -155,7 +161,11 @@ impl Shared {
             exp: v.exp,
         })
         .expect("a validation serializes");
-        let sealed = self.codec.seal(Purpose::SharedValidation, &json);
+        let sealed = self
+            .settings
+            .load()
+            .codec
+            .seal(Purpose::SharedValidation, &json);
         let mut cmd = redis::cmd("SET");
         cmd.arg(name)
             .arg(sealed)
@@ -170,7 +180,8 @@ impl Shared {
     /// Another replica removed a token: drop it here.
     pub(super) async fn apply_token_removed(&self, body: &[u8]) {
         if let Some(key) = from_hex(body) {
-            self.tokens.invalidate_key(&key).await;
+            let tokens = self.settings.load().tokens.clone();
+            tokens.invalidate_key(&key).await;
         }
     }
 }
