@@ -197,20 +197,10 @@ impl Sessions {
     ) -> Sessions {
         let codec = Arc::new(Codec::new(&cfg.passphrases, &deployment));
         let store = Store::new(cfg, redis.as_ref(), &codec);
-        let inactivity = secs(cfg.inactivity_timeout);
-        Sessions {
-            codec,
-            clock,
-            names: Names::new(&cfg.cookie_name, &cfg.state_cookie_prefix),
-            attrs: CookieAttrs::new(cfg.same_site, cfg.cookie_domain.as_ref()),
-            store,
-            inactivity,
-            max_duration: secs(cfg.max_duration),
-            touch_after: (inactivity / 10).max(1),
-            // Nothing older than max_duration can be loaded anyway, so records need not
-            // outlive it.
-            logouts: Arc::new(LogoutRecords::new(cfg.max_duration, redis.is_some())),
-        }
+        // Nothing older than max_duration can be loaded anyway, so records need not
+        // outlive it.
+        let logouts = Arc::new(LogoutRecords::new(cfg.max_duration, redis.is_some()));
+        Sessions::assemble(cfg, codec, clock, store, logouts)
     }
 
     /// The manager for a reloaded config. What it holds survives: the logout records, the
@@ -230,17 +220,28 @@ impl Sessions {
             Store::Memory(backend) => Store::Memory(backend.clone()),
             _ => Store::new(cfg, redis, &codec),
         };
+        let logouts = Arc::clone(&self.logouts);
+        Sessions::assemble(cfg, codec, self.clock.clone(), store, logouts)
+    }
+
+    fn assemble(
+        cfg: &SessionConfig,
+        codec: Arc<Codec>,
+        clock: Clock,
+        store: Store,
+        logouts: Arc<LogoutRecords>,
+    ) -> Sessions {
         let inactivity = secs(cfg.inactivity_timeout);
         Sessions {
             codec,
-            clock: self.clock.clone(),
+            clock,
             names: Names::new(&cfg.cookie_name, &cfg.state_cookie_prefix),
             attrs: CookieAttrs::new(cfg.same_site, cfg.cookie_domain.as_ref()),
             store,
             inactivity,
             max_duration: secs(cfg.max_duration),
             touch_after: (inactivity / 10).max(1),
-            logouts: Arc::clone(&self.logouts),
+            logouts,
         }
     }
 

@@ -394,15 +394,27 @@ async fn wait_for_status(url: &str, want: StatusCode) {
     }
 }
 
-#[tokio::test]
-async fn the_binary_reloads_on_sighup_and_keeps_its_config_when_the_file_is_bad() {
+/// The built binary on a config routing `/a` to the harness's echo upstream, once it
+/// answers there: the harness, the process, the config file and `http://127.0.0.1:PORT`.
+async fn binary_serving_a(file: &str, watch: bool) -> (Harness, Process, PathBuf, String) {
     let h = Harness::start().await;
     let port = closed_port();
-    let path = temp_file("sighup.toml");
+    let path = temp_file(file);
     std::fs::write(&path, binary_config(port, &h.echo.url(), "/a")).unwrap();
-    let gateway = Process::start(&path, false);
+    let gateway = Process::start(&path, watch);
     let base = format!("http://127.0.0.1:{port}");
     wait_for_status(&format!("{base}/a/1"), StatusCode::OK).await;
+    (h, gateway, path, base)
+}
+
+fn port_of(base: &str) -> u16 {
+    base.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_binary_reloads_on_sighup_and_keeps_its_config_when_the_file_is_bad() {
+    let (h, gateway, path, base) = binary_serving_a("sighup.toml", false).await;
+    let port = port_of(&base);
 
     std::fs::write(&path, binary_config(port, &h.echo.url(), "/b")).unwrap();
     gateway.hangup();
@@ -432,13 +444,8 @@ async fn the_binary_reloads_on_sighup_and_keeps_its_config_when_the_file_is_bad(
 
 #[tokio::test]
 async fn run_watch_reloads_when_the_file_changes() {
-    let h = Harness::start().await;
-    let port = closed_port();
-    let path = temp_file("watch.toml");
-    std::fs::write(&path, binary_config(port, &h.echo.url(), "/a")).unwrap();
-    let gateway = Process::start(&path, true);
-    let base = format!("http://127.0.0.1:{port}");
-    wait_for_status(&format!("{base}/a/1"), StatusCode::OK).await;
+    let (h, gateway, path, base) = binary_serving_a("watch.toml", true).await;
+    let port = port_of(&base);
     // A different size, so the change is seen even within the file system's mtime
     // granularity.
     std::fs::write(&path, binary_config(port, &h.echo.url(), "/bbb")).unwrap();
