@@ -7,7 +7,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY crates ./crates
-RUN cargo build --release --locked \
+# `otlp`: the image can export traces (`[telemetry]`).
+RUN cargo build --release --locked --features otlp \
     && strip target/release/oidc-gateway
 
 FROM debian:bookworm-slim

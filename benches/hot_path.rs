@@ -313,7 +313,11 @@ fn bearer_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("bearer");
 
     // Cached: the validation cache answers; the validation future is never polled.
-    let cache = TokenCache::new(IntrospectionCache::UntilExpiry, 64 << 20);
+    let cache = TokenCache::new(
+        IntrospectionCache::UntilExpiry,
+        64 << 20,
+        oidc_gateway::metrics::CacheCounters::default(),
+    );
     let token = "Qm9vdHN0cmFwLWJlbmNoLWFjY2Vzcy10b2tlbi0wMTIzNDU2Nzg5";
     let mut claims = Map::new();
     claims.insert("sub".into(), "alice".into());

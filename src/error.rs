@@ -265,6 +265,33 @@ pub(crate) enum GatewayError {
 }
 
 impl GatewayError {
+    /// A short name for `/metrics` (`oidc_gateway_refusals_total{reason=…}`).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::BadHost => "bad_host",
+            GatewayError::NoRoute => "no_route",
+            GatewayError::DotSegment => "dot_segment",
+            GatewayError::BadPath(_) => "bad_path",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::LoginMismatch(_) => "login_mismatch",
+            GatewayError::ProviderError { .. } => "provider_error",
+            GatewayError::TokenExchange(_) => "token_exchange",
+            GatewayError::IdToken(_) => "id_token",
+            GatewayError::Userinfo(_) => "userinfo",
+            GatewayError::ProviderUnavailable(_) => "provider_unavailable",
+            GatewayError::UpstreamUnreachable(_) => "upstream_unreachable",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::Forbidden(_) => "claim_rule",
+            GatewayError::Session(_) => "session",
+            GatewayError::Bearer(BearerError::InvalidRequest) => "bearer_invalid_request",
+            GatewayError::Bearer(BearerError::InvalidToken) => "bearer_invalid_token",
+            GatewayError::Bearer(BearerError::InsufficientScope) => "bearer_insufficient_scope",
+            GatewayError::FormTooLarge => "form_too_large",
+            GatewayError::BodyTimeout => "body_timeout",
+            GatewayError::BearerUnavailable(_) => "bearer_unavailable",
+        }
+    }
+
     pub(crate) fn status(&self) -> StatusCode {
         use GatewayError as E;
         match self {

@@ -9,6 +9,7 @@ use crate::config::{AuthKind, Config, RouteConfig, UnauthAction};
 use crate::error::GatewayError;
 use crate::hooks;
 use crate::identity::IdentityHeaders;
+use crate::metrics::{InProgress, RouteMetrics};
 use crate::observe::{self, Access, AccessNote, Matched};
 use crate::oidc::login;
 use crate::proxy::{hop, Upstream};
@@ -36,6 +37,11 @@ pub struct Gateway {
     identity: IdentityHeaders,
     /// `Strict-Transport-Security` for responses on TLS listeners (`server.hsts`).
     pub(crate) hsts: Option<HeaderValue>,
+    /// Duration histograms of each of `router`'s routes (same order), of the redirect
+    /// URI's hooks, and of requests no route took.
+    route_metrics: Vec<RouteMetrics>,
+    hook_metrics: RouteMetrics,
+    unrouted_metrics: RouteMetrics,
 }
 
 impl Gateway {
@@ -51,8 +57,17 @@ impl Gateway {
 
     fn with_services(services: Services) -> Gateway {
         let config = &services.config;
+        let router = Router::new(&config.routes);
+        let metrics = &services.metrics;
         Gateway {
-            router: Router::new(&config.routes),
+            route_metrics: router
+                .routes()
+                .iter()
+                .map(|r| metrics.route(&r.path))
+                .collect(),
+            hook_metrics: metrics.route("(hook)"),
+            unrouted_metrics: metrics.route("(none)"),
+            router,
             upstream: Upstream::new(&config.server),
             identity: IdentityHeaders::new(&config.headers),
             hsts: config
@@ -66,15 +81,35 @@ impl Gateway {
     /// Handles one request from `peer`: routes it (hook or route) and runs its route's
     /// stages. Every response carries the request's id (`X-Request-Id`, also sent
     /// upstream); with `log.access` on, the request is timed and logged once its response
-    /// head is ready.
-    pub async fn handle(
+    /// head is ready. It runs in its trace ([`Trace`](crate::telemetry::Trace): the
+    /// `traceparent` sent upstream, and the `request` span).
+    ///
+    /// Not an async fn: the span's wrapper is the one level of future nesting added.
+    pub fn handle(
         &self,
         request: Request<Incoming>,
         peer: SocketAddr,
         tls: bool,
+    ) -> impl std::future::Future<Output = Response<Body>> + '_ {
+        // `serve` asks is_trusted again: a few comparisons, not worth a parameter.
+        let trusted = request::is_trusted(&self.services.config.server, peer);
+        let trace = crate::telemetry::Trace::incoming(trusted, request.method(), request.headers());
+        let span = trace.span().clone();
+        tracing::Instrument::instrument(self.serve(request, peer, tls, trace), span)
+    }
+
+    /// [`Gateway::handle`], in the request's span.
+    async fn serve(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+        trace: crate::telemetry::Trace,
     ) -> Response<Body> {
         let services = &self.services;
         services.metrics.requests.inc();
+        let started = Instant::now();
+        let _in_flight = InProgress::new(&services.metrics.in_flight);
         let server = &services.config.server;
         let trusted = request::is_trusted(server, peer);
         let id = request::request_id(trusted, request.headers());
@@ -90,23 +125,29 @@ impl Gateway {
                 trusted,
                 tls,
             ) else {
-                break 'routed (self.refuse(GatewayError::BadHost), Matched::Nothing);
+                let response = self.refuse(GatewayError::BadHost);
+                self.unrouted_metrics
+                    .observe(response.status().as_u16(), started.elapsed());
+                break 'routed (response, Matched::Nothing);
             };
             if request.uri().path() == services.config.redirect_path() {
                 let (parts, body) = request.into_parts();
                 // Boxed, like every rarely taken arm below: an async fn's future is as
                 // large as its largest arm, and hyper keeps one per connection, idle or not.
                 let response = Box::pin(hooks::dispatch(services, &ctx, &parts, body)).await;
+                self.hook_metrics
+                    .observe(response.status().as_u16(), started.elapsed());
                 break 'routed (response, Matched::Hook);
             }
-            let refused = match self.router.route(request.uri().path()) {
-                Ok(Some(route)) => {
+            let refused = match self.router.route_indexed(request.uri().path()) {
+                Ok(Some((index, route))) => {
                     let (mut parts, body) = request.into_parts();
                     self.identity.scrub(&mut parts.headers);
                     hop::drop_connection_named(&mut parts.headers);
                     // After the client's `Connection` names are dropped, so that they cannot
                     // drop it; replaces any client-sent one.
                     parts.headers.insert(X_REQUEST_ID, id.clone());
+                    trace.forward(&route.path, &mut parts.headers);
                     let response = match route.auth {
                         AuthKind::None => {
                             self.forward(route, parts, Body::Left(body), &ctx, Vec::new())
@@ -117,6 +158,8 @@ impl Gateway {
                         }
                         AuthKind::OAuth20 => self.oauth20(route, parts, body, &ctx).await,
                     };
+                    self.route_metrics[index]
+                        .observe(response.status().as_u16(), started.elapsed());
                     break 'routed (response, Matched::Route(route));
                 }
                 Ok(None) => GatewayError::NoRoute,
@@ -126,13 +169,26 @@ impl Gateway {
                 }
                 Err(RouteError::Encoding) => GatewayError::BadPath("The path is not valid UTF-8."),
             };
-            (self.refuse(refused), Matched::Nothing)
+            let response = self.refuse(refused);
+            self.unrouted_metrics
+                .observe(response.status().as_u16(), started.elapsed());
+            (response, Matched::Nothing)
         };
         if let Some(access) = access {
             access.finish(&id, matched, &mut response, log.hash_sub);
         }
         response.headers_mut().insert(X_REQUEST_ID, id);
+        trace.finish(response.status());
         response
+    }
+
+    /// `route`'s histograms (`route` is one of `self.router`'s).
+    fn metrics_of(&self, route: &RouteConfig) -> &RouteMetrics {
+        self.router
+            .routes()
+            .iter()
+            .position(|r| std::ptr::eq(r, route))
+            .map_or(&self.unrouted_metrics, |i| &self.route_metrics[i])
     }
 
     /// The access note of `response` when the access log is on; `None` (and nothing done)
@@ -147,6 +203,7 @@ impl Gateway {
 
     /// `error`'s response; with the access log on, its text is the line's `reason`.
     fn refuse(&self, error: GatewayError) -> Response<Body> {
+        self.services.metrics.refused(error.kind());
         let reason = self.services.config.log.access.then(|| error.to_string());
         let mut response = error.into_response();
         if let (Some(reason), Some(note)) = (reason, self.note(&mut response)) {
@@ -288,6 +345,7 @@ impl Gateway {
                 Box::pin(start).await
             }
             UnauthAction::Auth | UnauthAction::Unauthorized => {
+                self.services.metrics.refused("unauthenticated");
                 response::with_cookies(login::unauthorized(), clear)
             }
         };
@@ -310,8 +368,7 @@ impl Gateway {
         let services = &self.services;
         services.sessions.strip_gateway_cookies(&mut parts.headers);
         services.metrics.proxied.inc();
-        // Read only for the access log.
-        let started = services.config.log.access.then(Instant::now);
+        let started = Instant::now();
         let mut response = match self
             .upstream
             .forward(route, Request::from_parts(parts, body), ctx)
@@ -323,8 +380,10 @@ impl Gateway {
                 self.refuse(e)
             }
         };
-        if let Some(started) = started {
-            observe::note(&mut response).upstream = Some(started.elapsed());
+        let upstream = started.elapsed();
+        self.metrics_of(route).upstream.observe(upstream);
+        if services.config.log.access {
+            observe::note(&mut response).upstream = Some(upstream);
         }
         response::with_cookies(response, cookies)
     }

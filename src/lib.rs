@@ -6,11 +6,13 @@
 //! on the redirect URI branch off to `hooks` (login callback and logout in `oidc`, refresh,
 //! info, cache removal).
 //!
-//! Dependencies run one way: `server` -> `gateway` -> the stages (`hooks`, `oidc`,
-//! `refresh`, `resource`, `identity`, `authz`, `proxy`) -> `services` (the shared run-time
-//! state, and with `[redis]` what replicas share) -> `provider`, `session`, `config` and
-//! the leaves (`redis_link`, `error`, `outbound`, `response`, `secret`, `clock`,
-//! `observe`). `tests/gateway/module_graph.rs` fails on a cycle.
+//! Dependencies run one way: `server` -> `reload` (the config generation requests run on)
+//! -> `gateway` -> the stages (`hooks`, `oidc`, `refresh`, `resource`, `identity`,
+//! `authz`, `proxy`) -> `services` (the shared run-time state, and with `[redis]` what
+//! replicas share) -> `provider`, `session`, `config` and the leaves (`redis_link`,
+//! `error`, `outbound`, `response`, `secret`, `clock`, `observe` (logs), `metrics`,
+//! `telemetry` (trace propagation and spans)). `tests/gateway/module_graph.rs` fails on a
+//! cycle.
 //!
 //! Only what `main`, the tests and the benches use is public; everything else is
 //! `pub(crate)`.
@@ -26,6 +28,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod hooks;
 pub mod identity;
+pub mod metrics;
 pub mod observe;
 pub(crate) mod oidc;
 pub(crate) mod outbound;
@@ -44,6 +47,7 @@ pub mod server;
 pub mod services;
 pub mod session;
 pub mod systemd;
+pub mod telemetry;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Idempotent; call it
 /// before any TLS is used (main does; tests do in their set-up).

@@ -113,6 +113,8 @@ fn main() -> ExitCode {
             config: path,
             watch,
         } => {
+            // Before reading: a change made while we start is then seen by --watch.
+            let loaded_stamp = oidc_gateway::reload::stamp(&path);
             // Read first: `[log]` says how to log. Its problems go to stderr as they are.
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -121,9 +123,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            // Applies `log.level` on a config reload (`LogControl::set_level`).
-            let log_control = match oidc_gateway::observe::init_logging(&config.log) {
-                Ok(control) => control,
+            // `log_control` applies `log.level` on a config reload; `export` sends the
+            // spans to the OTLP collector of `[telemetry]`.
+            let logging =
+                oidc_gateway::observe::init_logging(&config.log, config.telemetry.as_ref());
+            let (log_control, export) = match logging {
+                Ok(logging) => logging,
                 Err(e) => {
                     eprintln!("oidc-gateway: {e}");
                     return ExitCode::from(2);
@@ -132,7 +137,7 @@ fn main() -> ExitCode {
             for warning in &config.warnings {
                 tracing::warn!(key = warning.key.as_str(), "{}", warning.reason);
             }
-            runtime().block_on(async {
+            let code = runtime().block_on(async {
                 let stop = oidc_gateway::shutdown_signal();
                 // Before binding: a SIGHUP sent as soon as we answer must reload, not kill.
                 let hangups = oidc_gateway::reload::hangups();
@@ -141,7 +146,7 @@ fn main() -> ExitCode {
                         let reloader = running.reloader(&path).with_log_control(log_control);
                         tokio::spawn(reloader.clone().on_hangup(hangups));
                         if watch {
-                            tokio::spawn(reloader.watch());
+                            tokio::spawn(reloader.watch(loaded_stamp));
                         }
                         // Listeners are bound: under systemd (Type=notify), we are up.
                         oidc_gateway::systemd::notify("READY=1");
@@ -156,7 +161,12 @@ fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 }
-            })
+            });
+            // The last requests' spans.
+            if let Some(export) = export {
+                export.shutdown();
+            }
+            code
         }
         Command::Probe { url } => runtime().block_on(async {
             default_logging();
@@ -190,7 +200,7 @@ fn main() -> ExitCode {
 
 /// Logging for the commands without a config file: text, `RUST_LOG` or `info`, to stderr.
 fn default_logging() {
-    let _ = oidc_gateway::observe::init_logging(&Default::default());
+    let _ = oidc_gateway::observe::init_logging(&Default::default(), None);
 }
 
 fn runtime() -> tokio::runtime::Runtime {

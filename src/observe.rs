@@ -1,181 +1,25 @@
-//! Logging set-up (`[log]`: format, level, the access log) and the counters behind
-//! `/metrics` (Prometheus text format).
+//! Logging set-up (`[log]`: format, level, the access log), with the OTLP span layer of
+//! `[telemetry]` next to it (`crate::telemetry`). The metrics are in `crate::metrics`.
 
-use crate::config::{parse_log_level, AuthKind, LogConfig, LogFormat, RouteConfig};
-use crate::redis_link::{Health, RedisStatus};
+use crate::config::{
+    parse_log_level, AuthKind, LogConfig, LogFormat, RouteConfig, TelemetryConfig,
+};
 use crate::response::Body;
+use crate::telemetry::{self, Export};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Body as _;
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::Subscriber;
-use tracing_subscriber::filter::EnvFilter;
+use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, Layer, Registry};
-
-#[derive(Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    pub(crate) fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Process-wide counters; cheap relaxed atomics on the request path.
-#[derive(Default)]
-pub(crate) struct Metrics {
-    pub requests: Counter,
-    pub proxied: Counter,
-    pub(crate) upstream_errors: Counter,
-    pub(crate) logins_started: Counter,
-    pub(crate) logins_completed: Counter,
-    pub(crate) login_failures: Counter,
-    pub(crate) sessions_ended: Counter,
-    pub refreshes: Counter,
-    pub refresh_failures: Counter,
-    pub(crate) bearer_accepted: Counter,
-    pub(crate) bearer_rejected: Counter,
-    pub introspections: Counter,
-    pub(crate) config_reloads: Counter,
-    pub(crate) config_reload_failures: Counter,
-}
-
-impl Metrics {
-    pub(crate) fn render(
-        &self,
-        ready: bool,
-        provider_calls_shed: u64,
-        redis: Option<&RedisStatus>,
-        config_generation: u64,
-    ) -> String {
-        let mut out = String::new();
-        let rows: [(&str, &str, &Counter); 14] = [
-            (
-                "requests_total",
-                "Requests received on the proxied listeners.",
-                &self.requests,
-            ),
-            (
-                "proxied_total",
-                "Requests forwarded to an upstream.",
-                &self.proxied,
-            ),
-            (
-                "upstream_errors_total",
-                "Upstream connection failures and timeouts.",
-                &self.upstream_errors,
-            ),
-            (
-                "logins_started_total",
-                "Redirects to the provider.",
-                &self.logins_started,
-            ),
-            (
-                "logins_completed_total",
-                "Sessions created by a login.",
-                &self.logins_completed,
-            ),
-            (
-                "login_failures_total",
-                "Callbacks that did not create a session.",
-                &self.login_failures,
-            ),
-            (
-                "sessions_ended_total",
-                "Sessions ended by logout.",
-                &self.sessions_ended,
-            ),
-            (
-                "refreshes_total",
-                "Refresh grants sent to the provider.",
-                &self.refreshes,
-            ),
-            (
-                "refresh_failures_total",
-                "Refresh grants that failed.",
-                &self.refresh_failures,
-            ),
-            (
-                "bearer_accepted_total",
-                "Bearer tokens accepted.",
-                &self.bearer_accepted,
-            ),
-            (
-                "bearer_rejected_total",
-                "Bearer tokens rejected.",
-                &self.bearer_rejected,
-            ),
-            (
-                "introspections_total",
-                "Introspection calls sent to the provider.",
-                &self.introspections,
-            ),
-            (
-                "config_reloads_total",
-                "Configuration reloads applied (SIGHUP or run --watch).",
-                &self.config_reloads,
-            ),
-            (
-                "config_reload_failures_total",
-                "Configuration reloads refused (the file had problems; nothing changed).",
-                &self.config_reload_failures,
-            ),
-        ];
-        for (name, help, counter) in rows {
-            let _ = writeln!(out, "# HELP oidc_gateway_{name} {help}");
-            let _ = writeln!(out, "# TYPE oidc_gateway_{name} counter");
-            let _ = writeln!(out, "oidc_gateway_{name} {}", counter.get());
-        }
-        let _ = writeln!(
-            out,
-            "# HELP oidc_gateway_provider_calls_shed_total Calls to the provider refused because provider.max_concurrent_calls were in flight."
-        );
-        let _ = writeln!(out, "# TYPE oidc_gateway_provider_calls_shed_total counter");
-        let _ = writeln!(
-            out,
-            "oidc_gateway_provider_calls_shed_total {provider_calls_shed}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP oidc_gateway_provider_ready Whether provider metadata is loaded."
-        );
-        let _ = writeln!(out, "# TYPE oidc_gateway_provider_ready gauge");
-        let _ = writeln!(out, "oidc_gateway_provider_ready {}", u8::from(ready));
-        let _ = writeln!(
-            out,
-            "# HELP oidc_gateway_config_generation The running configuration: 1 at start, one more per reload."
-        );
-        let _ = writeln!(out, "# TYPE oidc_gateway_config_generation gauge");
-        let _ = writeln!(out, "oidc_gateway_config_generation {config_generation}");
-        if let Some(redis) = redis {
-            let _ = writeln!(
-                out,
-                "# HELP oidc_gateway_redis_errors_total Redis calls that failed or timed out."
-            );
-            let _ = writeln!(out, "# TYPE oidc_gateway_redis_errors_total counter");
-            let _ = writeln!(out, "oidc_gateway_redis_errors_total {}", redis.errors);
-            let _ = writeln!(
-                out,
-                "# HELP oidc_gateway_redis_up Whether Redis answers and the replicas' subscription is up."
-            );
-            let _ = writeln!(out, "# TYPE oidc_gateway_redis_up gauge");
-            let up = redis.subscribed && !matches!(redis.health, Health::Degraded(_));
-            let _ = writeln!(out, "oidc_gateway_redis_up {}", u8::from(up));
-        }
-        out
-    }
-}
 
 /// Changes the log level of the running process (`[log] level` on a config reload).
 pub struct LogControl {
@@ -213,34 +57,40 @@ impl std::fmt::Debug for LogControl {
 
 /// The formatting layer of `format` writing to `writer`: tracing's text lines, or one JSON
 /// object per line with the event's fields at the top level (`timestamp`, `level`,
-/// `target`, then the fields).
+/// `target`, then the fields). The gateway's spans (`telemetry::SPANS`, for OTLP export)
+/// never show in it, whatever the level.
 pub fn fmt_layer<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    let logged = || filter_fn(|meta| meta.target() != telemetry::SPANS);
     match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_writer(writer)
+            .with_filter(logged())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_ansi(false)
             .with_writer(writer)
+            .with_filter(logged())
             .boxed(),
     }
 }
 
 /// The subscriber for `config` writing to `writer`, and the handle that changes its level.
 /// `env` is `RUST_LOG`: when set (not blank) it wins over `config.level`; its invalid
-/// directives are skipped, each named on stderr.
+/// directives are skipped, each named on stderr. With `export`, the gateway's spans go to
+/// it; they are never logged.
 fn subscriber<W>(
     config: &LogConfig,
     writer: W,
     ansi: bool,
     env: Option<&str>,
+    export: Option<&Export>,
 ) -> Result<(impl Subscriber + Send + Sync + 'static, LogControl), String>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
@@ -251,10 +101,17 @@ where
         None => parse_log_level(&config.level).map_err(|e| format!("log.level: {e}"))?,
     };
     let (filter, handle) = reload::Layer::new(filter);
-    let subscriber =
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(fmt_layer(config.format, writer, ansi));
+    // fmt_layer leaves the spans out too, but from inside: said here, a span no layer
+    // wants is not even made.
+    let logged = filter.and(filter_fn(|meta| meta.target() != telemetry::SPANS));
+    // Filtered even without an exporter: an unfiltered layer (`None` too) would enable
+    // every span for every layer.
+    let exporting = export.is_some();
+    let exported = filter_fn(move |meta| exporting && telemetry::exported(meta));
+    let subscriber = tracing_subscriber::registry()
+        // Per layer: the level decides what is logged, not which spans are exported.
+        .with(fmt_layer(config.format, writer, ansi).with_filter(logged))
+        .with(export.map(|export| export.layer()).with_filter(exported));
     let control = LogControl {
         filter: handle,
         from_env: env.is_some(),
@@ -263,24 +120,34 @@ where
 }
 
 /// Installs the process's tracing subscriber from `[log]`, writing to stderr (colours only
-/// for text on a terminal). `RUST_LOG`, when set, wins over `log.level`.
-pub fn init_logging(config: &LogConfig) -> Result<LogControl, String> {
+/// for text on a terminal). `RUST_LOG`, when set, wins over `log.level`. With `[telemetry]`,
+/// also starts the OTLP exporter of the spans: keep it, and shut it down on exit.
+pub fn init_logging(
+    config: &LogConfig,
+    telemetry: Option<&TelemetryConfig>,
+) -> Result<(LogControl, Option<Export>), String> {
     let ansi =
         config.format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    init_logging_to(config, std::io::stderr, ansi)
+    init_logging_to(config, telemetry, std::io::stderr, ansi)
 }
 
 /// [`init_logging`] writing to `writer` instead of stderr.
-pub fn init_logging_to<W>(config: &LogConfig, writer: W, ansi: bool) -> Result<LogControl, String>
+pub fn init_logging_to<W>(
+    config: &LogConfig,
+    telemetry: Option<&TelemetryConfig>,
+    writer: W,
+    ansi: bool,
+) -> Result<(LogControl, Option<Export>), String>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let env = std::env::var("RUST_LOG").ok();
-    let (subscriber, control) = subscriber(config, writer, ansi, env.as_deref())?;
+    let export = telemetry.map(Export::start).transpose()?;
+    let (subscriber, control) = subscriber(config, writer, ansi, env.as_deref(), export.as_ref())?;
     subscriber
         .try_init()
         .map_err(|e| format!("logging cannot be set up: {e}"))?;
-    Ok(control)
+    Ok((control, export))
 }
 
 /// The target of the access log's events.
@@ -454,8 +321,14 @@ mod tests {
     #[test]
     fn the_level_changes_at_run_time_unless_rust_log_is_set() {
         let sink = Sink::default();
-        let (logger, control) =
-            subscriber(&config(LogFormat::Text, "warn"), sink.clone(), false, None).unwrap();
+        let (logger, control) = subscriber(
+            &config(LogFormat::Text, "warn"),
+            sink.clone(),
+            false,
+            None,
+            None,
+        )
+        .unwrap();
         tracing::subscriber::with_default(logger, || {
             tracing::info!("first info");
             tracing::warn!("first warn");
@@ -485,6 +358,7 @@ mod tests {
             sink.clone(),
             false,
             Some("error"),
+            None,
         )
         .unwrap();
         tracing::subscriber::with_default(logger, || {
@@ -502,10 +376,37 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_spans_are_never_logged_and_cost_nothing_without_export() {
+        let sink = Sink::default();
+        let (logger, _control) = subscriber(
+            &config(LogFormat::Text, "trace"),
+            sink.clone(),
+            false,
+            None,
+            None,
+        )
+        .unwrap();
+        tracing::subscriber::with_default(logger, || {
+            let span = telemetry::provider_span("token");
+            assert!(span.is_disabled(), "no layer wants it");
+            span.in_scope(|| tracing::info!("inside"));
+        });
+        let out = sink.take();
+        assert!(out.contains("inside"), "{out}");
+        assert!(!out.contains("provider"), "{out}");
+    }
+
+    #[test]
     fn json_lines_carry_the_fields_at_the_top_level() {
         let sink = Sink::default();
-        let (logger, _control) =
-            subscriber(&config(LogFormat::Json, "info"), sink.clone(), false, None).unwrap();
+        let (logger, _control) = subscriber(
+            &config(LogFormat::Json, "info"),
+            sink.clone(),
+            false,
+            None,
+            None,
+        )
+        .unwrap();
         tracing::subscriber::with_default(logger, || {
             tracing::info!(target: ACCESS_TARGET, request_id = "r1", status = 200u16, sub = None::<&str>);
         });

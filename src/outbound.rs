@@ -3,6 +3,7 @@
 //! timeout and a response-size bound, and no redirect following: a provider that
 //! redirects a back-channel call is an error, not a hop to follow).
 
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -11,6 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::Semaphore;
 
 /// Largest provider response read (metadata, JWKS, token, userinfo, introspection).
@@ -53,6 +55,34 @@ pub(crate) enum OpHttpError {
     Request(String),
 }
 
+/// Which of the provider's endpoints a call goes to (metrics and traces name it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Endpoint {
+    Discovery,
+    Jwks,
+    /// The token endpoint, for an authorization code.
+    Token,
+    /// The token endpoint, for a refresh token.
+    Refresh,
+    Introspection,
+    Userinfo,
+    Revocation,
+}
+
+impl Endpoint {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Endpoint::Discovery => "discovery",
+            Endpoint::Jwks => "jwks",
+            Endpoint::Token => "token",
+            Endpoint::Refresh => "refresh",
+            Endpoint::Introspection => "introspection",
+            Endpoint::Userinfo => "userinfo",
+            Endpoint::Revocation => "revocation",
+        }
+    }
+}
+
 /// The future openidconnect awaits for one provider call.
 pub(crate) type OpFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<http::Response<Vec<u8>>, OpHttpError>> + Send>,
@@ -65,10 +95,11 @@ pub(crate) struct OpClient {
     timeout: Duration,
     in_flight: Arc<Semaphore>,
     shed: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl OpClient {
-    pub(crate) fn new(timeout: Duration, max_concurrent: usize) -> Self {
+    pub(crate) fn new(timeout: Duration, max_concurrent: usize, metrics: Arc<Metrics>) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https_connector(timeout));
@@ -77,6 +108,7 @@ impl OpClient {
             timeout,
             in_flight: Arc::new(Semaphore::new(max_concurrent)),
             shed: Arc::default(),
+            metrics,
         }
     }
 
@@ -88,12 +120,34 @@ impl OpClient {
     /// Sends one request and reads the whole (bounded) response.
     pub(crate) async fn call(
         &self,
+        endpoint: Endpoint,
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, OpHttpError> {
+        let started = Instant::now();
         let Ok(_slot) = self.in_flight.try_acquire() else {
             self.shed.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .provider_call(endpoint.as_str(), "shed", started.elapsed());
             return Err(OpHttpError::Busy);
         };
+        let span = crate::telemetry::provider_span(endpoint.as_str());
+        let result = self.send(request).await;
+        crate::telemetry::provider_outcome(&span, result.as_ref().ok().map(|r| r.status()));
+        let outcome = match &result {
+            Ok(response) if response.status().is_success() => "ok",
+            Ok(_) => "refused",
+            Err(_) => "error",
+        };
+        self.metrics
+            .provider_call(endpoint.as_str(), outcome, started.elapsed());
+        result
+    }
+
+    /// The request on the wire, within `timeout`, its response read whole (bounded).
+    async fn send(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, OpHttpError> {
         let (parts, body) = request.into_parts();
         let request = http::Request::from_parts(parts, Full::new(Bytes::from(body)));
         let work = async {
@@ -116,16 +170,20 @@ impl OpClient {
     }
 
     /// The client in the shape openidconnect's `request_async` takes.
-    pub(crate) fn for_openidconnect(&self) -> impl Fn(http::Request<Vec<u8>>) -> OpFuture + '_ {
+    pub(crate) fn for_openidconnect(
+        &self,
+        endpoint: Endpoint,
+    ) -> impl Fn(http::Request<Vec<u8>>) -> OpFuture + '_ {
         move |request| {
             let this = self.clone();
-            Box::pin(async move { this.call(request).await })
+            Box::pin(async move { this.call(endpoint, request).await })
         }
     }
 
     /// GET `url` with an `Accept: application/json` header.
     pub(crate) async fn get(
         &self,
+        endpoint: Endpoint,
         url: &str,
         bearer: Option<&str>,
     ) -> Result<http::Response<Vec<u8>>, OpHttpError> {
@@ -136,7 +194,7 @@ impl OpClient {
         let request = builder
             .body(Vec::new())
             .map_err(|e| OpHttpError::Request(e.to_string()))?;
-        self.call(request).await
+        self.call(endpoint, request).await
     }
 }
 

@@ -58,10 +58,16 @@ async fn run_grant(
     match refresh_grant(&services.provider, token, &session.sub).await {
         Ok(grant) => {
             tracing::debug!("access token refreshed");
+            services.metrics.refresh_outcome("refreshed");
             Ok(Arc::new(grant))
         }
         Err(e) => {
             services.metrics.refresh_failures.inc();
+            services.metrics.refresh_outcome(if e.is_unreachable() {
+                "unavailable"
+            } else {
+                "refused"
+            });
             tracing::warn!(error = %e, "token refresh failed");
             Err(Arc::new(e))
         }

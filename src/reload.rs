@@ -28,6 +28,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "session.memory_capacity",
     "[redis]",
     "log.format",
+    "[telemetry]",
 ];
 
 /// How often `run --watch` looks at the file's modification time and size.
@@ -158,10 +159,11 @@ impl Reloader {
         }
     }
 
-    /// `run --watch`: reloads whenever the file's modification time, size or target (a
-    /// Kubernetes ConfigMap swaps a symlink) changes, forever.
-    pub async fn watch(self) {
-        let mut seen = stamp(&self.path);
+    /// `run --watch`: reloads whenever the file's modification time or size (following a
+    /// symlink: a Kubernetes ConfigMap swaps one) differs from `loaded`, the file's
+    /// [`stamp`] taken before it was read at start; forever.
+    pub async fn watch(self, loaded: Option<Stamp>) {
+        let mut seen = loaded;
         let mut tick = tokio::time::interval(WATCH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -183,8 +185,11 @@ pub fn hangups() -> std::io::Result<Signal> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
 
-/// What identifies a version of the file: modification time and size (following symlinks).
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+/// What identifies a version of a file: modification time and size.
+pub type Stamp = (SystemTime, u64);
+
+/// The [`Stamp`] of the file at `path` now (following symlinks); `None` when unreadable.
+pub fn stamp(path: &Path) -> Option<Stamp> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
@@ -231,6 +236,10 @@ fn keep_restart_only(mut new: Config, old: &Config) -> Config {
     if new.log.format != old.log.format {
         new.log.format = old.log.format;
         kept.push("log.format");
+    }
+    if new.telemetry != old.telemetry {
+        new.telemetry.clone_from(&old.telemetry);
+        kept.push("[telemetry]");
     }
     for key in kept {
         tracing::warn!(

@@ -40,11 +40,25 @@ impl Router {
 
     /// The route for `raw_path`, `Ok(None)` when no route matches.
     pub(crate) fn route(&self, raw_path: &str) -> Result<Option<&RouteConfig>, RouteError> {
+        Ok(self.route_indexed(raw_path)?.map(|(_, route)| route))
+    }
+
+    /// [`Router::route`], with the route's index in [`Router::routes`].
+    pub(crate) fn route_indexed(
+        &self,
+        raw_path: &str,
+    ) -> Result<Option<(usize, &RouteConfig)>, RouteError> {
         let path = normalise(raw_path)?;
         Ok(self
             .routes
             .iter()
-            .find(|r| prefix_matches(&r.path, &path, r.case_insensitive)))
+            .enumerate()
+            .find(|(_, r)| prefix_matches(&r.path, &path, r.case_insensitive)))
+    }
+
+    /// Every route, in the order they are tried (longest prefix first).
+    pub(crate) fn routes(&self) -> &[RouteConfig] {
+        &self.routes
     }
 }
 

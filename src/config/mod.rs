@@ -34,6 +34,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// `[log]`: format, level and the access log.
     pub log: LogConfig,
+    /// `[telemetry]`: OTLP export of the spans (the `otlp` feature); `None`: no export.
+    pub telemetry: Option<TelemetryConfig>,
     /// Problems that do not stop the gateway (a weak passphrase, …): `check-config` prints
     /// them, `run` logs them at start.
     pub warnings: Vec<ConfigProblem>,
@@ -304,6 +306,28 @@ pub fn parse_log_level(directives: &str) -> Result<tracing_subscriber::EnvFilter
     EnvFilter::builder()
         .parse(&directives)
         .map_err(|e| format!("{directives:?} is not a filter directive string: {e}"))
+}
+
+/// `[telemetry]` (binaries built with the `otlp` feature only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`).
+    pub otlp_endpoint: Url,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+    /// The share of new traces exported (0.0 to 1.0); a trusted proxy's sampled flag wins.
+    pub sample_ratio: f64,
+}
+
+impl TelemetryConfig {
+    /// Where spans are sent: `v1/traces` under the endpoint's path, as
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` is read.
+    pub fn traces_url(&self) -> String {
+        let mut url = self.otlp_endpoint.clone();
+        let path = format!("{}/v1/traces", url.path().trim_end_matches('/'));
+        url.set_path(&path);
+        url.to_string()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,6 +25,14 @@ pub(crate) struct RawConfig {
     pub redis: Option<RawRedis>,
     #[serde(default)]
     pub log: RawLog,
+    pub telemetry: Option<RawTelemetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+    pub sample_ratio: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -261,6 +261,7 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
     let hooks = build_hooks(c, raw.hooks);
     let redis = raw.redis.and_then(|r| build_redis(c, r));
     let log = build_log(c, raw.log);
+    let telemetry = raw.telemetry.and_then(|t| build_telemetry(c, t));
     if session.store == StoreKind::Redis && redis.is_none() {
         c.problem(
             "session.store",
@@ -302,8 +303,63 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
         routes,
         redis,
         log,
+        telemetry,
         warnings: Vec::new(),
     }
+}
+
+/// `[telemetry]`. In a binary built without the `otlp` feature the section is an error:
+/// traces it asks for would silently never leave.
+fn build_telemetry(c: &mut Checker, raw: RawTelemetry) -> Option<TelemetryConfig> {
+    let key = "telemetry.otlp_endpoint";
+    let endpoint = if !cfg!(feature = "otlp") {
+        c.problem(
+            key,
+            "this binary was built without the otlp feature, so it cannot export traces: \
+             remove [telemetry], or run a build with it (cargo build --features otlp; the \
+             Docker image and the Debian package have it)",
+        );
+        None
+    } else {
+        match raw.otlp_endpoint.as_deref() {
+            None => {
+                c.problem(
+                    key,
+                    "required: the collector's OTLP/HTTP URL (e.g. \"http://collector:4318\")",
+                );
+                None
+            }
+            Some(v) => c.http_url(key, v).filter(|u| {
+                let clean = u.username().is_empty()
+                    && u.password().is_none()
+                    && u.query().is_none()
+                    && u.fragment().is_none();
+                if !clean {
+                    c.problem(
+                        key,
+                        format!("{v:?}: only scheme, host, port and path (no credentials, query or fragment)"),
+                    );
+                }
+                clean
+            }),
+        }
+    };
+    let service_name = raw.service_name.unwrap_or_else(|| "oidc-gateway".into());
+    if service_name.trim().is_empty() {
+        c.problem("telemetry.service_name", "must not be empty");
+    }
+    let sample_ratio = raw.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        c.problem(
+            "telemetry.sample_ratio",
+            format!("{sample_ratio} is not between 0.0 and 1.0"),
+        );
+    }
+    Some(TelemetryConfig {
+        otlp_endpoint: endpoint?,
+        service_name,
+        sample_ratio,
+    })
 }
 
 fn build_log(c: &mut Checker, raw: RawLog) -> LogConfig {
@@ -1648,6 +1704,96 @@ passphrase = "0123456789abcdef0123"
             problems.iter().any(|p| p.key == "log.access"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn telemetry_section() {
+        assert_eq!(from_toml(MINIMAL, None).unwrap().telemetry, None);
+        let section = |body: &str| format!("{MINIMAL}[telemetry]\n{body}");
+        let problems_of = |body: &str| from_toml(&section(body), None).unwrap_err();
+        let has = |problems: &[ConfigProblem], key: &str, expect: &str| {
+            problems
+                .iter()
+                .any(|p| p.key == key && p.reason.contains(expect))
+        };
+        // Unknown keys and bad values are reported with or without the feature.
+        for (body, key, expect) in [
+            (
+                "otlp_endpoint = \"http://c:4318\"\ncolour = 1\n",
+                "telemetry.colour",
+                "unknown key",
+            ),
+            (
+                "otlp_endpoint = \"http://c:4318\"\nsample_ratio = 1.5\n",
+                "telemetry.sample_ratio",
+                "between 0.0 and 1.0",
+            ),
+            (
+                "otlp_endpoint = \"http://c:4318\"\nsample_ratio = -0.1\n",
+                "telemetry.sample_ratio",
+                "between",
+            ),
+            (
+                "otlp_endpoint = \"http://c:4318\"\nservice_name = \" \"\n",
+                "telemetry.service_name",
+                "empty",
+            ),
+        ] {
+            let problems = problems_of(body);
+            assert!(has(&problems, key, expect), "{body}: {problems:?}");
+        }
+        let problems = problems_of("sample_ratio = \"all\"\n");
+        assert!(
+            problems.iter().any(|p| p.key == "telemetry.sample_ratio"),
+            "{problems:?}"
+        );
+        let full = "otlp_endpoint = \"http://collector:4318\"\nservice_name = \"gw-eu\"\nsample_ratio = 0.25\n";
+        if cfg!(feature = "otlp") {
+            let t = from_toml(&section(full), None).unwrap().telemetry.unwrap();
+            assert_eq!(t.otlp_endpoint.as_str(), "http://collector:4318/");
+            assert_eq!(t.traces_url(), "http://collector:4318/v1/traces");
+            assert_eq!(t.service_name, "gw-eu");
+            assert_eq!(t.sample_ratio, 0.25);
+            let t = from_toml(
+                &section("otlp_endpoint = \"https://c.example/otlp/\"\nsample_ratio = 0\n"),
+                None,
+            )
+            .unwrap()
+            .telemetry
+            .unwrap();
+            assert_eq!(t.traces_url(), "https://c.example/otlp/v1/traces");
+            assert_eq!(t.service_name, "oidc-gateway");
+            assert_eq!(t.sample_ratio, 0.0);
+            for (body, expect) in [
+                ("service_name = \"x\"\n", "required"),
+                ("otlp_endpoint = \"collector:4318\"\n", "not an http(s) URL"),
+                ("otlp_endpoint = \"grpc://c:4317\"\n", "not an http(s) URL"),
+                ("otlp_endpoint = \"http://u:p@c:4318\"\n", "no credentials"),
+                (
+                    "otlp_endpoint = \"http://c:4318/?k=v\"\n",
+                    "no credentials, query",
+                ),
+            ] {
+                let problems = problems_of(body);
+                assert!(
+                    has(&problems, "telemetry.otlp_endpoint", expect),
+                    "{body}: {problems:?}"
+                );
+            }
+        } else {
+            // Never silently ignored: the section is an error naming the missing feature.
+            for body in [full, ""] {
+                let problems = problems_of(body);
+                assert!(
+                    has(
+                        &problems,
+                        "telemetry.otlp_endpoint",
+                        "built without the otlp feature"
+                    ),
+                    "{body}: {problems:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::state;
 use crate::error::{printable, GatewayError, IdTokenError};
+use crate::outbound::Endpoint;
 use crate::provider::{code_grant, verify_id_token};
 use crate::request::RequestCtx;
 use crate::response::{self, Body};
@@ -89,6 +90,7 @@ pub(crate) async fn finish(
         Ok(found) => found,
         Err(e) => {
             gw.metrics.login_failures.inc();
+            gw.metrics.refused("login_mismatch");
             let mut resp = GatewayError::LoginMismatch(e.reason()).into_response();
             if e != state::StateError::Missing {
                 let name = format!("{}{}", gw.config.session.state_cookie_prefix, state_param);
@@ -111,6 +113,7 @@ pub(crate) async fn finish(
         }
         Err(e) => {
             gw.metrics.login_failures.inc();
+            gw.metrics.refused(e.kind());
             response::with_cookies(e.into_response(), clear_state)
         }
     }
@@ -196,7 +199,7 @@ async fn fetch_userinfo(
     let response = gw
         .provider
         .http()
-        .get(endpoint, Some(access_token.expose()))
+        .get(Endpoint::Userinfo, endpoint, Some(access_token.expose()))
         .await
         .map_err(|e| GatewayError::Userinfo(e.to_string()))?;
     if !response.status().is_success() {

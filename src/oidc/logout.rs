@@ -3,6 +3,7 @@
 //! refused), then send the browser to the provider's end_session_endpoint or the target.
 
 use crate::error::JwtError;
+use crate::outbound::Endpoint;
 use crate::provider::{client_authenticated_post, verify_jwt};
 use crate::redirect::validate_redirect;
 use crate::request::{RequestCtx, BODY_READ_TIMEOUT};
@@ -110,7 +111,7 @@ async fn revoke(gw: &Services, endpoint: &str, token: &Secret, hint: &str) {
             return;
         }
     };
-    match gw.provider.http().call(request).await {
+    match gw.provider.http().call(Endpoint::Revocation, request).await {
         Ok(r) if r.status().is_success() => tracing::debug!("token revoked"),
         Ok(r) => tracing::warn!(status = r.status().as_u16(), "revocation refused"),
         Err(e) => tracing::warn!(error = %e, "revocation failed"),

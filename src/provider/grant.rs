@@ -5,6 +5,7 @@
 use super::id_token::{verify_id_token, VerifiedIdToken};
 use super::{Discovered, Provider};
 use crate::error::{printable, GrantError};
+use crate::outbound::Endpoint;
 use crate::outbound::OpHttpError;
 use crate::secret::Secret;
 use openidconnect::core::{CoreErrorResponseType, CoreTokenResponse, CoreTokenType};
@@ -55,7 +56,7 @@ pub(crate) async fn code_grant(
     if let Some(v) = pkce_verifier {
         exchange = exchange.set_pkce_verifier(PkceCodeVerifier::new(v));
     }
-    let http = provider.http().for_openidconnect();
+    let http = provider.http().for_openidconnect(Endpoint::Token);
     let response = exchange.request_async(&http).await.map_err(request_error)?;
     require_bearer(&response)?;
     Ok(response)
@@ -79,7 +80,7 @@ pub(crate) async fn refresh_grant(
 ) -> Result<TokenGrant, GrantError> {
     let discovered = provider.get().await?;
     let token = RefreshToken::new(refresh_token.expose().to_string());
-    let http = provider.http().for_openidconnect();
+    let http = provider.http().for_openidconnect(Endpoint::Refresh);
     let response = discovered
         .client
         .exchange_refresh_token(&token)

@@ -16,6 +16,8 @@ pub(crate) use jwt::verify as verify_jwt;
 use crate::clock::Clock;
 use crate::config::ProviderConfig;
 use crate::error::ProviderUnavailable;
+use crate::metrics::Metrics;
+use crate::outbound::Endpoint;
 use crate::outbound::{error_chain, OpClient};
 use openidconnect::core::*;
 use openidconnect::{
@@ -115,8 +117,8 @@ pub(crate) struct Provider {
 }
 
 impl Provider {
-    pub(crate) fn new(cfg: ProviderConfig, clock: Clock) -> Self {
-        let http = OpClient::new(cfg.http_timeout, cfg.max_concurrent_calls);
+    pub(crate) fn new(cfg: ProviderConfig, clock: Clock, metrics: Arc<Metrics>) -> Self {
+        let http = OpClient::new(cfg.http_timeout, cfg.max_concurrent_calls, metrics);
         Self {
             cfg,
             http,
@@ -236,7 +238,7 @@ impl Provider {
             .map_err(|e| e.to_string())?;
         let response = self
             .http
-            .get(url.as_str(), None)
+            .get(Endpoint::Discovery, url.as_str(), None)
             .await
             .map_err(|e| format!("discovery at {url}: {}", error_chain(&e)))?;
         if response.status() != http::StatusCode::OK {
@@ -301,7 +303,11 @@ impl Provider {
         &self,
         url: &str,
     ) -> Result<(CoreJsonWebKeySet, jsonwebtoken::jwk::JwkSet), String> {
-        let response = self.http.get(url, None).await.map_err(|e| e.to_string())?;
+        let response = self
+            .http
+            .get(Endpoint::Jwks, url, None)
+            .await
+            .map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("JWKS endpoint answered {}", response.status()));
         }

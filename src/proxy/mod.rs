@@ -10,6 +10,7 @@ use crate::error::GatewayError;
 use crate::outbound::{error_chain, https_connector, HttpsConnector};
 use crate::request::RequestCtx;
 use crate::response::Body;
+use crate::telemetry;
 use forwarded::set_forwarded_headers;
 use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -65,12 +66,20 @@ impl Upstream {
             headers.insert(UPGRADE, proto.clone());
         }
 
-        let mut response =
-            match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-                Err(_) => return Err(GatewayError::UpstreamTimeout),
-                Ok(Err(e)) => return Err(GatewayError::UpstreamUnreachable(error_chain(&e))),
-                Ok(Ok(r)) => r,
-            };
+        let span = telemetry::upstream_span(target_host(route), &mut request);
+        let call = tokio::time::timeout(self.timeout, self.client.request(request));
+        let mut response = match call.await {
+            Err(_) => {
+                telemetry::upstream_outcome(&span, Err("timeout"));
+                return Err(GatewayError::UpstreamTimeout);
+            }
+            Ok(Err(e)) => {
+                telemetry::upstream_outcome(&span, Err("unreachable"));
+                return Err(GatewayError::UpstreamUnreachable(error_chain(&e)));
+            }
+            Ok(Ok(r)) => r,
+        };
+        telemetry::upstream_outcome(&span, Ok(response.status()));
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
@@ -100,6 +109,11 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended with an error");
     }
+}
+
+/// The upstream's host, for its span (never userinfo).
+fn target_host(route: &RouteConfig) -> &str {
+    route.upstream.authority.host()
 }
 
 /// The upstream's scheme and authority, its base path, then the request's path and query.

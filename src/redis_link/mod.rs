@@ -12,6 +12,7 @@
 mod connect;
 
 use crate::config::RedisConfig;
+use crate::telemetry;
 use connect::Source;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Cmd, FromRedisValue, Pipeline, RedisError};
@@ -85,6 +86,19 @@ fn needs_new_connection(failure: &Failure) -> bool {
                     )
                 )
         }
+    }
+}
+
+/// The command's name for its span (`SET`, `PUBLISH`): the first argument when it is a
+/// plain word, so that nothing else (a key, a value) can get there.
+fn command_name(cmd: &Cmd) -> &str {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name))
+            if !name.is_empty() && name.len() <= 32 && name.iter().all(u8::is_ascii_alphabetic) =>
+        {
+            std::str::from_utf8(name).unwrap_or("?")
+        }
+        _ => "?",
     }
 }
 
@@ -280,14 +294,28 @@ impl RedisLink {
 
     /// Runs `cmd`, connecting first if needed, all within `redis.timeout`.
     pub(crate) async fn run<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Failure> {
-        self.call(|mut conn| async move { cmd.query_async::<T>(&mut conn).await })
-            .await
+        let span = telemetry::redis_span(|| command_name(cmd));
+        let result = self
+            .call(|mut conn| async move { cmd.query_async::<T>(&mut conn).await })
+            .await;
+        telemetry::redis_outcome(&span, result.is_ok());
+        result
     }
 
     /// Runs `pipe` (one round trip), like [`RedisLink::run`].
     pub(crate) async fn run_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Failure> {
-        self.call(|mut conn| async move { pipe.query_async::<T>(&mut conn).await })
-            .await
+        let names = || {
+            pipe.cmd_iter()
+                .map(command_name)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let span = telemetry::redis_span(names);
+        let result = self
+            .call(|mut conn| async move { pipe.query_async::<T>(&mut conn).await })
+            .await;
+        telemetry::redis_outcome(&span, result.is_ok());
+        result
     }
 
     async fn call<T, F, Fut>(&self, query: F) -> Result<T, Failure>

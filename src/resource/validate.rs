@@ -3,6 +3,7 @@
 //! RFC 7662 introspection at the provider.
 
 use crate::error::{JwtError, ProviderUnavailable};
+use crate::outbound::Endpoint;
 use crate::provider::{self, client_authenticated_post};
 use crate::services::{Services, Validation};
 use serde_json::{Map, Value};
@@ -65,7 +66,7 @@ async fn introspect(gw: &Services, token: &str) -> Result<(bool, Map<String, Val
     let response = gw
         .provider
         .http()
-        .call(request)
+        .call(Endpoint::Introspection, request)
         .await
         .map_err(unavailable)?;
     let status = response.status();

@@ -3,6 +3,7 @@
 //! (Prometheus). Never served on the proxied port. Nothing here calls out: every check
 //! reads state the gateway already holds.
 
+use crate::metrics::{self, Scrape};
 use crate::redis_link::Health;
 use crate::response::{self, Body};
 use crate::services::Services;
@@ -12,7 +13,7 @@ use std::net::SocketAddr;
 
 /// `listeners`: the bound proxied addresses (`server.listen`, then
 /// `server.redirect_http_listen`), for `/readyz`.
-pub(crate) fn handle<B>(
+pub(crate) async fn handle<B>(
     gw: &Services,
     listeners: &[SocketAddr],
     req: Request<B>,
@@ -35,22 +36,35 @@ pub(crate) fn handle<B>(
             resp
         }
         "/metrics" => {
-            let mut resp = response::text(
-                StatusCode::OK,
-                gw.metrics.render(
-                    gw.provider.is_ready(),
-                    gw.provider.http().shed_calls(),
-                    gw.replicas.status().as_ref(),
-                    gw.generation,
-                ),
-            );
+            let scraped = scrape(gw).await;
+            let mut resp = response::text(StatusCode::OK, gw.metrics.render(&scraped));
             resp.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                http::HeaderValue::from_static(metrics::CONTENT_TYPE),
             );
             resp
         }
         _ => response::text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// What `/metrics` copies in from the services when scraped.
+async fn scrape(gw: &Services) -> Scrape {
+    let (entries, bytes) = gw.token_cache.size().await;
+    let mut caches = vec![("token", entries, bytes)];
+    if let Some((entries, bytes)) = gw.sessions.decode_cache_size() {
+        caches.push(("session_cookie", entries, bytes));
+    }
+    Scrape {
+        provider_ready: gw.provider.is_ready(),
+        provider_calls_shed: gw.provider.http().shed_calls(),
+        config_generation: gw.generation,
+        redis: gw.replicas.status().map(|status| {
+            let up = status.subscribed && !matches!(status.health, Health::Degraded(_));
+            (up, status.errors)
+        }),
+        memory_sessions: gw.sessions.memory_sessions().await,
+        caches,
     }
 }
 

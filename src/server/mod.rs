@@ -7,6 +7,7 @@ mod tls;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::metrics::{Gauge, InProgress};
 use crate::reload::{Current, Reloader};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -115,6 +116,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         .map_or(443, |a| a.port());
     let current = Arc::new(Current::new(Gateway::new(config.clone(), clock)));
     let limits = Limits {
+        connections: Some(current.peek().services.metrics.open_connections.clone()),
         current: Arc::clone(&current),
         slots: Arc::new(Semaphore::new(
             config
@@ -127,6 +129,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
     // health checks wait.
     let admin_limits = Limits {
         slots: Arc::new(Semaphore::new(ADMIN_CONNECTIONS)),
+        connections: None,
         ..limits.clone()
     };
     current.peek().services.start_background();
@@ -196,8 +199,9 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
             admin_limits.clone(),
             None,
             move |req, _| {
-                let resp = admin::handle(&current.peek().services, &bound, req);
-                async move { resp }
+                let gw = current.get();
+                let bound = bound.clone();
+                async move { admin::handle(&gw.services, &bound, req).await }
             },
         )));
     }
@@ -273,6 +277,8 @@ struct Limits {
     /// for this long is closed, gracefully), read when they are needed so a reload applies
     /// them to new connections.
     current: Arc<Current>,
+    /// Counts this listener's open connections in `/metrics` (the proxied ones only).
+    connections: Option<Gauge>,
     /// Open connections; at the bound, new ones wait to be accepted (the kernel's backlog
     /// holds them) and existing ones keep working.
     slots: Arc<Semaphore>,
@@ -361,12 +367,14 @@ async fn accept_loop<F, Fut>(
         let handler = handler.clone();
         let builder = builder.clone();
         let guard = live.enter();
+        let open = limits.connections.as_ref().map(InProgress::new);
         let stopped = stopped.clone();
         let idle_timeout = limits.current.peek().services.config.server.idle_timeout;
         let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _guard = guard;
+            let _open = open;
             let stream = match tls {
                 None => tls::Stream::Plain(stream),
                 Some(acceptor) => {

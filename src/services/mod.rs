@@ -15,7 +15,7 @@ pub use token_cache::{TokenCache, Validation};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ProviderUnavailable;
-use crate::observe::Metrics;
+use crate::metrics::Metrics;
 use crate::provider::Provider;
 use crate::redis_link::RedisLink;
 use crate::session::{Deployment, Sessions};
@@ -54,9 +54,11 @@ impl Services {
             clock.clone(),
             redis.clone(),
         );
+        let metrics = Arc::new(Metrics::new());
         let token_cache = TokenCache::new(
             config.oauth.introspection_cache,
             config.oauth.cache_max_bytes,
+            metrics.token_cache.clone(),
         );
         let replicas = match &redis {
             Some(link) => Replicas::new(replicas::Parts {
@@ -68,9 +70,13 @@ impl Services {
             None => Replicas::single(),
         };
         Services {
-            provider: Arc::new(Provider::new(config.provider.clone(), clock.clone())),
+            provider: Arc::new(Provider::new(
+                config.provider.clone(),
+                clock.clone(),
+                Arc::clone(&metrics),
+            )),
             sessions,
-            metrics: Arc::default(),
+            metrics,
             refresh_flights: Arc::default(),
             token_cache,
             replicas,
@@ -90,7 +96,11 @@ impl Services {
         let provider = if config.provider == self.config.provider {
             Arc::clone(&self.provider)
         } else {
-            let provider = Arc::new(Provider::new(config.provider.clone(), self.clock.clone()));
+            let provider = Arc::new(Provider::new(
+                config.provider.clone(),
+                self.clock.clone(),
+                Arc::clone(&self.metrics),
+            ));
             provider.warm_up();
             provider
         };
@@ -106,6 +116,7 @@ impl Services {
             TokenCache::new(
                 config.oauth.introspection_cache,
                 config.oauth.cache_max_bytes,
+                self.metrics.token_cache.clone(),
             )
         };
         self.replicas

@@ -4,6 +4,7 @@
 //! uncached token are single-flight: concurrent requests share one validation.
 
 use crate::config::IntrospectionCache;
+use crate::metrics::CacheCounters;
 use crate::session::Headers;
 use moka::future::Cache;
 use moka::Expiry;
@@ -46,10 +47,12 @@ impl Expiry<Key, Arc<Validation>> for PerEntry {
 pub struct TokenCache {
     cache: Cache<Key, Arc<Validation>>,
     policy: IntrospectionCache,
+    counters: CacheCounters,
 }
 
 impl TokenCache {
-    pub fn new(policy: IntrospectionCache, max_bytes: u64) -> TokenCache {
+    pub fn new(policy: IntrospectionCache, max_bytes: u64, counters: CacheCounters) -> TokenCache {
+        let evictions = counters.evictions.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_: &Key, v: &Arc<Validation>| {
@@ -58,8 +61,17 @@ impl TokenCache {
                 u32::try_from(128 + claims).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntry)
+            .eviction_listener(move |_, _, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    evictions.inc();
+                }
+            })
             .build();
-        TokenCache { cache, policy }
+        TokenCache {
+            cache,
+            policy,
+            counters,
+        }
     }
 
     /// How long a result may be cached: active until `exp` (capped by the policy),
@@ -95,10 +107,19 @@ impl TokenCache {
         if self.policy == IntrospectionCache::Off {
             return validate.await.map(Arc::new).map_err(Arc::new);
         }
+        let missed = std::sync::atomic::AtomicBool::new(false);
         let result = self
             .cache
-            .try_get_with(key, async { validate.await.map(Arc::new) })
+            .try_get_with(key, async {
+                missed.store(true, std::sync::atomic::Ordering::Relaxed);
+                validate.await.map(Arc::new)
+            })
             .await;
+        if missed.into_inner() {
+            self.counters.misses.inc();
+        } else {
+            self.counters.hits.inc();
+        }
         if let Ok(v) = &result {
             if v.ttl.is_zero() {
                 self.cache.invalidate(&key).await;
@@ -119,6 +140,13 @@ impl TokenCache {
     /// Drops the entry for a token known by its hash (another replica removed it).
     pub(crate) async fn invalidate_key(&self, key: &Key) {
         self.cache.invalidate(key).await;
+    }
+
+    /// Entries cached and their weighed size (bounded by `oauth.cache_max_bytes`), after
+    /// the cache's pending bookkeeping: for `/metrics`.
+    pub async fn size(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
     }
 
     /// Hex of every cached key: for debugging and for the test that proves keys are

@@ -51,6 +51,14 @@ impl MemoryBackend {
     }
 }
 
+impl MemoryBackend {
+    /// Sessions held (after the cache's pending bookkeeping: for `/metrics`).
+    pub async fn len(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.entry_count()
+    }
+}
+
 impl std::fmt::Debug for MemoryBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryBackend")

@@ -245,6 +245,26 @@ impl Sessions {
         }
     }
 
+    /// Sessions in the memory store; `None` with another store.
+    pub async fn memory_sessions(&self) -> Option<u64> {
+        match &self.store {
+            Store::Memory(backend) => Some(backend.len().await),
+            _ => None,
+        }
+    }
+
+    /// Entries and weighed bytes of the cookie store's decode cache; `None` with another
+    /// store.
+    pub fn decode_cache_size(&self) -> Option<(u64, u64)> {
+        match &self.store {
+            Store::Cookie { decoded } => {
+                decoded.run_pending_tasks();
+                Some((decoded.entry_count(), decoded.weighted_size()))
+            }
+            _ => None,
+        }
+    }
+
     /// The logout records every load checks.
     pub fn logouts(&self) -> &Arc<LogoutRecords> {
         &self.logouts

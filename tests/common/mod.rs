@@ -46,6 +46,8 @@ pub struct Options {
     pub redis: Option<String>,
     /// Lines of the `[log]` section.
     pub log: String,
+    /// The body of a `[telemetry]` section (none when unset; needs the `otlp` feature).
+    pub telemetry: Option<String>,
 }
 
 pub struct Harness {
@@ -129,6 +131,8 @@ scopes = ["openid", "profile", "email", "offline_access"]
 [log]
 {log}
 
+{telemetry}
+
 {routes}
 "#,
         server = o.server,
@@ -148,6 +152,11 @@ scopes = ["openid", "profile", "email", "offline_access"]
             .map(|r| format!("[redis]\n{r}"))
             .unwrap_or_default(),
         log = o.log,
+        telemetry = o
+            .telemetry
+            .as_ref()
+            .map(|t| format!("[telemetry]\n{t}"))
+            .unwrap_or_default(),
         passphrase = match &o.passphrases {
             Some(list) => format!("passphrases = {list:?}"),
             None => format!("passphrase = \"{PASSPHRASE}\""),
