@@ -132,7 +132,7 @@ impl Reloader {
             }
             Err(e) => {
                 metrics.config_reload_failures.inc();
-                for line in e.0.lines().filter(|l| !l.trim().is_empty()) {
+                for line in e.0.lines().map(str::trim).filter(|l| !l.is_empty()) {
                     tracing::error!(file = %self.path.display(), "reload refused: {line}");
                 }
                 tracing::error!(
