@@ -142,7 +142,6 @@ impl RouteMetrics {
 #[derive(Debug, Default)]
 pub struct Scrape {
     pub provider_ready: bool,
-    pub provider_calls_shed: u64,
     pub config_generation: u64,
     /// `Some` with `[redis]`: (up, errors since start).
     pub redis: Option<(bool, u64)>,
@@ -181,7 +180,9 @@ pub struct Metrics {
     refresh_outcomes: Family<Outcome, Counter>,
     // Copied in at scrape time.
     provider_ready: Gauge,
-    provider_calls_shed: Counter,
+    /// Calls to the provider refused because `provider.max_concurrent_calls` were in
+    /// flight (counted here, not per provider: a reload may replace the provider).
+    pub provider_calls_shed: Counter,
     config_generation: Gauge,
     redis_up: Gauge,
     redis_errors: Counter,
@@ -297,7 +298,7 @@ impl Metrics {
         }
         registry.register(
             "refresh_outcomes",
-            "Refresh attempts by outcome (refreshed, refused, unavailable, shared: made by another replica)",
+            "Refresh grants by outcome (refreshed; refused: the provider said no; unavailable: it could not be reached)",
             refresh_outcomes.clone(),
         );
         let mut family_gauge = |name: &str, help: &str| {
@@ -413,9 +414,6 @@ impl Metrics {
     /// The OpenMetrics text, with `scrape`'s values copied in.
     pub fn render(&self, scrape: &Scrape) -> String {
         self.provider_ready.set(i64::from(scrape.provider_ready));
-        self.provider_calls_shed
-            .inner()
-            .store(scrape.provider_calls_shed, Ordering::Relaxed);
         self.config_generation
             .set(i64::try_from(scrape.config_generation).unwrap_or(i64::MAX));
         if let Some((up, errors)) = scrape.redis {

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 use tracing::Subscriber;
-use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt};
+use tracing_subscriber::filter::{filter_fn, EnvFilter, FilterExt, LevelFilter};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
@@ -64,7 +64,11 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let logged = || filter_fn(|meta| meta.target() != telemetry::SPANS);
+    // The hint says "no bound of its own": without one, the subscriber could not bound the
+    // level, and every disabled `debug!` on the request path would still be evaluated.
+    let logged = || {
+        filter_fn(|meta| meta.target() != telemetry::SPANS).with_max_level_hint(LevelFilter::TRACE)
+    };
     match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
@@ -103,11 +107,19 @@ where
     let (filter, handle) = reload::Layer::new(filter);
     // fmt_layer leaves the spans out too, but from inside: said here, a span no layer
     // wants is not even made.
-    let logged = filter.and(filter_fn(|meta| meta.target() != telemetry::SPANS));
+    let logged = filter.and(
+        filter_fn(|meta| meta.target() != telemetry::SPANS).with_max_level_hint(LevelFilter::TRACE),
+    );
     // Filtered even without an exporter: an unfiltered layer (`None` too) would enable
     // every span for every layer.
     let exporting = export.is_some();
-    let exported = filter_fn(move |meta| exporting && telemetry::exported(meta));
+    // The gateway's spans are at INFO; without an exporter nothing passes (OFF).
+    let exported = filter_fn(move |meta| exporting && telemetry::exported(meta))
+        .with_max_level_hint(if exporting {
+            LevelFilter::INFO
+        } else {
+            LevelFilter::OFF
+        });
     let subscriber = tracing_subscriber::registry()
         // Per layer: the level decides what is logged, not which spans are exported.
         .with(fmt_layer(config.format, writer, ansi).with_filter(logged))
@@ -273,6 +285,20 @@ impl Access {
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+
+    /// The subscriber's level hint is what lets `debug!`/`trace!` on the request path cost
+    /// nothing: with a filter that gives none, every disabled event is still evaluated.
+    #[test]
+    fn the_level_bounds_every_event_and_span_callsite() {
+        for (level, want) in [("info", LevelFilter::INFO), ("warn", LevelFilter::WARN)] {
+            let config = LogConfig {
+                level: level.into(),
+                ..LogConfig::default()
+            };
+            let (subscriber, _) = subscriber(&config, std::io::sink, false, None, None).unwrap();
+            assert_eq!(subscriber.max_level_hint(), Some(want), "{level}");
+        }
+    }
 
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);

@@ -9,7 +9,6 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -88,13 +87,12 @@ pub(crate) type OpFuture = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<http::Response<Vec<u8>>, OpHttpError>> + Send>,
 >;
 
-/// Cheap to clone: the pool, the concurrency budget and the shed counter are shared.
+/// Cheap to clone: the pool, the concurrency budget and the metrics are shared.
 #[derive(Clone)]
 pub(crate) struct OpClient {
     client: Client<HttpsConnector, Full<Bytes>>,
     timeout: Duration,
     in_flight: Arc<Semaphore>,
-    shed: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
 }
 
@@ -107,14 +105,8 @@ impl OpClient {
             client,
             timeout,
             in_flight: Arc::new(Semaphore::new(max_concurrent)),
-            shed: Arc::default(),
             metrics,
         }
-    }
-
-    /// Calls refused because `max_concurrent` were in flight, since start.
-    pub(crate) fn shed_calls(&self) -> u64 {
-        self.shed.load(Ordering::Relaxed)
     }
 
     /// Sends one request and reads the whole (bounded) response.
@@ -125,7 +117,7 @@ impl OpClient {
     ) -> Result<http::Response<Vec<u8>>, OpHttpError> {
         let started = Instant::now();
         let Ok(_slot) = self.in_flight.try_acquire() else {
-            self.shed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.provider_calls_shed.inc();
             self.metrics
                 .provider_call(endpoint.as_str(), "shed", started.elapsed());
             return Err(OpHttpError::Busy);

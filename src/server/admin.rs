@@ -57,7 +57,6 @@ async fn scrape(gw: &Services) -> Scrape {
     }
     Scrape {
         provider_ready: gw.provider.is_ready(),
-        provider_calls_shed: gw.provider.http().shed_calls(),
         config_generation: gw.generation,
         redis: gw.replicas.status().map(|status| {
             let up = status.subscribed && !matches!(status.health, Health::Degraded(_));
