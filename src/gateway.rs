@@ -63,7 +63,7 @@ impl Gateway {
             route_metrics: router
                 .routes()
                 .iter()
-                .map(|r| metrics.route(&r.path))
+                .map(|r| metrics.route(&r.label()))
                 .collect(),
             hook_metrics: metrics.route("(hook)"),
             unrouted_metrics: metrics.route("(none)"),
@@ -139,7 +139,7 @@ impl Gateway {
                     .observe(response.status().as_u16(), started.elapsed());
                 break 'routed (response, Matched::Hook);
             }
-            let refused = match self.router.route_indexed(request.uri().path()) {
+            let refused = match self.router.route_indexed(&ctx.host, request.uri().path()) {
                 Ok(Some((index, route))) => {
                     let (mut parts, body) = request.into_parts();
                     self.identity.scrub(&mut parts.headers);
@@ -148,7 +148,13 @@ impl Gateway {
                     // drop it; replaces any client-sent one.
                     parts.headers.insert(X_REQUEST_ID, id.clone());
                     trace.forward(&route.path, &mut parts.headers);
-                    let response = match route.auth {
+                    // `route.allow_anonymous_methods` (CORS preflights): as if `auth = "none"`.
+                    let auth = if route.anonymous_methods.contains(&parts.method) {
+                        AuthKind::None
+                    } else {
+                        route.auth
+                    };
+                    let response = match auth {
                         AuthKind::None => {
                             self.forward(route, parts, Body::Left(body), &ctx, Vec::new())
                                 .await

@@ -16,6 +16,8 @@ use std::borrow::Cow;
 pub(crate) struct Router {
     /// Longest path first.
     routes: Vec<RouteConfig>,
+    /// Whether any route has a `host`: without, the request's host is not looked at.
+    by_host: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -35,31 +37,73 @@ impl Router {
     pub(crate) fn new(routes: &[RouteConfig]) -> Router {
         let mut routes = routes.to_vec();
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.len()));
-        Router { routes }
+        Router {
+            by_host: routes.iter().any(|r| !r.hosts.is_empty()),
+            routes,
+        }
     }
 
-    /// The route for `raw_path`, `Ok(None)` when no route matches.
+    /// The route for `raw_path` on any host, `Ok(None)` when no route matches.
     pub(crate) fn route(&self, raw_path: &str) -> Result<Option<&RouteConfig>, RouteError> {
-        Ok(self.route_indexed(raw_path)?.map(|(_, route)| route))
+        Ok(self.route_indexed("", raw_path)?.map(|(_, route)| route))
     }
 
-    /// [`Router::route`], with the route's index in [`Router::routes`].
+    /// The route for a request to `host` (as the browser sees the gateway, maybe with a
+    /// port) and `raw_path`, with its index in [`Router::routes`]: among the routes whose
+    /// path prefix matches, those with the most specific matching `host` (an exact name,
+    /// then the longest `*.domain`, then routes without `host`), and of these the longest
+    /// path.
     pub(crate) fn route_indexed(
         &self,
+        host: &str,
         raw_path: &str,
     ) -> Result<Option<(usize, &RouteConfig)>, RouteError> {
         let path = normalise(raw_path)?;
-        Ok(self
+        let mut matching = self
             .routes
             .iter()
             .enumerate()
-            .find(|(_, r)| prefix_matches(&r.path, &path, r.case_insensitive)))
+            .filter(|(_, r)| prefix_matches(&r.path, &path, r.case_insensitive));
+        if !self.by_host {
+            return Ok(matching.next());
+        }
+        let host = host_name(host);
+        let mut best: Option<(usize, (usize, &RouteConfig))> = None;
+        for (index, route) in matching {
+            let specificity = if route.hosts.is_empty() {
+                Some(0)
+            } else {
+                route
+                    .hosts
+                    .iter()
+                    .filter(|h| h.matches(host))
+                    .map(|h| h.specificity())
+                    .max()
+            };
+            // Longest path first: a later route wins only with a more specific host.
+            if let Some(specificity) = specificity {
+                if best.is_none_or(|(b, _)| specificity > b) {
+                    best = Some((specificity, (index, route)));
+                }
+            }
+        }
+        Ok(best.map(|(_, found)| found))
     }
 
     /// Every route, in the order they are tried (longest prefix first).
     pub(crate) fn routes(&self) -> &[RouteConfig] {
         &self.routes
     }
+}
+
+/// The name part of a `Host` value: without its port and a trailing dot (`[::1]:8080` is
+/// `[::1]`, `Example.com.:80` is `Example.com`).
+fn host_name(host: &str) -> &str {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if !port.contains(']') => name,
+        _ => host,
+    };
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 fn prefix_matches(prefix: &str, path: &str, case_insensitive: bool) -> bool {
@@ -138,7 +182,60 @@ mod tests {
             preserve_host: false,
             upgrades: vec!["websocket".into()],
             case_insensitive: false,
+            hosts: vec![],
+            anonymous_methods: vec![],
         }
+    }
+
+    fn hosted(path: &str, hosts: &[&str]) -> RouteConfig {
+        let mut r = route(path);
+        r.hosts = hosts
+            .iter()
+            .map(|h| crate::config::HostPattern::parse(h).unwrap())
+            .collect();
+        r
+    }
+
+    #[test]
+    fn the_most_specific_host_then_the_longest_path_wins() {
+        let r = Router::new(&[
+            route("/"),
+            route("/api"),
+            hosted("/", &["app.example.com"]),
+            hosted("/admin", &["*.example.com"]),
+            hosted("/", &["*.example.com"]),
+            hosted("/", &["*.eu.example.com", "legacy.test"]),
+        ]);
+        let p = |host: &str, path: &str| {
+            let (_, found) = r.route_indexed(host, path).unwrap().unwrap();
+            let hosts: Vec<String> = found.hosts.iter().map(|h| h.to_string()).collect();
+            format!("{}{}", hosts.join("|"), found.path)
+        };
+        // An exact name beats every wildcard and the host-less routes, even a longer path.
+        assert_eq!(p("app.example.com", "/api/x"), "app.example.com/");
+        assert_eq!(p("APP.Example.com:8443", "/admin"), "app.example.com/");
+        assert_eq!(p("app.example.com.", "/"), "app.example.com/");
+        // Within one host pattern, the longest path.
+        assert_eq!(p("other.example.com", "/admin/x"), "*.example.com/admin");
+        assert_eq!(p("other.example.com", "/api"), "*.example.com/");
+        // The longer wildcard domain wins.
+        assert_eq!(
+            p("x.eu.example.com", "/admin"),
+            "*.eu.example.com|legacy.test/"
+        );
+        assert_eq!(p("legacy.test", "/"), "*.eu.example.com|legacy.test/");
+        // `*.example.com` is not `example.com` itself; unknown hosts take host-less routes.
+        assert_eq!(p("example.com", "/api/x"), "/api");
+        assert_eq!(p("elsewhere.test", "/"), "/");
+        assert_eq!(p("[::1]:8080", "/api"), "/api");
+        assert_eq!(p("evil-example.com", "/"), "/");
+    }
+
+    #[test]
+    fn a_host_without_a_matching_route_has_none() {
+        let r = Router::new(&[hosted("/", &["app.example.com"])]);
+        assert!(r.route_indexed("other.test", "/").unwrap().is_none());
+        assert!(r.route_indexed("app.example.com", "/").unwrap().is_some());
     }
 
     #[test]

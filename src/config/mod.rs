@@ -444,9 +444,84 @@ pub struct RouteConfig {
     pub upgrades: Vec<String>,
     /// Match `path` ignoring ASCII case (for upstreams such as IIS that do).
     pub case_insensitive: bool,
+    /// `route.host`: the hosts this route answers for; empty: every host.
+    pub hosts: Vec<HostPattern>,
+    /// `route.allow_anonymous_methods`: requests with these methods pass without
+    /// authentication (CORS preflights: `OPTIONS`), with no identity headers.
+    pub anonymous_methods: Vec<http::Method>,
+}
+
+/// A `route.host` entry: a host name, or `*.` and a domain (any name below it, not the
+/// domain itself). Lowercase, no port: a request's port does not take part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// The domain with its leading dot: `*.example.com` is `.example.com`.
+    Wildcard(String),
+}
+
+impl HostPattern {
+    /// Parses a `route.host` entry (`None` when it is not a host name or `*.domain`).
+    pub fn parse(value: &str) -> Option<HostPattern> {
+        let value = value.trim().to_ascii_lowercase();
+        let (wildcard, name) = match value.strip_prefix("*.") {
+            Some(domain) => (true, domain),
+            None => (false, value.as_str()),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let valid = !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok);
+        match (valid, wildcard) {
+            (false, _) => None,
+            (true, true) => Some(HostPattern::Wildcard(format!(".{name}"))),
+            (true, false) => Some(HostPattern::Exact(name.to_string())),
+        }
+    }
+
+    /// Whether `host` (without a port, in any case) is this pattern's.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostPattern::Wildcard(domain) => {
+                host.len() > domain.len()
+                    && host
+                        .get(host.len() - domain.len()..)
+                        .is_some_and(|tail| tail.eq_ignore_ascii_case(domain))
+            }
+        }
+    }
+
+    /// How specific a match is: an exact name beats any wildcard, a longer domain a
+    /// shorter one.
+    pub fn specificity(&self) -> usize {
+        match self {
+            HostPattern::Exact(_) => usize::MAX,
+            HostPattern::Wildcard(domain) => domain.len(),
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Wildcard(domain) => write!(f, "*{domain}"),
+        }
+    }
 }
 
 impl RouteConfig {
+    /// How logs and metrics name the route: its path, after its hosts when it has some
+    /// (`app.example.com,*.app.test/admin`).
+    pub fn label(&self) -> String {
+        let hosts: Vec<String> = self.hosts.iter().map(ToString::to_string).collect();
+        format!("{}{}", hosts.join(","), self.path)
+    }
+
     /// Whether every protocol an `Upgrade` header asks for may be tunnelled on this route.
     pub fn allows_upgrade(&self, upgrade: &http::HeaderValue) -> bool {
         let Ok(value) = upgrade.to_str() else {

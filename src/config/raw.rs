@@ -182,4 +182,6 @@ pub(crate) struct RawRoute {
     pub preserve_host: Option<bool>,
     pub upgrades: Option<Vec<String>>,
     pub case_insensitive: Option<bool>,
+    pub host: Option<OneOrMany>,
+    pub allow_anonymous_methods: Option<Vec<String>>,
 }

@@ -287,6 +287,7 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
             }
         }
     }
+    check_route_hosts(c, &server, &routes);
     if let RedirectUri::Path(p) = &provider.redirect_uri {
         if routes.iter().all(|r| r.auth != AuthKind::OpenIdConnect) && p.is_empty() {
             c.problem("provider.redirect_uri", "must not be empty");
@@ -1347,10 +1348,29 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
                 Err(e) => c.problem(format!("route[{i}].require_claims[{j}]"), e),
             }
         }
-        if routes.iter().any(|other| other.path == path) {
+        let hosts = route_hosts(c, &key("host"), r.host);
+        if let Some(taken) = routes
+            .iter()
+            .find(|other| other.path == path && shares_a_host(&other.hosts, &hosts))
+        {
+            let on = match taken.hosts.iter().find(|h| hosts.contains(h)) {
+                Some(host) => format!(" for host {host}"),
+                None => String::new(),
+            };
             c.problem(
                 key("path"),
-                format!("{path:?} is already used by another route"),
+                format!("{path:?} is already used by another route{on}"),
+            );
+        }
+        let anonymous_methods = route_methods(
+            c,
+            &key("allow_anonymous_methods"),
+            r.allow_anonymous_methods,
+        );
+        if !anonymous_methods.is_empty() && auth == AuthKind::None {
+            c.warning(
+                key("allow_anonymous_methods"),
+                "has no effect on a route with auth = \"none\"",
             );
         }
         routes.push(RouteConfig {
@@ -1364,9 +1384,103 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
             preserve_host: r.preserve_host.unwrap_or(false),
             upgrades: route_upgrades(c, &key("upgrades"), r.upgrades),
             case_insensitive: r.case_insensitive.unwrap_or(false),
+            hosts,
+            anonymous_methods,
         });
     }
     routes
+}
+
+/// `route.host`: one host name or `*.domain`, or a list of them; empty: every host.
+fn route_hosts(c: &mut Checker, key: &str, raw: Option<OneOrMany>) -> Vec<HostPattern> {
+    let list = raw.map(OneOrMany::into_vec).unwrap_or_default();
+    let mut out: Vec<HostPattern> = Vec::new();
+    for (i, h) in list.iter().enumerate() {
+        let at = |i| format!("{key}[{i}]");
+        if h.contains(':') {
+            c.problem(at(i), format!("{h:?}: a route's host has no port (the port of a request does not choose its route)"));
+            continue;
+        }
+        match HostPattern::parse(h) {
+            Some(p) if out.contains(&p) => c.problem(at(i), format!("{h:?} is listed twice")),
+            Some(p) => out.push(p),
+            None => c.problem(
+                at(i),
+                format!("{h:?} is not a host name nor *.domain (a wildcard stands for whole labels at the start only)"),
+            ),
+        }
+    }
+    out
+}
+
+/// `route.host` against `[server]`: with `public_url`, every request has its host; with
+/// `allowed_hosts`, a host outside them never reaches a route.
+fn check_route_hosts(c: &mut Checker, server: &ServerConfig, routes: &[RouteConfig]) {
+    for (i, route) in routes.iter().enumerate() {
+        if route.hosts.is_empty() {
+            continue;
+        }
+        if let Some(url) = &server.public_url {
+            c.warning(
+                format!("route[{i}].host"),
+                format!(
+                    "server.public_url fixes every request's host to {:?}: routes are chosen by that host",
+                    url.host_str().unwrap_or_default()
+                ),
+            );
+            continue;
+        }
+        if server.allowed_hosts.is_empty() {
+            continue;
+        }
+        for host in &route.hosts {
+            let reachable = server.allowed_hosts.iter().any(|allowed| {
+                let name = allowed
+                    .rsplit_once(':')
+                    .map_or(allowed.as_str(), |(n, _)| n);
+                host.matches(name)
+            });
+            if !reachable {
+                c.warning(
+                    format!("route[{i}].host"),
+                    format!("{host} is not in server.allowed_hosts: no request reaches it"),
+                );
+            }
+        }
+    }
+}
+
+/// Whether two routes' host lists overlap (both empty: both answer every host).
+fn shares_a_host(a: &[HostPattern], b: &[HostPattern]) -> bool {
+    (a.is_empty() && b.is_empty()) || a.iter().any(|h| b.contains(h))
+}
+
+/// `route.allow_anonymous_methods`: HTTP method names (case-sensitive, as HTTP has them;
+/// the usual ones are accepted in lowercase and read in uppercase).
+fn route_methods(c: &mut Checker, key: &str, raw: Option<Vec<String>>) -> Vec<http::Method> {
+    let mut out = Vec::new();
+    for (i, m) in raw.unwrap_or_default().iter().enumerate() {
+        let upper = m.trim().to_ascii_uppercase();
+        let known = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
+        let name = if known.contains(&upper.as_str()) {
+            upper.as_str()
+        } else {
+            m.trim()
+        };
+        match http::Method::from_bytes(name.as_bytes()) {
+            Ok(method) if !name.is_empty() && !out.contains(&method) => out.push(method),
+            Ok(_) if !name.is_empty() => {
+                c.problem(format!("{key}[{i}]"), format!("{m:?} is listed twice"))
+            }
+            _ => c.problem(
+                format!("{key}[{i}]"),
+                format!("{m:?} is not an HTTP method name"),
+            ),
+        }
+    }
+    out
 }
 
 /// `route.upgrades`: protocol names (RFC 9110 tokens), default `["websocket"]`. `h2c` is

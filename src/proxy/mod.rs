@@ -154,6 +154,8 @@ mod tests {
             preserve_host: false,
             upgrades: vec!["websocket".into()],
             case_insensitive: false,
+            hosts: vec![],
+            anonymous_methods: vec![],
         }
     }
 

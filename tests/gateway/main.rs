@@ -31,6 +31,7 @@ mod refresh;
 mod reload;
 mod replicas;
 mod request_id;
+mod routing;
 mod sentinel;
 mod shutdown;
 mod smoke;
