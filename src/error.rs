@@ -262,6 +262,9 @@ pub(crate) enum GatewayError {
     /// A bearer token could not be validated: the provider cannot be asked.
     #[error("bearer token could not be validated: {0}")]
     BearerUnavailable(#[source] ProviderUnavailable),
+    /// A forward-auth check from an address outside `server.trusted_proxies`.
+    #[error("forward-auth check from an untrusted address")]
+    UntrustedForwardAuth,
 }
 
 impl GatewayError {
@@ -289,6 +292,7 @@ impl GatewayError {
             GatewayError::FormTooLarge => "form_too_large",
             GatewayError::BodyTimeout => "body_timeout",
             GatewayError::BearerUnavailable(_) => "bearer_unavailable",
+            GatewayError::UntrustedForwardAuth => "forward_auth_untrusted",
         }
     }
 
@@ -308,7 +312,7 @@ impl GatewayError {
             }
             E::ProviderUnavailable(_) | E::BearerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            E::Forbidden(_) => StatusCode::FORBIDDEN,
+            E::Forbidden(_) | E::UntrustedForwardAuth => StatusCode::FORBIDDEN,
             E::Session(SessionError::Store(_)) => StatusCode::SERVICE_UNAVAILABLE,
             E::Session(_) => StatusCode::INTERNAL_SERVER_ERROR,
             E::Bearer(b) => b.status(),
@@ -348,7 +352,8 @@ impl GatewayError {
             | E::BadPath(_)
             | E::Bearer(_)
             | E::FormTooLarge
-            | E::BodyTimeout => {
+            | E::BodyTimeout
+            | E::UntrustedForwardAuth => {
                 tracing::debug!(status = status.as_u16(), error = %self, "request refused")
             }
             _ if status.is_server_error() => {
@@ -374,6 +379,12 @@ impl GatewayError {
             ),
             E::BadPath(why) => page(status, "Invalid request", why, None),
             E::BadRequest(reason) => page(status, "Invalid request", reason, None),
+            E::UntrustedForwardAuth => page(
+                status,
+                "Forbidden",
+                "Forward-auth checks are answered for the front proxies in server.trusted_proxies only.",
+                None,
+            ),
             E::LoginMismatch(why) => page(
                 status,
                 "Login could not be completed",

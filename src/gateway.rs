@@ -7,6 +7,7 @@ use crate::authz;
 use crate::clock::Clock;
 use crate::config::{AuthKind, Config, RouteConfig, UnauthAction};
 use crate::error::GatewayError;
+use crate::forward_auth;
 use crate::hooks;
 use crate::identity::IdentityHeaders;
 use crate::metrics::{InProgress, RouteMetrics};
@@ -14,7 +15,7 @@ use crate::observe::{self, Access, AccessNote, Matched};
 use crate::oidc::login;
 use crate::proxy::{hop, Upstream};
 use crate::refresh::{self, Freshness};
-use crate::request::{self, RequestCtx, X_REQUEST_ID};
+use crate::request::{self, Asker, RequestCtx, X_REQUEST_ID};
 use crate::resource::{self, Bearer};
 use crate::response::{self, Body};
 use crate::router::{RouteError, Router};
@@ -115,12 +116,33 @@ impl Gateway {
         let id = request::request_id(trusted, request.headers());
         let log = &services.config.log;
         let access = log.access.then(|| Access::start(&request));
+        let (mut parts, body) = request.into_parts();
         // A block rather than a nested async fn: one level less of nested futures.
         let (mut response, matched) = 'routed: {
-            let Some(ctx) = request::request_ctx_trusted(
+            // A forward-auth check becomes the front proxy's request it is about.
+            let forward_auth = match &server.forward_auth_path {
+                Some(fa) if forward_auth::is_check(fa, parts.uri.path()) => {
+                    let asker = if trusted {
+                        forward_auth::into_original(&mut parts, fa)
+                    } else {
+                        Err(GatewayError::UntrustedForwardAuth)
+                    };
+                    match asker {
+                        Ok(asker) => Some(asker),
+                        Err(refused) => {
+                            let response = self.refuse(refused);
+                            self.unrouted_metrics
+                                .observe(response.status().as_u16(), started.elapsed());
+                            break 'routed (response, Matched::Nothing);
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let Some(mut ctx) = request::request_ctx_trusted(
                 server,
-                request.uri(),
-                request.headers(),
+                &parts.uri,
+                &parts.headers,
                 peer,
                 trusted,
                 tls,
@@ -130,18 +152,26 @@ impl Gateway {
                     .observe(response.status().as_u16(), started.elapsed());
                 break 'routed (response, Matched::Nothing);
             };
-            if request.uri().path() == services.config.redirect_path() {
-                let (parts, body) = request.into_parts();
+            ctx.forward_auth = forward_auth;
+            let path = parts.uri.path();
+            if path == services.config.redirect_path() || Some(path) == server.login_path.as_deref()
+            {
                 // Boxed, like every rarely taken arm below: an async fn's future is as
                 // large as its largest arm, and hyper keeps one per connection, idle or not.
-                let response = Box::pin(hooks::dispatch(services, &ctx, &parts, body)).await;
+                let response = if ctx.forward_auth.is_some() {
+                    // The gateway's own paths: the front proxy lets them through to it.
+                    forward_auth::answer(&self.identity, &HeaderMap::new(), Vec::new())
+                } else if path == services.config.redirect_path() {
+                    Box::pin(hooks::dispatch(services, &ctx, &parts, body)).await
+                } else {
+                    Box::pin(forward_auth::login(services, &ctx, &parts)).await
+                };
                 self.hook_metrics
                     .observe(response.status().as_u16(), started.elapsed());
                 break 'routed (response, Matched::Hook);
             }
-            let refused = match self.router.route_indexed(&ctx.host, request.uri().path()) {
+            let refused = match self.router.route_indexed(&ctx.host, parts.uri.path()) {
                 Ok(Some((index, route))) => {
-                    let (mut parts, body) = request.into_parts();
                     self.identity.scrub(&mut parts.headers);
                     hop::drop_connection_named(&mut parts.headers);
                     // After the client's `Connection` names are dropped, so that they cannot
@@ -334,7 +364,10 @@ impl Gateway {
                     .forward(route, parts, Body::Left(body), ctx, clear)
                     .await
             }
-            UnauthAction::Auth if login::is_browser_navigation(&parts.headers) => {
+            UnauthAction::Auth
+                if login::is_browser_navigation(&parts.headers)
+                    && ctx.forward_auth != Some(Asker::StatusOnly) =>
+            {
                 let return_to = parts
                     .uri
                     .path_and_query()
@@ -372,12 +405,19 @@ impl Gateway {
         cookies: Vec<HeaderValue>,
     ) -> Response<Body> {
         let services = &self.services;
+        if ctx.forward_auth.is_some() {
+            return forward_auth::answer(&self.identity, &parts.headers, cookies);
+        }
+        let Some(target) = &route.upstream else {
+            // A forward-auth-only route (`upstream = ""`).
+            return response::with_cookies(self.refuse(GatewayError::NoRoute), cookies);
+        };
         services.sessions.strip_gateway_cookies(&mut parts.headers);
         services.metrics.proxied.inc();
         let started = Instant::now();
         let mut response = match self
             .upstream
-            .forward(route, Request::from_parts(parts, body), ctx)
+            .forward(route, target, Request::from_parts(parts, body), ctx)
             .await
         {
             Ok(resp) => resp,

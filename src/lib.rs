@@ -23,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub(crate) mod forward_auth;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;

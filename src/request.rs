@@ -26,6 +26,22 @@ pub(crate) struct RequestCtx {
     pub peer: IpAddr,
     /// Whether the peer is a trusted proxy.
     pub trusted: bool,
+    /// `Some` for a forward-auth check: the request is a front proxy's, about one of its
+    /// own (whose scheme and host these are); it is answered, not forwarded.
+    pub forward_auth: Option<Asker>,
+}
+
+/// Who asks a forward-auth check, as far as the answer goes: what the front proxy does
+/// with an answer that is not a 2xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asker {
+    /// nginx `auth_request` (the original request came as `X-Original-URL`): it
+    /// understands 2xx, 401 and 403 only (any other status becomes a 500), so a browser
+    /// is answered 401 too, and nginx's `error_page 401` sends it to `server.login_path`.
+    StatusOnly,
+    /// Traefik, Caddy and Envoy: a non-2xx answer goes to the client as it is, so a
+    /// browser gets the 302 to the provider directly.
+    PassesAnswers,
 }
 
 impl RequestCtx {
@@ -158,6 +174,7 @@ pub(crate) fn request_ctx_trusted(
             host,
             peer: peer_ip,
             trusted,
+            forward_auth: None,
         });
     }
     let mut scheme = if tls { "https" } else { "http" };
@@ -174,6 +191,7 @@ pub(crate) fn request_ctx_trusted(
         host,
         peer: peer_ip,
         trusted,
+        forward_auth: None,
     })
 }
 
@@ -210,6 +228,8 @@ pub(crate) mod tests {
             tls: None,
             redirect_http_listen: vec![],
             hsts: None,
+            forward_auth_path: None,
+            login_path: None,
         }
     }
 

@@ -174,8 +174,7 @@ mod tests {
             path: path.into(),
             upstream: crate::config::UpstreamTarget::new(
                 url::Url::parse("http://127.0.0.1:1/").unwrap(),
-            )
-            .unwrap(),
+            ),
             auth: AuthKind::None,
             unauth_action: UnauthAction::Auth,
             require_claims: vec![],

@@ -63,6 +63,12 @@ pub struct ServerConfig {
     pub redirect_http_listen: Vec<SocketAddr>,
     /// `Strict-Transport-Security: max-age=…` on every TLS response.
     pub hsts: Option<Duration>,
+    /// `server.forward_auth_path`: where a front proxy asks "who is this, may they?" about
+    /// one of its requests (forward-auth mode); `None`: off.
+    pub forward_auth_path: Option<String>,
+    /// `server.login_path`: `GET <login_path>?rd=<url>` starts a login that comes back to
+    /// `rd`; `None`: off.
+    pub login_path: Option<String>,
 }
 
 /// The listener's certificate chain and key files (PEM).
@@ -434,7 +440,9 @@ pub enum UnauthAction {
 pub struct RouteConfig {
     /// Normalised: starts with `/`, no trailing `/` except for the root.
     pub path: String,
-    pub upstream: UpstreamTarget,
+    /// `None` (`upstream = ""`): the route only answers forward-auth checks; proxied
+    /// requests to it get the 404 page.
+    pub upstream: Option<UpstreamTarget>,
     pub auth: AuthKind,
     pub unauth_action: UnauthAction,
     pub require_claims: Vec<ClaimRule>,

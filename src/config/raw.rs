@@ -94,6 +94,8 @@ pub(crate) struct RawServer {
     pub tls_key_file: Option<String>,
     pub redirect_http_listen: Option<OneOrMany>,
     pub hsts: Option<String>,
+    pub forward_auth_path: Option<String>,
+    pub login_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

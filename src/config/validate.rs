@@ -253,7 +253,7 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
         listen: c.addresses("admin.listen", a.listen, "127.0.0.1:9090"),
     });
     let provider = build_provider(c, raw.provider);
-    let routes = build_routes(c, raw.route);
+    let routes = build_routes(c, raw.route, server.forward_auth_path.is_some());
     let logs_in = routes.is_empty() || routes.iter().any(|r| r.auth == AuthKind::OpenIdConnect);
     let session = build_session(c, raw.session, logs_in);
     let headers = build_headers(c, raw.headers);
@@ -288,6 +288,7 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
         }
     }
     check_route_hosts(c, &server, &routes);
+    check_gateway_paths(c, &server, provider.redirect_uri.path());
     if let RedirectUri::Path(p) = &provider.redirect_uri {
         if routes.iter().all(|r| r.auth != AuthKind::OpenIdConnect) && p.is_empty() {
             c.problem("provider.redirect_uri", "must not be empty");
@@ -478,6 +479,63 @@ fn build_server(c: &mut Checker, raw: RawServer) -> ServerConfig {
         tls,
         redirect_http_listen,
         hsts,
+        forward_auth_path: gateway_path(c, "server.forward_auth_path", raw.forward_auth_path),
+        login_path: gateway_path(c, "server.login_path", raw.login_path),
+    }
+}
+
+/// A path the gateway answers itself (`server.forward_auth_path`, `server.login_path`):
+/// empty or unset is off; else it starts with `/`, has no query and no trailing `/`.
+fn gateway_path(c: &mut Checker, key: &str, raw: Option<String>) -> Option<String> {
+    let path = raw.filter(|p| !p.is_empty())?;
+    if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+        c.problem(
+            key,
+            format!("{path:?} must be a path starting with / (no query)"),
+        );
+        return None;
+    }
+    if path == "/" || path.ends_with('/') {
+        c.problem(
+            key,
+            format!("{path:?} must not end with / (and cannot be /)"),
+        );
+        return None;
+    }
+    let odd = path.contains("//")
+        || path.contains(['%', '\\', ';'])
+        || path.split('/').any(|s| s == "." || s == "..")
+        || !path.bytes().all(|b| b.is_ascii_graphic());
+    if odd {
+        c.problem(
+            key,
+            format!("{path:?} must be in normal form (no //, ., .., %, \\ or ;)"),
+        );
+        return None;
+    }
+    Some(path)
+}
+
+/// The paths the gateway answers itself must be distinct, and forward-auth checks are
+/// believed only from `server.trusted_proxies` (the original request comes in headers).
+fn check_gateway_paths(c: &mut Checker, server: &ServerConfig, redirect_path: &str) {
+    let paths = [
+        ("server.forward_auth_path", &server.forward_auth_path),
+        ("server.login_path", &server.login_path),
+    ];
+    for (key, path) in paths {
+        if path.as_deref() == Some(redirect_path) {
+            c.problem(key, "is the redirect URI's path (provider.redirect_uri)");
+        }
+    }
+    if server.forward_auth_path.is_some() && server.forward_auth_path == server.login_path {
+        c.problem("server.login_path", "is also server.forward_auth_path");
+    }
+    if server.forward_auth_path.is_some() && server.trusted_proxies.is_empty() {
+        c.problem(
+            "server.forward_auth_path",
+            "needs server.trusted_proxies: the original request is taken from the front proxy's X-Forwarded-* or X-Original-* headers, believed only from trusted addresses",
+        );
     }
 }
 
@@ -1285,7 +1343,9 @@ fn build_hooks(c: &mut Checker, raw: RawHooks) -> HooksConfig {
     }
 }
 
-fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
+/// `forward_auth`: whether `server.forward_auth_path` is set (only then may a route have
+/// no upstream).
+fn build_routes(c: &mut Checker, raw: Vec<RawRoute>, forward_auth: bool) -> Vec<RouteConfig> {
     if raw.is_empty() {
         c.problem("route", "at least one [[route]] is required");
     }
@@ -1312,7 +1372,19 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
         };
         let upstream = match r.upstream.as_deref() {
             None => {
-                c.problem(key("upstream"), "is required");
+                c.problem(
+                    key("upstream"),
+                    "is required (\"\" for a forward-auth-only route)",
+                );
+                None
+            }
+            Some("") => {
+                if !forward_auth {
+                    c.problem(
+                        key("upstream"),
+                        "is empty, which is only for forward-auth routes, but server.forward_auth_path is not set",
+                    );
+                }
                 None
             }
             Some(u) => c.http_url(&key("upstream"), u).inspect(|url| {
@@ -1375,9 +1447,7 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>) -> Vec<RouteConfig> {
         }
         routes.push(RouteConfig {
             path,
-            upstream: upstream.and_then(UpstreamTarget::new).unwrap_or_else(|| {
-                UpstreamTarget::new(Url::parse("http://invalid.invalid/").unwrap()).unwrap()
-            }),
+            upstream: upstream.and_then(UpstreamTarget::new),
             auth,
             unauth_action,
             require_claims,

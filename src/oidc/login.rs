@@ -46,7 +46,9 @@ pub(crate) fn unauthorized() -> Response<Body> {
 }
 
 /// Redirects the browser to the provider. `return_to` is the origin-relative URL to come
-/// back to; `extra_cookies` (e.g. clearing a bad session cookie) ride along.
+/// back to, or an absolute http(s) URL already validated as a redirect target
+/// (`server.login_path`'s `rd`); `extra_cookies` (e.g. clearing a bad session cookie) ride
+/// along.
 pub(crate) async fn start(
     gw: &Services,
     ctx: &RequestCtx,
@@ -118,7 +120,11 @@ async fn build(
     let now = gw.clock.now();
     let login = LoginState {
         state: csrf.secret().clone(),
-        return_to: on_site(return_to),
+        return_to: if return_to.starts_with("https://") || return_to.starts_with("http://") {
+            return_to.to_string()
+        } else {
+            on_site(return_to)
+        },
         method: method.as_str().to_string(),
         nonce: nonce.secret().clone(),
         pkce_verifier: verifier,

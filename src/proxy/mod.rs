@@ -5,7 +5,7 @@
 mod forwarded;
 pub(crate) mod hop;
 
-use crate::config::{RouteConfig, ServerConfig};
+use crate::config::{RouteConfig, ServerConfig, UpstreamTarget};
 use crate::error::GatewayError;
 use crate::outbound::{error_chain, https_connector, HttpsConnector};
 use crate::request::RequestCtx;
@@ -41,6 +41,7 @@ impl Upstream {
     pub(crate) async fn forward(
         &self,
         route: &RouteConfig,
+        target: &UpstreamTarget,
         mut request: Request<Body>,
         ctx: &RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
@@ -49,7 +50,7 @@ impl Upstream {
         let upgrade = hop::upgrade_protocol(request.headers()).filter(|p| route.allows_upgrade(p));
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
 
-        *request.uri_mut() = upstream_uri(route, request.uri())?;
+        *request.uri_mut() = upstream_uri(target, request.uri())?;
         *request.version_mut() = Version::HTTP_11;
         let headers = request.headers_mut();
         hop::remove_hop_by_hop(headers);
@@ -66,7 +67,7 @@ impl Upstream {
             headers.insert(UPGRADE, proto.clone());
         }
 
-        let span = telemetry::upstream_span(target_host(route), &mut request);
+        let span = telemetry::upstream_span(target.authority.host(), &mut request);
         let call = tokio::time::timeout(self.timeout, self.client.request(request));
         let mut response = match call.await {
             Err(_) => {
@@ -111,15 +112,9 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
-/// The upstream's host, for its span (never userinfo).
-fn target_host(route: &RouteConfig) -> &str {
-    route.upstream.authority.host()
-}
-
 /// The upstream's scheme and authority, its base path, then the request's path and query.
 /// Without a base path (the usual case) nothing is formatted or parsed.
-fn upstream_uri(route: &RouteConfig, uri: &Uri) -> Result<Uri, GatewayError> {
-    let target = &route.upstream;
+fn upstream_uri(target: &UpstreamTarget, uri: &Uri) -> Result<Uri, GatewayError> {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(target.scheme.clone());
     parts.authority = Some(target.authority.clone());
@@ -141,33 +136,24 @@ fn upstream_uri(route: &RouteConfig, uri: &Uri) -> Result<Uri, GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AuthKind, UnauthAction};
 
-    fn route(upstream: &str) -> RouteConfig {
-        RouteConfig {
-            path: "/".into(),
-            upstream: crate::config::UpstreamTarget::new(url::Url::parse(upstream).unwrap())
-                .unwrap(),
-            auth: AuthKind::None,
-            unauth_action: UnauthAction::Auth,
-            require_claims: vec![],
-            preserve_host: false,
-            upgrades: vec!["websocket".into()],
-            case_insensitive: false,
-            hosts: vec![],
-            anonymous_methods: vec![],
-        }
+    fn target(upstream: &str) -> UpstreamTarget {
+        UpstreamTarget::new(url::Url::parse(upstream).unwrap()).unwrap()
     }
 
     #[test]
     fn uri_joins_base_path_and_keeps_query() {
         let u = upstream_uri(
-            &route("http://127.0.0.1:7000"),
+            &target("http://127.0.0.1:7000"),
             &"/a/b?x=1".parse().unwrap(),
         )
         .unwrap();
         assert_eq!(u, "http://127.0.0.1:7000/a/b?x=1");
-        let u = upstream_uri(&route("https://app.internal/base/"), &"/a".parse().unwrap()).unwrap();
+        let u = upstream_uri(
+            &target("https://app.internal/base/"),
+            &"/a".parse().unwrap(),
+        )
+        .unwrap();
         assert_eq!(u, "https://app.internal/base/a");
     }
 }

@@ -15,6 +15,7 @@ mod backchannel;
 mod bearer;
 mod config;
 mod cookies;
+mod forward_auth;
 mod headers;
 mod info;
 mod limits;
