@@ -289,6 +289,12 @@ fn build(c: &mut Checker, raw: RawConfig) -> Config {
     }
     check_route_hosts(c, &server, &routes);
     check_gateway_paths(c, &server, provider.redirect_uri.path());
+    if server.forward_auth_path.is_some() && session.store == StoreKind::Cookie {
+        c.warning(
+            "session.store",
+            "\"cookie\" with server.forward_auth_path: a refreshed session is a new cookie, which reaches the browser only through a front proxy that passes the check's Set-Cookie on; \"memory\" or \"redis\" keep one cookie for the whole session",
+        );
+    }
     if let RedirectUri::Path(p) = &provider.redirect_uri {
         if routes.iter().all(|r| r.auth != AuthKind::OpenIdConnect) && p.is_empty() {
             c.problem("provider.redirect_uri", "must not be empty");

@@ -532,8 +532,17 @@ fn env_references(text: &str) -> Vec<String> {
 fn every_file_in_conf_is_valid() {
     let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
     let mut checked = 0;
+    // conf/ and its subdirectories (conf/forward-auth/).
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(&conf).unwrap() {
         let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            files.push(path);
+        }
+    }
+    for path in files {
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
@@ -564,5 +573,5 @@ fn every_file_in_conf_is_valid() {
         assert_eq!(out.code, 0, "{}:\n{}", path.display(), out.stderr);
         checked += 1;
     }
-    assert!(checked >= 1, "conf/ has example files");
+    assert!(checked >= 4, "conf/ has example files, conf/forward-auth/ one more");
 }
