@@ -28,12 +28,12 @@ const FLAGS = [
  * A fresh Chromium profile (its own --user-data-dir), removed on close. `ignoreHTTPSErrors`
  * for the TLS gateway only: its certificate is self-signed.
  */
-async function launch({ ignoreHTTPSErrors = false } = {}) {
+async function launch({ ignoreHTTPSErrors = false, args = [] } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'oidc-gateway-e2e-chromium-'));
   const context = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.E2E_CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    args: FLAGS,
+    args: [...FLAGS, ...args],
     timeout: 30000,
     ignoreHTTPSErrors,
   });
@@ -204,6 +204,29 @@ describe('headless Chromium: the gateway serving TLS', () => {
       assert.equal(s.sameSite, 'Lax');
       assert.equal(s.path, '/');
       assert.equal(Object.keys(cookies).filter((n) => n.startsWith('oidc_state_')).length, 0, 'the state cookie was cleared');
+    } finally {
+      await b.close();
+    }
+  });
+});
+
+describe('headless Chromium: a host-based route', () => {
+  test('a virtual host has its own route, upstream, login and host-only cookie', async () => {
+    const port = new URL(GATEWAY()).port;
+    const vhost = `http://vhost.e2e.test:${port}`;
+    const b = await launch({ args: ['--host-resolver-rules=MAP vhost.e2e.test 127.0.0.1'] });
+    try {
+      await loginAs(b.page, '/page?v=1', 'alice', vhost);
+      // Not a potentially trustworthy origin (plain http, not loopback): Chromium sends no
+      // Sec-Fetch-Dest, so the echo app answers its JSON.
+      const echo = JSON.parse(await b.page.textContent('pre'));
+      assert.equal(echo.path, '/vhost/page', "the host's route took it (its upstream's base path)");
+      assert.equal(echo.headers.oidc_claim_sub, 'alice');
+      const session = (await b.context.cookies(vhost)).find((c) => c.name === 'oidc_session');
+      assert.equal(session?.domain, 'vhost.e2e.test', 'a host-only cookie for the virtual host');
+      // The gateway's own address has no such route: /page there is the host-less "/".
+      await b.page.goto(`${GATEWAY()}/page`);
+      assert.ok(b.page.url().startsWith(`${ISSUER()}/interaction/`), 'another host: its own login');
     } finally {
       await b.close();
     }

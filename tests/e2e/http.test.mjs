@@ -657,3 +657,34 @@ describe('logout', () => {
     assert.ok(echo.headers.oidc_claim_sid, 'the ID token carried the sid the logout token names');
   });
 });
+
+describe('routes: hosts and anonymous methods', () => {
+  test('a CORS preflight passes a protected route without a session; the real request does not', async () => {
+    const preflight = await request(`${GATEWAY()}/cors/items`, {
+      method: 'OPTIONS',
+      headers: {
+        origin: 'https://spa.example.com',
+        'access-control-request-method': 'POST',
+        oidc_claim_sub: 'mallory',
+      },
+    });
+    assert.equal(preflight.status, 200);
+    const echo = preflight.json();
+    assert.equal(echo.method, 'OPTIONS');
+    assert.equal(echo.headers.oidc_claim_sub, undefined, 'no identity, and the forged one is gone');
+    const real = await request(`${GATEWAY()}/cors/items`, { method: 'POST', headers: JSON_ACCEPT, body: '{}' });
+    assert.equal(real.status, 401);
+  });
+
+  test('a host-based route answers for its host only', async () => {
+    const vhost = `vhost.e2e.test:${new URL(GATEWAY()).port}`;
+    const anon = await request(`${GATEWAY()}/x`, { headers: { host: vhost, accept: 'text/html' } });
+    assert.equal(anon.status, 302);
+    const redirectUri = new URL(anon.location).searchParams.get('redirect_uri');
+    assert.equal(redirectUri, `http://${vhost}/oauth2/callback`);
+    const shadowed = await request(`${GATEWAY()}/public/x`, { headers: { host: vhost, accept: 'text/html' } });
+    assert.equal(shadowed.status, 302, 'the virtual host\'s "/" takes /public too: the most specific host wins');
+    const open = await request(`${GATEWAY()}/public/x`);
+    assert.equal(open.status, 200, 'on the gateway\'s own address /public is open');
+  });
+});
