@@ -142,7 +142,8 @@ impl Gateway {
             let refused = match self.router.route_indexed(request.uri().path()) {
                 Ok(Some((index, route))) => {
                     let (mut parts, body) = request.into_parts();
-                    self.identity.scrub(&mut parts.headers);
+                    let bearer = route.auth == AuthKind::OAuth20;
+                    self.identity.scrub_route(&mut parts.headers, bearer);
                     hop::drop_connection_named(&mut parts.headers);
                     // After the client's `Connection` names are dropped, so that they cannot
                     // drop it; replaces any client-sent one.
@@ -267,8 +268,16 @@ impl Gateway {
                 .touch(&session, ctx.secure(), &parts.headers)
                 .await;
         }
-        let identity = session.identity(|| self.identity.for_session(&session));
-        insert_identity(&mut parts.headers, identity);
+        let cached = session.identity(|| self.identity.session_identity(&session));
+        let rebuilt;
+        let identity = if cached.builder() == self.identity.builder() {
+            cached
+        } else {
+            // Cached before a reload changed how identity headers are built.
+            rebuilt = self.identity.session_identity(&session);
+            &rebuilt
+        };
+        insert_identity(&mut parts.headers, identity, route.header_list);
         let mut response = self
             .forward(route, parts, Body::Left(body), ctx, cookies)
             .await;
@@ -293,12 +302,22 @@ impl Gateway {
                 body,
             } => {
                 // Built once per cached validation (the token is part of its key).
-                let identity = validation.headers.get_or_init(|| {
+                let build = || {
                     self.identity
-                        .for_token(&token, validation.exp, &validation.claims)
-                        .into()
-                });
-                insert_identity(&mut parts.headers, identity);
+                        .token_identity(&token, validation.exp, &validation.claims)
+                };
+                let cached = validation.headers.get_or_init(build);
+                let rebuilt;
+                let identity = if cached.builder() == self.identity.builder() {
+                    cached
+                } else {
+                    // Cached before a reload changed how identity headers are built.
+                    rebuilt = build();
+                    &rebuilt
+                };
+                self.identity
+                    .scrub_after_bearer(&mut parts.headers, route.header_list);
+                insert_identity(&mut parts.headers, identity, route.header_list);
                 let mut response = self.forward(route, parts, body, ctx, Vec::new()).await;
                 if let Some(note) = self.note(&mut response) {
                     let sub = validation.claims.get("sub").and_then(|s| s.as_str());
@@ -306,7 +325,11 @@ impl Gateway {
                 }
                 response
             }
-            Bearer::Anonymous(body) => self.forward(route, parts, body, ctx, Vec::new()).await,
+            Bearer::Anonymous(body) => {
+                self.identity
+                    .scrub_after_bearer(&mut parts.headers, route.header_list);
+                self.forward(route, parts, body, ctx, Vec::new()).await
+            }
             Bearer::Refused(error) => self.refuse(error),
         }
     }
@@ -405,10 +428,12 @@ fn session_refused(reason: InvalidReason) -> &'static str {
     }
 }
 
-/// Puts the identity headers in place, replacing any of the same name.
-fn insert_identity(headers: &mut HeaderMap, identity: &Headers) {
-    headers.reserve(identity.len());
-    for (name, value) in identity.iter() {
+/// Puts the identity headers of a route sending header list `list` in place, replacing
+/// any of the same name.
+fn insert_identity(headers: &mut HeaderMap, identity: &Headers, list: usize) {
+    let (common, own) = identity.for_list(list);
+    headers.reserve(common.len() + own.len());
+    for (name, value) in common.iter().chain(own) {
         headers.insert(name.clone(), value.clone());
     }
 }
