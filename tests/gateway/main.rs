@@ -15,6 +15,7 @@ mod backchannel;
 mod bearer;
 mod config;
 mod cookies;
+mod header_set;
 mod headers;
 mod info;
 mod limits;
