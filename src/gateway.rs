@@ -268,16 +268,9 @@ impl Gateway {
                 .touch(&session, ctx.secure(), &parts.headers)
                 .await;
         }
-        let cached = session.identity(|| self.identity.session_identity(&session));
-        let rebuilt;
-        let identity = if cached.builder() == self.identity.builder() {
-            cached
-        } else {
-            // Cached before a reload changed how identity headers are built.
-            rebuilt = self.identity.session_identity(&session);
-            &rebuilt
-        };
-        insert_identity(&mut parts.headers, identity, route.header_list);
+        let build = || self.identity.session_identity(&session);
+        let cached = session.identity(build);
+        self.insert_current(&mut parts.headers, cached, route, build);
         let mut response = self
             .forward(route, parts, Body::Left(body), ctx, cookies)
             .await;
@@ -307,17 +300,9 @@ impl Gateway {
                         .token_identity(&token, validation.exp, &validation.claims)
                 };
                 let cached = validation.headers.get_or_init(build);
-                let rebuilt;
-                let identity = if cached.builder() == self.identity.builder() {
-                    cached
-                } else {
-                    // Cached before a reload changed how identity headers are built.
-                    rebuilt = build();
-                    &rebuilt
-                };
                 self.identity
                     .scrub_after_bearer(&mut parts.headers, route.header_list);
-                insert_identity(&mut parts.headers, identity, route.header_list);
+                self.insert_current(&mut parts.headers, cached, route, build);
                 let mut response = self.forward(route, parts, body, ctx, Vec::new()).await;
                 if let Some(note) = self.note(&mut response) {
                     let sub = validation.claims.get("sub").and_then(|s| s.as_str());
@@ -331,6 +316,24 @@ impl Gateway {
                 self.forward(route, parts, body, ctx, Vec::new()).await
             }
             Bearer::Refused(error) => self.refuse(error),
+        }
+    }
+
+    /// Puts `route`'s identity headers in place: `cached`, unless an earlier config's
+    /// builder made them (a reload changed how they are built), then `build`'s, uncached.
+    /// A function of its own so that the rebuilt headers are not kept across the
+    /// forwarding await.
+    fn insert_current(
+        &self,
+        headers: &mut HeaderMap,
+        cached: &Headers,
+        route: &RouteConfig,
+        build: impl FnOnce() -> Headers,
+    ) {
+        if cached.builder() == self.identity.builder() {
+            insert_identity(headers, cached, route.header_list);
+        } else {
+            insert_identity(headers, &build(), route.header_list);
         }
     }
 

@@ -379,7 +379,7 @@ impl Subject<'_> {
     }
 
     /// A session's claim from the ID token unless absent or null there, else from
-    /// userinfo (as `OIDC_CLAIM_*` and claim rules see them); a token's from its claims.
+    /// userinfo (as the remote user header's); a token's from its claims.
     fn claim(&self, path: &ClaimPath) -> Option<&Value> {
         let found = match self {
             Subject::Session(s) => path
