@@ -70,20 +70,24 @@ impl Session {
     }
 }
 
+/// One header the gateway sets.
+type Header = (HeaderName, HeaderValue);
+
 /// Identity headers built for a session or a bearer token (`crate::identity`): the ones
 /// every route sends, then those of each configured header list, and which builder made
 /// them (a reloaded config has a new builder, so headers cached before it are rebuilt).
 #[derive(Debug)]
 pub struct Headers {
-    headers: Box<[(HeaderName, HeaderValue)]>,
+    headers: Box<[Header]>,
     /// Where the common headers end in `headers`, then where each list's end.
     ends: Box<[usize]>,
     builder: u64,
 }
 
 impl Headers {
-    /// `ends` as [`Headers::ends`]: non-decreasing, the last at most `headers.len()`.
-    pub fn new(headers: Vec<(HeaderName, HeaderValue)>, ends: Vec<usize>, builder: u64) -> Self {
+    /// `ends`: where the common headers end, then each list's; non-decreasing, the last
+    /// at most `headers.len()`.
+    pub fn new(headers: Vec<Header>, ends: Vec<usize>, builder: u64) -> Self {
         debug_assert!(ends.windows(2).all(|w| w[0] <= w[1]));
         debug_assert!(ends.last().is_none_or(|&e| e <= headers.len()));
         Headers {
@@ -100,10 +104,7 @@ impl Headers {
 
     /// What a route sending header list `list` gets: the common headers, then the list's
     /// (none when there is no such list).
-    pub fn for_list(
-        &self,
-        list: usize,
-    ) -> (&[(HeaderName, HeaderValue)], &[(HeaderName, HeaderValue)]) {
+    pub fn for_list(&self, list: usize) -> (&[Header], &[Header]) {
         let all = &self.headers[..];
         let common = self.ends.first().map_or(all, |&e| &all[..e]);
         let own = match (self.ends.get(list), self.ends.get(list + 1)) {
