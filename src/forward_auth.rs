@@ -1,4 +1,4 @@
-//! Forward-auth mode (docs/behaviour.md §11.5): a front proxy that keeps serving the app
+//! Forward-auth mode (docs/behaviour.md §11.6): a front proxy that keeps serving the app
 //! (nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`, Envoy `ext_authz`)
 //! asks the gateway, for each of its requests, "who is this, may they?". This module reads
 //! the original request out of the check's headers and turns the check into that request,

@@ -172,7 +172,8 @@ impl Gateway {
             }
             let refused = match self.router.route_indexed(&ctx.host, parts.uri.path()) {
                 Ok(Some((index, route))) => {
-                    self.identity.scrub(&mut parts.headers);
+                    let bearer = route.auth == AuthKind::OAuth20;
+                    self.identity.scrub_route(&mut parts.headers, bearer);
                     hop::drop_connection_named(&mut parts.headers);
                     // After the client's `Connection` names are dropped, so that they cannot
                     // drop it; replaces any client-sent one.
@@ -303,8 +304,9 @@ impl Gateway {
                 .touch(&session, ctx.secure(), &parts.headers)
                 .await;
         }
-        let identity = session.identity(|| self.identity.for_session(&session));
-        insert_identity(&mut parts.headers, identity);
+        let build = || self.identity.session_identity(&session);
+        let cached = session.identity(build);
+        self.insert_current(&mut parts.headers, cached, route, build);
         let mut response = self
             .forward(route, parts, Body::Left(body), ctx, cookies)
             .await;
@@ -329,12 +331,14 @@ impl Gateway {
                 body,
             } => {
                 // Built once per cached validation (the token is part of its key).
-                let identity = validation.headers.get_or_init(|| {
+                let build = || {
                     self.identity
-                        .for_token(&token, validation.exp, &validation.claims)
-                        .into()
-                });
-                insert_identity(&mut parts.headers, identity);
+                        .token_identity(&token, validation.exp, &validation.claims)
+                };
+                let cached = validation.headers.get_or_init(build);
+                self.identity
+                    .scrub_after_bearer(&mut parts.headers, route.header_list);
+                self.insert_current(&mut parts.headers, cached, route, build);
                 let mut response = self.forward(route, parts, body, ctx, Vec::new()).await;
                 if let Some(note) = self.note(&mut response) {
                     let sub = validation.claims.get("sub").and_then(|s| s.as_str());
@@ -342,8 +346,30 @@ impl Gateway {
                 }
                 response
             }
-            Bearer::Anonymous(body) => self.forward(route, parts, body, ctx, Vec::new()).await,
+            Bearer::Anonymous(body) => {
+                self.identity
+                    .scrub_after_bearer(&mut parts.headers, route.header_list);
+                self.forward(route, parts, body, ctx, Vec::new()).await
+            }
             Bearer::Refused(error) => self.refuse(error),
+        }
+    }
+
+    /// Puts `route`'s identity headers in place: `cached`, unless an earlier config's
+    /// builder made them (a reload changed how they are built), then `build`'s, uncached.
+    /// A function of its own so that the rebuilt headers are not kept across the
+    /// forwarding await.
+    fn insert_current(
+        &self,
+        headers: &mut HeaderMap,
+        cached: &Headers,
+        route: &RouteConfig,
+        build: impl FnOnce() -> Headers,
+    ) {
+        if cached.builder() == self.identity.builder() {
+            insert_identity(headers, cached, route.header_list);
+        } else {
+            insert_identity(headers, &build(), route.header_list);
         }
     }
 
@@ -451,10 +477,12 @@ fn session_refused(reason: InvalidReason) -> &'static str {
     }
 }
 
-/// Puts the identity headers in place, replacing any of the same name.
-fn insert_identity(headers: &mut HeaderMap, identity: &Headers) {
-    headers.reserve(identity.len());
-    for (name, value) in identity.iter() {
+/// Puts the identity headers of a route sending header list `list` in place, replacing
+/// any of the same name.
+fn insert_identity(headers: &mut HeaderMap, identity: &Headers, list: usize) {
+    let (common, own) = identity.for_list(list);
+    headers.reserve(common.len() + own.len());
+    for (name, value) in common.iter().chain(own) {
         headers.insert(name.clone(), value.clone());
     }
 }

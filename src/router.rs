@@ -183,6 +183,7 @@ mod tests {
             case_insensitive: false,
             hosts: vec![],
             anonymous_methods: vec![],
+            header_list: 0,
         }
     }
 

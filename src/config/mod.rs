@@ -2,11 +2,13 @@
 //! validator (`validate`) that reports every problem with its key path and builds the typed
 //! [`Config`] below. The rest of the gateway only ever sees a validated `Config`.
 
+pub(crate) mod header_set;
 mod interpolate;
 pub mod raw;
 mod tls;
 mod validate;
 
+pub use header_set::{HeaderSource, Part, SetHeader};
 pub use tls::load_certified_key;
 
 use crate::authz::ClaimRule;
@@ -365,6 +367,9 @@ pub struct HeadersConfig {
     pub encoding: Encoding,
     pub remote_user_claim: String,
     pub remote_user_header: Option<http::HeaderName>,
+    /// The configured header lists: `[0]` is `[[headers.set]]`, then one per route that
+    /// has its own `headers` ([`RouteConfig::header_list`] says which a route sends).
+    pub lists: Vec<Vec<SetHeader>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,6 +457,9 @@ pub struct RouteConfig {
     pub upgrades: Vec<String>,
     /// Match `path` ignoring ASCII case (for upstreams such as IIS that do).
     pub case_insensitive: bool,
+    /// Which of [`HeadersConfig::lists`] this route sends: 0 (`[[headers.set]]`) unless
+    /// the route has its own `headers`.
+    pub header_list: usize,
     /// `route.host`: the hosts this route answers for; empty: every host.
     pub hosts: Vec<HostPattern>,
     /// `route.allow_anonymous_methods`: requests with these methods pass without

@@ -154,6 +154,18 @@ pub(crate) struct RawHeaders {
     pub encoding: Option<String>,
     pub remote_user_claim: Option<String>,
     pub remote_user_header: Option<String>,
+    /// `[[headers.set]]`: headers from a claim or a template, on every route without its own.
+    pub set: Option<Vec<RawSetHeader>>,
+}
+
+/// One `[[headers.set]]` entry, or one of a route's `headers`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawSetHeader {
+    pub name: Option<String>,
+    pub claim: Option<String>,
+    pub value: Option<String>,
+    pub join: Option<String>,
+    pub encoding: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -186,4 +198,6 @@ pub(crate) struct RawRoute {
     pub case_insensitive: Option<bool>,
     pub host: Option<OneOrMany>,
     pub allow_anonymous_methods: Option<Vec<String>>,
+    /// This route's header list, instead of `[[headers.set]]`.
+    pub headers: Option<Vec<RawSetHeader>>,
 }

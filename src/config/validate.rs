@@ -1,9 +1,11 @@
 //! Second stage of config loading: raw structs -> typed [`Config`], collecting every
 //! problem with its key path instead of stopping at the first.
 
+use super::header_set;
 use super::interpolate::interpolate;
 use super::raw::*;
 use super::*;
+use crate::authz::ClaimPath;
 use std::path::Path;
 use tokio::sync::Semaphore;
 
@@ -247,16 +249,19 @@ pub(super) fn from_toml(text: &str, base_dir: Option<&Path>) -> Result<Config, V
     }
 }
 
-fn build(c: &mut Checker, raw: RawConfig) -> Config {
+fn build(c: &mut Checker, mut raw: RawConfig) -> Config {
     let server = build_server(c, raw.server);
     let admin = raw.admin.map(|a| AdminConfig {
         listen: c.addresses("admin.listen", a.listen, "127.0.0.1:9090"),
     });
     let provider = build_provider(c, raw.provider);
-    let routes = build_routes(c, raw.route, server.forward_auth_path.is_some());
+    let route_headers: Vec<_> = raw.route.iter_mut().map(|r| r.headers.take()).collect();
+    let global_headers = raw.headers.set.take();
+    let mut routes = build_routes(c, raw.route, server.forward_auth_path.is_some());
     let logs_in = routes.is_empty() || routes.iter().any(|r| r.auth == AuthKind::OpenIdConnect);
     let session = build_session(c, raw.session, logs_in);
-    let headers = build_headers(c, raw.headers);
+    let mut headers = build_headers(c, raw.headers);
+    build_header_lists(c, global_headers, route_headers, &mut headers, &mut routes);
     let oauth = build_oauth(c, raw.oauth, provider.allow_http);
     let hooks = build_hooks(c, raw.hooks);
     let redis = raw.redis.and_then(|r| build_redis(c, r));
@@ -1216,7 +1221,178 @@ fn build_headers(c: &mut Checker, raw: RawHeaders) -> HeadersConfig {
         encoding,
         remote_user_claim: raw.remote_user_claim.unwrap_or_else(|| "sub".into()),
         remote_user_header,
+        lists: vec![Vec::new()],
     }
+}
+
+/// `[[headers.set]]` and each route's `headers` into `headers.lists`, each route pointed at
+/// the list it sends (its own replaces the global one).
+fn build_header_lists(
+    c: &mut Checker,
+    global: Option<Vec<RawSetHeader>>,
+    per_route: Vec<Option<Vec<RawSetHeader>>>,
+    headers: &mut HeadersConfig,
+    routes: &mut [RouteConfig],
+) {
+    let mut keys = vec!["headers.set".to_string()];
+    headers.lists = vec![header_list(
+        c,
+        &keys[0],
+        global.unwrap_or_default(),
+        headers,
+    )];
+    for (i, (raw, route)) in per_route.into_iter().zip(routes.iter_mut()).enumerate() {
+        if let Some(raw) = raw {
+            let key = format!("route[{i}].headers");
+            let list = header_list(c, &key, raw, headers);
+            route.header_list = headers.lists.len();
+            headers.lists.push(list);
+            keys.push(key);
+        }
+    }
+    for (i, route) in routes.iter().enumerate() {
+        if route.auth != AuthKind::OAuth20 {
+            continue;
+        }
+        let list = &headers.lists[route.header_list];
+        for (j, entry) in list.iter().enumerate() {
+            if let HeaderSource::Template(parts) = &entry.source {
+                if parts.contains(&Part::IdToken) {
+                    c.warning(
+                        format!("{}[{j}].value", keys[route.header_list]),
+                        format!(
+                            "{{id_token}} is never there on route[{i}] (a bearer-token \
+                             route has no ID token): {} is not sent there",
+                            entry.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One header list (`key` is `headers.set` or `route[i].headers`).
+fn header_list(
+    c: &mut Checker,
+    key: &str,
+    raw: Vec<RawSetHeader>,
+    headers: &HeadersConfig,
+) -> Vec<SetHeader> {
+    let mut list: Vec<SetHeader> = Vec::with_capacity(raw.len());
+    let mut names: Vec<(String, usize)> = Vec::new();
+    for (j, entry) in raw.into_iter().enumerate() {
+        let key = format!("{key}[{j}]");
+        let name = set_header_name(c, &key, entry.name.as_deref(), headers);
+        if let Some(name) = &name {
+            let norm = name.as_str().replace('-', "_");
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == norm) {
+                c.problem(
+                    format!("{key}.name"),
+                    format!("{name:?} is already set by entry [{first}] of this list"),
+                );
+            }
+            names.push((norm, j));
+        }
+        let source = match (entry.claim, entry.value) {
+            (Some(_), Some(_)) => {
+                c.problem(&key, "has both claim and value: set one of them");
+                None
+            }
+            (None, None) => {
+                c.problem(
+                    &key,
+                    "needs claim (a claim name) or value (a template such as \"Bearer {access_token}\")",
+                );
+                None
+            }
+            (Some(claim), None) => match ClaimPath::parse(&claim) {
+                Ok(path) => Some(HeaderSource::Claim(path)),
+                Err(e) => {
+                    c.problem(format!("{key}.claim"), e);
+                    None
+                }
+            },
+            (None, Some(value)) if value.is_empty() => {
+                c.problem(format!("{key}.value"), "is empty");
+                None
+            }
+            (None, Some(value)) => match header_set::parse_template(&value) {
+                Ok(parts) => Some(HeaderSource::Template(parts)),
+                Err(e) => {
+                    c.problem(format!("{key}.value"), e);
+                    None
+                }
+            },
+        };
+        let encoding = c.choice(
+            &format!("{key}.encoding"),
+            entry.encoding.as_deref(),
+            headers.encoding,
+            &[
+                ("none", Encoding::None),
+                ("latin1", Encoding::Latin1),
+                ("base64url", Encoding::Base64Url),
+            ],
+        );
+        if let (Some(name), Some(source)) = (name, source) {
+            list.push(SetHeader {
+                name,
+                source,
+                join: entry
+                    .join
+                    .unwrap_or_else(|| headers.claim_delimiter.clone()),
+                encoding,
+            });
+        }
+    }
+    list
+}
+
+/// A `[[headers.set]]` entry's `name`: a header name that is not the gateway's own.
+fn set_header_name(
+    c: &mut Checker,
+    key: &str,
+    name: Option<&str>,
+    headers: &HeadersConfig,
+) -> Option<http::HeaderName> {
+    let key = format!("{key}.name");
+    let Some(name) = name else {
+        c.problem(key, "is required");
+        return None;
+    };
+    let Ok(parsed) = http::HeaderName::from_bytes(name.as_bytes()) else {
+        c.problem(key, format!("{name:?} is not a header name"));
+        return None;
+    };
+    if let Some(why) = header_set::refused_name(parsed.as_str()) {
+        c.problem(key, format!("{name:?} {why}"));
+        return None;
+    }
+    let norm = |s: &str| s.to_ascii_lowercase().replace('-', "_");
+    let n = norm(name);
+    let prefix = norm(&headers.claim_prefix);
+    let remote = headers
+        .remote_user_header
+        .as_ref()
+        .map(|h| norm(h.as_str()));
+    if n.starts_with("oidc_") || (!prefix.is_empty() && n.starts_with(&prefix)) {
+        c.problem(
+            key,
+            format!(
+                "{name:?} is one of the gateway's OIDC_* / claim_prefix headers (set by the other [headers] keys)"
+            ),
+        );
+        return None;
+    }
+    if remote.as_deref() == Some(n.as_str()) {
+        c.problem(
+            key,
+            format!("{name:?} is headers.remote_user_header, which the gateway sets"),
+        );
+        return None;
+    }
+    Some(parsed)
 }
 
 fn build_oauth(c: &mut Checker, raw: RawOAuth, allow_http: bool) -> OAuthConfig {
@@ -1462,6 +1638,7 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>, forward_auth: bool) -> Vec<
             case_insensitive: r.case_insensitive.unwrap_or(false),
             hosts,
             anonymous_methods,
+            header_list: 0,
         });
     }
     routes
@@ -1994,5 +2171,236 @@ passphrase = "0123456789abcdef0123"
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    /// `MINIMAL` with `extra` (under `[session]`, so sections must be opened) and a second
+    /// route at /api.
+    fn with_headers(extra: &str) -> Result<Config, Vec<ConfigProblem>> {
+        from_toml(
+            &format!(
+                "{MINIMAL}[[route]]\npath = \"/api\"\nupstream = \"http://127.0.0.1:7001\"\n\
+                 auth = \"oauth20\"\n{extra}"
+            ),
+            None,
+        )
+    }
+
+    #[test]
+    fn header_lists_are_read_global_and_per_route() {
+        let cfg = with_headers(
+            r#"
+[headers]
+claim_delimiter = ";"
+encoding = "latin1"
+[[headers.set]]
+name = "X-Email"
+claim = "email"
+[[headers.set]]
+name = "X-Roles"
+claim = "realm_access.roles"
+join = " "
+[[headers.set]]
+name = "Authorization"
+value = "Bearer {access_token}"
+encoding = "none"
+[[route]]
+path = "/other"
+upstream = "http://127.0.0.1:7002"
+headers = [{ name = "X-User", value = "{sub}" }]
+[[route]]
+path = "/bare"
+upstream = "http://127.0.0.1:7002"
+headers = []
+"#,
+        )
+        .unwrap();
+        let lists = &cfg.headers.lists;
+        assert_eq!(lists.len(), 3);
+        let global = &lists[0];
+        let names: Vec<&str> = global.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["x-email", "x-roles", "authorization"]);
+        assert_eq!(
+            global[0].source,
+            HeaderSource::Claim(ClaimPath::parse("email").unwrap())
+        );
+        assert_eq!(global[0].join, ";", "default: claim_delimiter");
+        assert_eq!(global[0].encoding, Encoding::Latin1, "default: [headers]");
+        assert_eq!(global[1].join, " ");
+        assert_eq!(
+            global[2].source,
+            HeaderSource::Template(vec![Part::Text("Bearer ".into()), Part::AccessToken])
+        );
+        assert_eq!(global[2].encoding, Encoding::None);
+        assert_eq!(lists[1][0].name.as_str(), "x-user");
+        assert!(lists[2].is_empty());
+        let by_path = |p: &str| cfg.routes.iter().find(|r| r.path == p).unwrap().header_list;
+        assert_eq!(
+            (
+                by_path("/"),
+                by_path("/api"),
+                by_path("/other"),
+                by_path("/bare")
+            ),
+            (0, 0, 1, 2)
+        );
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+        // Without any: one empty global list.
+        assert_eq!(from_toml(MINIMAL, None).unwrap().headers.lists, [vec![]]);
+    }
+
+    #[test]
+    fn bad_header_entries_are_reported_with_their_keys() {
+        for (entry, key, expect) in [
+            ("claim = \"email\"", "headers.set[0].name", "is required"),
+            (
+                "name = \"X Email\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "not a header name",
+            ),
+            (
+                "name = \"Host\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "the proxy sets it",
+            ),
+            (
+                "name = \"Connection\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "hop-by-hop",
+            ),
+            (
+                "name = \"Content-Length\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "frames",
+            ),
+            (
+                "name = \"Transfer-Encoding\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "frames",
+            ),
+            (
+                "name = \"Cookie\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "cookies",
+            ),
+            (
+                "name = \"X-Forwarded-User\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "X-Forwarded-*",
+            ),
+            (
+                "name = \"X-Request-Id\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "request id",
+            ),
+            (
+                "name = \"traceparent\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "trace context",
+            ),
+            (
+                "name = \"OIDC_CLAIM_email\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "OIDC_*",
+            ),
+            (
+                "name = \"oidc-access-token\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "OIDC_*",
+            ),
+            (
+                "name = \"X-Remote-User\"\nclaim = \"e\"",
+                "headers.set[0].name",
+                "remote_user_header",
+            ),
+            ("name = \"X-A\"", "headers.set[0]", "needs claim"),
+            (
+                "name = \"X-A\"\nclaim = \"a\"\nvalue = \"b\"",
+                "headers.set[0]",
+                "both",
+            ),
+            (
+                "name = \"X-A\"\nclaim = \"a..b\"",
+                "headers.set[0].claim",
+                "empty claim name",
+            ),
+            (
+                "name = \"X-A\"\nvalue = \"\"",
+                "headers.set[0].value",
+                "is empty",
+            ),
+            (
+                "name = \"X-A\"\nvalue = \"{token}\"",
+                "headers.set[0].value",
+                "unknown placeholder {token}",
+            ),
+            (
+                "name = \"X-A\"\nvalue = \"{sub\"",
+                "headers.set[0].value",
+                "unclosed",
+            ),
+            (
+                "name = \"X-A\"\nvalue = \"{claim:}\"",
+                "headers.set[0].value",
+                "empty claim name",
+            ),
+            (
+                "name = \"X-A\"\nclaim = \"a\"\nencoding = \"utf16\"",
+                "headers.set[0].encoding",
+                "not one of",
+            ),
+            (
+                "name = \"X-A\"\nclaim = \"a\"\nsplit = \",\"",
+                "headers.set[0].split",
+                "unknown key",
+            ),
+        ] {
+            let text = format!(
+                "[headers]\nremote_user_header = \"X-Remote-User\"\n[[headers.set]]\n{entry}\n"
+            );
+            let problems = with_headers(&text).unwrap_err();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == key && p.reason.contains(expect)),
+                "{entry:?}: want {key}: …{expect}…, got {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn route_header_lists_are_checked_and_warned_about() {
+        let problems = with_headers(
+            r#"
+[[headers.set]]
+name = "X-Email"
+claim = "email"
+[[headers.set]]
+name = "x_email"
+claim = "mail"
+[[route]]
+path = "/other"
+upstream = "http://127.0.0.1:7002"
+headers = [{ name = "X-A", value = "{nope}" }, { name = "Host", claim = "h" }]
+"#,
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "headers.set[1].name",
+                "route[2].headers[0].value",
+                "route[2].headers[1].name"
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[0].reason.contains("already set by entry [0]"));
+
+        // {id_token} on a bearer route is never there: a warning naming the route.
+        let cfg =
+            with_headers("[[headers.set]]\nname = \"X-Id\"\nvalue = \"{id_token}\"\n").unwrap();
+        assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
+        assert_eq!(cfg.warnings[0].key, "headers.set[0].value");
+        assert!(cfg.warnings[0].reason.contains("route[1]"));
     }
 }

@@ -6,15 +6,27 @@
 //! `claim_delimiter`, objects as compact JSON, `null` sends nothing. The configured
 //! `encoding` applies to every value the gateway sets, tokens included, as mod_auth_openidc
 //! does, so an application decodes all of them the same way.
+//!
+//! Also the configured header lists (`[[headers.set]]`, `route.headers`): a header per
+//! entry from a claim (dotted paths reach into objects) or a template, with the same value
+//! rules and the entry's encoding. All of it is built once per session or validated token
+//! ([`IdentityHeaders::session_identity`], [`IdentityHeaders::token_identity`]) and cached
+//! by the caller, so templates cost nothing per request.
 
-use crate::config::{Encoding, HeadersConfig};
-use crate::session::Session;
+use crate::authz::ClaimPath;
+use crate::config::{Encoding, HeaderSource, HeadersConfig, Part, SetHeader};
+use crate::session::{Headers, Session};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Numbers each [`IdentityHeaders`], so that headers cached by an earlier one (before a
+/// reload) are told apart.
+static BUILDERS: AtomicU64 = AtomicU64::new(1);
 
 /// Every gateway header starts with this, compared with [`norm`].
 const OIDC_PREFIX: &[u8] = b"oidc_";
@@ -43,6 +55,13 @@ pub struct IdentityHeaders {
     id_token: HeaderName,
     userinfo_json_name: HeaderName,
     refresh_token: HeaderName,
+    /// `[[headers.set]]` then each route's own `headers` (`RouteConfig::header_list`).
+    lists: Vec<Vec<SetHeader>>,
+    /// Every name of every list, normalised as `scrub_claim_prefix`, each once.
+    scrub_set: Vec<Vec<u8>>,
+    /// Per list: whether it sets `Authorization` (see [`Self::scrub_route`]).
+    sets_authorization: Vec<bool>,
+    builder: u64,
 }
 
 /// A header the gateway sets.
@@ -78,16 +97,30 @@ impl IdentityHeaders {
             id_token: HeaderName::from_static("oidc_id_token"),
             userinfo_json_name: HeaderName::from_static("oidc_userinfo_json"),
             refresh_token: HeaderName::from_static("oidc_refresh_token"),
+            scrub_set: scrub_names(&cfg.lists),
+            sets_authorization: cfg
+                .lists
+                .iter()
+                .map(|l| l.iter().any(|e| e.name == http::header::AUTHORIZATION))
+                .collect(),
+            lists: cfg.lists.clone(),
+            builder: BUILDERS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
-    /// Removes every client-sent header whose name, compared case-insensitively with '-'
-    /// equal to '_', starts with "OIDC_", or with the claim prefix, or equals
-    /// remote_user_header. Allocates nothing when no header matches.
-    pub fn scrub(&self, headers: &mut HeaderMap) {
+    /// Which builder this is: [`Headers::builder`] of what it builds.
+    pub fn builder(&self) -> u64 {
+        self.builder
+    }
+
+    /// As [`Self::scrub`]; on a bearer-token route (`bearer`) a client's `Authorization` is
+    /// kept even when a header list names it, since it carries the token the route checks:
+    /// [`Self::scrub_after_bearer`] removes it once the token is read.
+    pub fn scrub_route(&self, headers: &mut HeaderMap, bearer: bool) {
         let mut doomed: Vec<HeaderName> = Vec::new();
         for name in headers.keys() {
-            if self.is_reserved(name.as_str().as_bytes()) {
+            let keep = bearer && name == http::header::AUTHORIZATION;
+            if !keep && self.is_reserved(name.as_str().as_bytes()) {
                 doomed.push(name.clone());
             }
         }
@@ -96,14 +129,63 @@ impl IdentityHeaders {
         }
     }
 
+    /// On a bearer-token route, once the token is read: the client's `Authorization` goes
+    /// if the route's header list `list` sets one (or would, had its claim been there).
+    pub fn scrub_after_bearer(&self, headers: &mut HeaderMap, list: usize) {
+        if self.sets_authorization.get(list).copied().unwrap_or(false) {
+            headers.remove(http::header::AUTHORIZATION);
+        }
+    }
+
+    /// Everything a session's requests send: [`Self::for_session`], then each header
+    /// list's headers; cached by the caller.
+    pub fn session_identity(&self, session: &Session) -> Headers {
+        let mut out = self.for_session(session);
+        self.push_lists(&mut out, &Subject::Session(session))
+    }
+
+    /// Everything a validated bearer token's requests send: [`Self::for_token`], then
+    /// each header list's headers; cached by the caller.
+    pub fn token_identity(
+        &self,
+        token: &str,
+        exp: Option<i64>,
+        claims: &Map<String, Value>,
+    ) -> Headers {
+        let mut out = self.for_token(token, exp, claims);
+        self.push_lists(&mut out, &Subject::Token { token, claims })
+    }
+
+    fn push_lists(&self, out: &mut Vec<Header>, subject: &Subject) -> Headers {
+        let mut ends = Vec::with_capacity(self.lists.len() + 1);
+        ends.push(out.len());
+        let (mut text, mut piece) = (String::new(), String::new());
+        for list in &self.lists {
+            for entry in list {
+                if let Some(v) = set_value(entry, subject, &mut text, &mut piece) {
+                    out.push((entry.name.clone(), v));
+                }
+            }
+            ends.push(out.len());
+        }
+        Headers::new(std::mem::take(out), ends, self.builder)
+    }
+
+    /// Removes every client-sent header whose name, compared case-insensitively with '-'
+    /// equal to '_', starts with "OIDC_", or with the claim prefix, or equals
+    /// remote_user_header or a name of any header list. Allocates nothing when no header
+    /// matches.
+    pub fn scrub(&self, headers: &mut HeaderMap) {
+        self.scrub_route(headers, false);
+    }
+
     /// Whether a header of this name is the gateway's to set.
     pub(crate) fn is_reserved(&self, name: &[u8]) -> bool {
+        let equals = |r: &[u8]| name.len() == r.len() && starts_with_norm(name, r);
         starts_with_norm(name, OIDC_PREFIX)
             || starts_with_norm(name, &self.scrub_claim_prefix)
-            || self
-                .scrub_remote_user
-                .as_deref()
-                .is_some_and(|r| name.len() == r.len() && starts_with_norm(name, r))
+            || self.scrub_remote_user.as_deref().is_some_and(equals)
+            || self.scrub_set.iter().any(|n| equals(n))
     }
 
     /// The headers for a logged-in session (docs/behaviour.md §11), in a fixed order: access token and
@@ -263,6 +345,97 @@ impl IdentityHeaders {
             out.push((name.clone(), v));
         }
     }
+}
+
+/// Whom a header list's values describe.
+enum Subject<'a> {
+    Session(&'a Session),
+    Token {
+        token: &'a str,
+        claims: &'a Map<String, Value>,
+    },
+}
+
+impl Subject<'_> {
+    fn access_token(&self) -> Option<&str> {
+        match self {
+            Subject::Session(s) => s.access_token.as_ref().map(|t| t.expose()),
+            Subject::Token { token, .. } => Some(token),
+        }
+    }
+
+    fn id_token(&self) -> Option<&str> {
+        match self {
+            Subject::Session(s) => s.id_token.as_ref().map(|t| t.expose()),
+            Subject::Token { .. } => None,
+        }
+    }
+
+    fn sub(&self) -> Option<&str> {
+        match self {
+            Subject::Session(s) => Some(&s.sub).filter(|s| !s.is_empty()).map(String::as_str),
+            Subject::Token { claims, .. } => claims.get("sub").and_then(Value::as_str),
+        }
+    }
+
+    /// A session's claim from the ID token unless absent or null there, else from
+    /// userinfo (as the remote user header's); a token's from its claims.
+    fn claim(&self, path: &ClaimPath) -> Option<&Value> {
+        let found = match self {
+            Subject::Session(s) => path
+                .lookup(&s.id_token_claims)
+                .filter(|v| !v.is_null())
+                .or_else(|| s.userinfo.as_ref().and_then(|u| path.lookup(u))),
+            Subject::Token { claims, .. } => path.lookup(claims),
+        };
+        found.filter(|v| !v.is_null())
+    }
+}
+
+/// The value of one header-list entry for `subject`, or `None` when something it needs is
+/// not there (a missing claim, no ID token): then the header is not sent at all, rather
+/// than a half-filled template. `text` and `piece` are reusable buffers.
+fn set_value(
+    entry: &SetHeader,
+    subject: &Subject,
+    text: &mut String,
+    piece: &mut String,
+) -> Option<HeaderValue> {
+    let mut secret = false;
+    let rendered: &str = match &entry.source {
+        HeaderSource::Claim(path) => render(subject.claim(path)?, &entry.join, text)?,
+        HeaderSource::Template(parts) => {
+            text.clear();
+            for part in parts {
+                secret |= part.is_secret();
+                match part {
+                    Part::Text(t) => text.push_str(t),
+                    Part::AccessToken => text.push_str(subject.access_token()?),
+                    Part::IdToken => text.push_str(subject.id_token()?),
+                    Part::Sub => text.push_str(subject.sub()?),
+                    Part::Claim(path) => {
+                        text.push_str(render(subject.claim(path)?, &entry.join, piece)?);
+                    }
+                }
+            }
+            text.as_str()
+        }
+    };
+    let mut value = encode(rendered, entry.encoding)?;
+    value.set_sensitive(secret);
+    Some(value)
+}
+
+/// The normalised names of every header list, each once.
+fn scrub_names(lists: &[Vec<SetHeader>]) -> Vec<Vec<u8>> {
+    let mut names: Vec<Vec<u8>> = Vec::new();
+    for entry in lists.iter().flatten() {
+        let n = normalised(entry.name.as_str().as_bytes());
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    names
 }
 
 /// The ID-token claim unless it is absent or null, else the userinfo claim.

@@ -15,6 +15,7 @@ fn cfg() -> HeadersConfig {
         encoding: Encoding::None,
         remote_user_claim: "sub".into(),
         remote_user_header: None,
+        lists: vec![Vec::new()],
     }
 }
 
@@ -741,4 +742,247 @@ fn a_claim_cannot_replace_a_token_header() {
     let hs = ih.for_token("real-token", Some(5), &claims);
     assert_eq!(get(&hs, "oidc_access_token"), Some(&b"real-token"[..]));
     assert_eq!(get(&hs, "oidc_access_token_expires"), Some(&b"5"[..]));
+}
+
+// ---- header lists ([[headers.set]], route.headers) ----
+
+fn claim_entry(name: &str, path: &str) -> SetHeader {
+    SetHeader {
+        name: HeaderName::from_bytes(name.as_bytes()).unwrap(),
+        source: HeaderSource::Claim(ClaimPath::parse(path).unwrap()),
+        join: ",".into(),
+        encoding: Encoding::None,
+    }
+}
+
+fn template_entry(name: &str, template: &str) -> SetHeader {
+    SetHeader {
+        name: HeaderName::from_bytes(name.as_bytes()).unwrap(),
+        source: HeaderSource::Template(
+            crate::config::header_set::parse_template(template).unwrap(),
+        ),
+        join: ",".into(),
+        encoding: Encoding::None,
+    }
+}
+
+/// `[[headers.set]]` with X-Email, X-Roles and Authorization; one route list with X-User.
+fn lists_cfg() -> HeadersConfig {
+    let mut c = cfg();
+    c.lists = vec![
+        vec![
+            claim_entry("X-Email", "email"),
+            claim_entry("X-Roles", "realm_access.roles"),
+            template_entry("Authorization", "Bearer {access_token}"),
+        ],
+        vec![template_entry("X-User", "{sub} <{claim:email}> {{x}}")],
+    ];
+    c
+}
+
+fn keycloak_session() -> Session {
+    let mut s = session(
+        json!({
+            "sub": "alice",
+            "email": "alice@example.com",
+            "realm_access": {"roles": ["admin", "offline_access"]}
+        }),
+        None,
+    );
+    s.sub = "alice".into();
+    s
+}
+
+#[test]
+fn lists_follow_the_common_headers_and_each_route_gets_its_own() {
+    let ih = IdentityHeaders::new(&lists_cfg());
+    let built = ih.session_identity(&keycloak_session());
+    assert_eq!(built.builder(), ih.builder());
+
+    let (common, global) = built.for_list(0);
+    assert_eq!(
+        names(common),
+        names(&ih.for_session(&keycloak_session())),
+        "the common part is exactly the [headers] ones"
+    );
+    assert_eq!(names(global), ["x-email", "x-roles", "authorization"]);
+    assert_eq!(get(global, "x-email"), Some(&b"alice@example.com"[..]));
+    assert_eq!(get(global, "x-roles"), Some(&b"admin,offline_access"[..]));
+    assert_eq!(get(global, "authorization"), Some(&b"Bearer at-123"[..]));
+    let auth = &global.iter().find(|(n, _)| n == "authorization").unwrap().1;
+    assert!(auth.is_sensitive(), "a template with a token is sensitive");
+    assert!(!global[0].1.is_sensitive());
+
+    let (common_again, own) = built.for_list(1);
+    assert_eq!(common_again.len(), common.len());
+    assert_eq!(
+        names(own),
+        ["x-user"],
+        "a route's list replaces the global one"
+    );
+    assert_eq!(
+        get(own, "x-user"),
+        Some(&b"alice <alice@example.com> {x}"[..])
+    );
+    assert!(
+        built.for_list(2).1.is_empty(),
+        "no such list: nothing extra"
+    );
+}
+
+#[test]
+fn a_missing_claim_or_placeholder_sends_no_header() {
+    let mut c = cfg();
+    c.lists = vec![vec![
+        claim_entry("X-Email", "email"),
+        claim_entry("X-Null", "nothing"),
+        template_entry("X-Id", "id={id_token}"),
+        template_entry("X-Half", "{sub}:{claim:realm_access.missing}"),
+    ]];
+    let ih = IdentityHeaders::new(&c);
+    let mut s = session(json!({"nothing": null, "realm_access": {}}), None);
+    s.id_token = None;
+    s.sub = "a".into();
+    let built = ih.session_identity(&s);
+    assert!(built.for_list(0).1.is_empty(), "{:?}", built.for_list(0).1);
+}
+
+#[test]
+fn session_claims_come_from_the_id_token_then_userinfo() {
+    let mut c = cfg();
+    c.lists = vec![vec![
+        claim_entry("X-Email", "email"),
+        claim_entry("X-Team", "org.team"),
+        claim_entry("X-Name", "name"),
+    ]];
+    let ih = IdentityHeaders::new(&c);
+    let s = session(
+        json!({"email": "id@x", "name": null}),
+        Some(json!({"email": "ui@x", "org": {"team": "blue"}, "name": "N"})),
+    );
+    let built = ih.session_identity(&s);
+    let own = built.for_list(0).1;
+    assert_eq!(get(own, "x-email"), Some(&b"id@x"[..]), "the ID token wins");
+    assert_eq!(get(own, "x-team"), Some(&b"blue"[..]));
+    assert_eq!(get(own, "x-name"), Some(&b"N"[..]), "null in the ID token");
+}
+
+#[test]
+fn claim_values_follow_the_claim_header_rules_with_the_entry_join() {
+    let mut c = cfg();
+    let mut roles = claim_entry("X-Roles", "roles");
+    roles.join = " | ".into();
+    c.lists = vec![vec![
+        roles,
+        claim_entry("X-Admin", "admin"),
+        claim_entry("X-Level", "level"),
+        claim_entry("X-Addr", "address"),
+        claim_entry("X-Evil", "evil"),
+        template_entry("X-All", "{claim:roles};{claim:admin}"),
+    ]];
+    let ih = IdentityHeaders::new(&c);
+    let claims = map(json!({
+        "roles": ["a", "b"],
+        "admin": true,
+        "level": 7,
+        "address": {"city": "Delft"},
+        "evil": "x\r\nX-Injected: 1"
+    }));
+    let built = ih.token_identity("tok", None, &claims);
+    let own = built.for_list(0).1;
+    assert_eq!(get(own, "x-roles"), Some(&b"a | b"[..]));
+    assert_eq!(get(own, "x-admin"), Some(&b"1"[..]));
+    assert_eq!(get(own, "x-level"), Some(&b"7"[..]));
+    assert_eq!(get(own, "x-addr"), Some(&br#"{"city":"Delft"}"#[..]));
+    assert_eq!(get(own, "x-evil"), Some(&b"x  X-Injected: 1"[..]));
+    assert_eq!(get(own, "x-all"), Some(&b"a,b;1"[..]), "its own join");
+}
+
+#[test]
+fn each_entry_has_its_encoding() {
+    let mut c = b64_cfg();
+    let mut raw = template_entry("Authorization", "Bearer {access_token}");
+    raw.encoding = Encoding::None;
+    let mut name = claim_entry("X-Name", "name");
+    name.encoding = Encoding::Base64Url;
+    let mut latin = claim_entry("X-Latin", "name");
+    latin.encoding = Encoding::Latin1;
+    c.lists = vec![vec![raw, name, latin]];
+    let ih = IdentityHeaders::new(&c);
+    let built = ih.token_identity("tok", None, &map(json!({"name": "Zoë"})));
+    let own = built.for_list(0).1;
+    assert_eq!(get(own, "authorization"), Some(&b"Bearer tok"[..]));
+    assert_eq!(
+        get(own, "x-name"),
+        Some(URL_SAFE_NO_PAD.encode("Zoë").as_bytes())
+    );
+    assert_eq!(get(own, "x-latin"), Some(&b"Zo\xeb"[..]));
+}
+
+#[test]
+fn bearer_tokens_fill_access_token_and_sub_but_never_id_token() {
+    let mut c = cfg();
+    c.lists = vec![vec![
+        template_entry("Authorization", "Bearer {access_token}"),
+        template_entry("X-Sub", "{sub}"),
+        template_entry("X-Id", "{id_token}"),
+    ]];
+    let ih = IdentityHeaders::new(&c);
+    let built = ih.token_identity("tok", Some(5), &map(json!({"sub": "svc"})));
+    let own = built.for_list(0).1;
+    assert_eq!(names(own), ["authorization", "x-sub"]);
+    assert_eq!(get(own, "authorization"), Some(&b"Bearer tok"[..]));
+    assert_eq!(get(own, "x-sub"), Some(&b"svc"[..]));
+}
+
+#[test]
+fn every_listed_name_is_scrubbed_with_dash_equal_to_underscore() {
+    let ih = IdentityHeaders::new(&lists_cfg());
+    let mut h = HeaderMap::new();
+    for name in [
+        "x-email",
+        "x_email",
+        "X-ROLES",
+        "x-user",
+        "authorization",
+        "x-other",
+    ] {
+        h.insert(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_static("forged"),
+        );
+    }
+    let mut bearer = h.clone();
+    ih.scrub(&mut h);
+    let left: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+    assert_eq!(
+        left,
+        ["x-other"],
+        "a route's list is scrubbed on every route"
+    );
+
+    ih.scrub_route(&mut bearer, true);
+    let mut left: Vec<&str> = bearer.keys().map(|n| n.as_str()).collect();
+    left.sort_unstable();
+    assert_eq!(
+        left,
+        ["authorization", "x-other"],
+        "kept for the bearer check"
+    );
+    ih.scrub_after_bearer(&mut bearer, 1);
+    assert!(
+        bearer.contains_key("authorization"),
+        "list 1 does not set it"
+    );
+    ih.scrub_after_bearer(&mut bearer, 0);
+    assert!(!bearer.contains_key("authorization"), "list 0 does");
+}
+
+#[test]
+fn each_builder_has_its_own_number() {
+    let (a, b) = (IdentityHeaders::new(&cfg()), IdentityHeaders::new(&cfg()));
+    assert_ne!(a.builder(), b.builder());
+    let built = a.token_identity("t", None, &Map::new());
+    assert_eq!(built.builder(), a.builder());
+    assert_eq!(built.for_list(0).0.len(), 1, "OIDC_access_token only");
 }

@@ -70,8 +70,50 @@ impl Session {
     }
 }
 
-/// Identity headers built for a session or a bearer token.
-pub type Headers = Arc<[(HeaderName, HeaderValue)]>;
+/// One header the gateway sets.
+type Header = (HeaderName, HeaderValue);
+
+/// Identity headers built for a session or a bearer token (`crate::identity`): the ones
+/// every route sends, then those of each configured header list, and which builder made
+/// them (a reloaded config has a new builder, so headers cached before it are rebuilt).
+#[derive(Debug)]
+pub struct Headers {
+    headers: Box<[Header]>,
+    /// Where the common headers end in `headers`, then where each list's end.
+    ends: Box<[usize]>,
+    builder: u64,
+}
+
+impl Headers {
+    /// `ends`: where the common headers end, then each list's; non-decreasing, the last
+    /// at most `headers.len()`.
+    pub fn new(headers: Vec<Header>, ends: Vec<usize>, builder: u64) -> Self {
+        debug_assert!(ends.windows(2).all(|w| w[0] <= w[1]));
+        debug_assert!(ends.last().is_none_or(|&e| e <= headers.len()));
+        Headers {
+            headers: headers.into(),
+            ends: ends.into(),
+            builder,
+        }
+    }
+
+    /// The builder these were made by.
+    pub fn builder(&self) -> u64 {
+        self.builder
+    }
+
+    /// What a route sending header list `list` gets: the common headers, then the list's
+    /// (none when there is no such list).
+    pub fn for_list(&self, list: usize) -> (&[Header], &[Header]) {
+        let all = &self.headers[..];
+        let common = self.ends.first().map_or(all, |&e| &all[..e]);
+        let own = match (self.ends.get(list), self.ends.get(list + 1)) {
+            (Some(&start), Some(&end)) => &all[start..end],
+            _ => &[],
+        };
+        (common, own)
+    }
+}
 
 /// A loaded session, shared by every request that presents the same cookie (through the
 /// decoded-session cache or the memory store), with what the gateway derived from it at
@@ -112,8 +154,8 @@ impl ActiveSession {
     }
 
     /// The identity headers for this session, built by `build` on first use.
-    pub fn identity(&self, build: impl FnOnce() -> Vec<(HeaderName, HeaderValue)>) -> &Headers {
-        self.identity.get_or_init(|| build().into())
+    pub fn identity(&self, build: impl FnOnce() -> Headers) -> &Headers {
+        self.identity.get_or_init(build)
     }
 
     pub(crate) fn logout_mark(&self) -> u64 {

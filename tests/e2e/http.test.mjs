@@ -222,6 +222,35 @@ describe('identity headers', () => {
     assert.equal(res.json().headers.cookie, 'app_pref=dark');
   });
 
+  test('[[headers.set]]: claim, nested claim and template headers reach the app; forged copies never do', async () => {
+    const forged = { 'X-Email': 'root@evil.test', x_email: 'root@evil.test', 'X-Roles': 'admin', 'X-Who': 'root' };
+    const { client, echo } = await loggedIn('alice');
+    assert.equal(echo.headers['x-email'], 'alice@example.com');
+    assert.equal(echo.headers['x-roles'], 'admin;user');
+    assert.equal(echo.headers['x-who'], 'alice <alice@example.com>');
+    const res = await api(client, '/app/forged', forged);
+    assert.equal(res.status, 200);
+    const h = res.json().headers;
+    assert.equal(h['x-email'], 'alice@example.com');
+    assert.equal(h.x_email, undefined);
+    assert.equal(h['x-roles'], 'admin;user');
+    assert.equal(h['x-who'], 'alice <alice@example.com>');
+    const anon = await request(`${GATEWAY()}/public/forged`, { headers: { ...JSON_ACCEPT, ...forged } });
+    assert.equal(anon.status, 200);
+    for (const name of ['x-email', 'x_email', 'x-roles', 'x-who']) {
+      assert.equal(anon.json().headers[name], undefined, `/public: ${name} removed`);
+    }
+  });
+
+  test('require_claims on a nested Keycloak-style role claim (realm_access.roles:admin)', async () => {
+    const alice = await loggedIn('alice', '/realm-admins/');
+    assert.equal(alice.echo.path, '/realm-admins/');
+    const mallory = await loggedIn('mallory', '/app/');
+    assert.equal(mallory.echo.headers['x-roles'], 'user');
+    const res = await api(mallory.client, '/realm-admins/');
+    assert.equal(res.status, 403);
+  });
+
   test('require_claims: a satisfied rule passes, a failed one is 403', async () => {
     const alice = await loggedIn('alice', '/admins/');
     assert.equal(alice.echo.path, '/admins/');

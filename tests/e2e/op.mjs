@@ -64,6 +64,8 @@ function account(id) {
     email,
     email_verified: true,
     groups: id.startsWith('mallory') ? ['users'] : ['admins', 'users'],
+    // Keycloak-style nested roles, for [[headers.set]] and require_claims paths.
+    realm_access: { roles: id.startsWith('mallory') ? ['user'] : ['admin', 'user'] },
   };
   if (id.startsWith('big')) claims.bio = BIG_BIO;
   if (id.startsWith('zoe')) claims.name = 'Zoë Ünïcødé 名前';
@@ -144,7 +146,7 @@ const provider = new Provider(issuer, {
     openid: ['sub'],
     profile: ['name', 'given_name', 'family_name', 'preferred_username', 'bio'],
     email: ['email', 'email_verified'],
-    groups: ['groups'],
+    groups: ['groups', 'realm_access'],
   },
   findAccount: (_ctx, id) => account(id),
   features: {

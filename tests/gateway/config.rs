@@ -573,5 +573,8 @@ fn every_file_in_conf_is_valid() {
         assert_eq!(out.code, 0, "{}:\n{}", path.display(), out.stderr);
         checked += 1;
     }
-    assert!(checked >= 4, "conf/ has example files, conf/forward-auth/ one more");
+    assert!(
+        checked >= 4,
+        "conf/ has example files, conf/forward-auth/ one more"
+    );
 }

@@ -1,4 +1,4 @@
-//! Forward-auth mode (docs/behaviour.md §11.5): checks as nginx `auth_request`, Traefik
+//! Forward-auth mode (docs/behaviour.md §11.6): checks as nginx `auth_request`, Traefik
 //! `ForwardAuth`, Caddy `forward_auth` and Envoy `ext_authz` send them (the headers each
 //! sends, from its own documentation), answered with the same routes, sessions, claim
 //! rules and identity headers as proxy mode; and `server.login_path`.

@@ -16,6 +16,7 @@ mod bearer;
 mod config;
 mod cookies;
 mod forward_auth;
+mod header_set;
 mod headers;
 mod info;
 mod limits;
