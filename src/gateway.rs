@@ -11,7 +11,7 @@ use crate::hooks;
 use crate::identity::IdentityHeaders;
 use crate::metrics::{InProgress, RouteMetrics};
 use crate::observe::{self, Access, AccessNote, Matched};
-use crate::oidc::login;
+use crate::oidc::{login, preserve_post};
 use crate::proxy::{hop, Upstream};
 use crate::refresh::{self, Freshness};
 use crate::request::{self, RequestCtx, X_REQUEST_ID};
@@ -328,6 +328,13 @@ impl Gateway {
                     .forward(route, parts, Body::Left(body), ctx, clear)
                     .await
             }
+            UnauthAction::Auth
+                if route.preserve_post
+                    && parts.method == http::Method::POST
+                    && login::is_browser_navigation(&parts.headers) =>
+            {
+                self.keep_post_and_login(parts, body, ctx, clear).await
+            }
             UnauthAction::Auth if login::is_browser_navigation(&parts.headers) => {
                 let return_to = parts
                     .uri
@@ -353,6 +360,28 @@ impl Gateway {
             note.reason = Some(why.into());
         }
         resp
+    }
+
+    /// A browser's form POST on a `preserve_post` route: kept for after the login it starts,
+    /// or refused with a page that says why (`oidc::preserve_post`).
+    async fn keep_post_and_login(
+        &self,
+        parts: Parts,
+        body: Incoming,
+        ctx: &RequestCtx,
+        clear: Vec<HeaderValue>,
+    ) -> Response<Body> {
+        let kept = Box::pin(preserve_post::keep_and_login(
+            &self.services,
+            ctx,
+            &parts,
+            body,
+        ));
+        let response = match kept.await {
+            Ok(response) => response,
+            Err(error) => self.refuse(error),
+        };
+        response::with_cookies(response, clear)
     }
 
     /// Strips the gateway's cookies and forwards; `cookies` are Set-Cookie values to add to

@@ -139,6 +139,7 @@ pub(crate) struct RawSession {
     pub inactivity_timeout: Option<String>,
     pub max_duration: Option<String>,
     pub refresh_before_expiry: Option<String>,
+    pub(crate) preserve_post_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,4 +183,5 @@ pub(crate) struct RawRoute {
     pub preserve_host: Option<bool>,
     pub upgrades: Option<Vec<String>>,
     pub case_insensitive: Option<bool>,
+    pub preserve_post: Option<bool>,
 }
