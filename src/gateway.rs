@@ -333,7 +333,7 @@ impl Gateway {
                     && parts.method == http::Method::POST
                     && login::is_browser_navigation(&parts.headers) =>
             {
-                self.keep_post_and_login(parts, body, ctx, clear).await
+                Box::pin(self.keep_post_and_login(parts, body, ctx, clear)).await
             }
             UnauthAction::Auth if login::is_browser_navigation(&parts.headers) => {
                 let return_to = parts
@@ -371,13 +371,8 @@ impl Gateway {
         ctx: &RequestCtx,
         clear: Vec<HeaderValue>,
     ) -> Response<Body> {
-        let kept = Box::pin(preserve_post::keep_and_login(
-            &self.services,
-            ctx,
-            &parts,
-            body,
-        ));
-        let response = match kept.await {
+        let response = match preserve_post::keep_and_login(&self.services, ctx, &parts, body).await
+        {
             Ok(response) => response,
             Err(error) => self.refuse(error),
         };
