@@ -501,3 +501,40 @@ async fn a_redis_that_is_down_is_a_page_not_a_lost_form() {
     assert!(html.contains("cannot keep forms right now"), "{html}");
     assert_eq!(upstream.count(), 0);
 }
+
+#[tokio::test]
+async fn a_reload_during_the_login_keeps_the_form() {
+    let (h, upstream) = start(None).await;
+    let b = Browser::new();
+    let posted = post_form(&h, &b, "/save", "a=1&b=2").await;
+    assert_eq!(posted.status(), StatusCode::FOUND);
+
+    // The same file with one more route: the kept forms (same byte bound) carry on.
+    let path = std::env::temp_dir().join(format!(
+        "oidc-gateway-preserve-post-{}.toml",
+        std::process::id()
+    ));
+    let options = Options {
+        routes: Some(format!(
+            "{ROUTES}\n[[route]]\npath = \"/more\"\nupstream = \"{{upstream}}\"\nauth = \"none\"\n"
+        )),
+        ..Options::default()
+    };
+    std::fs::write(&path, toml(&h.op.issuer(), &upstream.url, &options)).unwrap();
+    assert_eq!(h.gw.reloader(&path).reload().await.expect("valid"), 2);
+    std::fs::remove_file(&path).unwrap();
+
+    let callback = h.authorize(&b, &location(&posted), "alice").await;
+    let page = b.get(&callback).await;
+    assert_eq!(
+        page.status(),
+        StatusCode::OK,
+        "the form survived the reload"
+    );
+    let (action, fields) = resubmitted_form(&page.text().await.unwrap());
+    assert_eq!(
+        submit(&h, &b, &action, &fields).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(upstream.last().body, b"a=1&b=2");
+}
