@@ -538,3 +538,34 @@ async fn a_reload_during_the_login_keeps_the_form() {
     );
     assert_eq!(upstream.last().body, b"a=1&b=2");
 }
+
+#[tokio::test]
+async fn a_failed_callback_deletes_the_kept_form() {
+    let (h, upstream) = start(None).await;
+    let b = Browser::new();
+    let posted = post_form(&h, &b, "/save", "a=1").await;
+    let authorize = location(&posted);
+    let state_cookie = state_cookies(&b, &h);
+    let state = url::Url::parse(&authorize)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .expect("state");
+
+    // The provider answers with an error: the login fails, and its kept form goes with it.
+    let failed = b
+        .get(&h.hook_url(&format!("error=access_denied&state={}", enc(&state))))
+        .await;
+    assert_eq!(failed.status(), StatusCode::BAD_REQUEST);
+
+    // The same login state again, completed this time: logged in, the form is gone.
+    for (name, value) in &state_cookie {
+        b.set_cookie(&h.url("/"), name, value);
+    }
+    let callback = h.authorize(&b, &authorize, "alice").await;
+    let gone = b.get(&callback).await;
+    assert_eq!(gone.status(), StatusCode::GONE);
+    assert!(sets_session_cookie(&gone));
+    assert_eq!(upstream.count(), 0);
+}
