@@ -207,6 +207,65 @@ impl BearerError {
     }
 }
 
+/// Why a browser's form POST was not kept across a login (`route.preserve_post`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NotKept {
+    #[error("the form is larger than 64 KiB")]
+    TooLarge,
+    #[error("the body is not application/x-www-form-urlencoded")]
+    MediaType,
+    #[error("the form is not UTF-8")]
+    NotUtf8,
+    /// Neither `Sec-Fetch-Site: same-origin` nor an `Origin` of the gateway's own.
+    #[error("the form was posted from another origin")]
+    CrossOrigin,
+    #[error("the form was not received in time")]
+    Timeout,
+    /// Redis did not take it (`[redis]`).
+    #[error("the kept-forms store is unavailable")]
+    Unavailable,
+}
+
+impl NotKept {
+    fn status(self) -> StatusCode {
+        match self {
+            NotKept::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            NotKept::MediaType | NotKept::NotUtf8 => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            NotKept::CrossOrigin => StatusCode::FORBIDDEN,
+            NotKept::Timeout => StatusCode::REQUEST_TIMEOUT,
+            NotKept::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Why, for the person who sent the form.
+    fn explained(self) -> &'static str {
+        match self {
+            NotKept::TooLarge => "it is larger than 64 KiB",
+            NotKept::MediaType => {
+                "only plain forms (application/x-www-form-urlencoded) are kept, not file \
+                 uploads or other content"
+            }
+            NotKept::NotUtf8 => "only forms sent as UTF-8 are kept",
+            NotKept::CrossOrigin => "it was sent from another site",
+            NotKept::Timeout => "it did not arrive in time",
+            NotKept::Unavailable => "the gateway cannot keep forms right now",
+        }
+    }
+}
+
+/// Why a form kept across a login was not re-submitted after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum NotResent {
+    /// Not in the store: expired, pushed out by newer ones, or already re-submitted.
+    #[error("the kept form is gone (expired, pushed out, or already sent)")]
+    Gone,
+    /// The kept form did not open (another passphrase), or is not this login's.
+    #[error("the kept form does not belong to this login")]
+    Mismatch,
+    #[error("the kept-forms store is unavailable")]
+    Unavailable,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum GatewayError {
     /// The request has no usable `Host` (missing, or not a host name).
@@ -265,6 +324,13 @@ pub(crate) enum GatewayError {
     /// A forward-auth check from an address outside `server.trusted_proxies`.
     #[error("forward-auth check from an untrusted address")]
     UntrustedForwardAuth,
+    /// A browser's form POST could not be kept across the login it needs; `return_to` is
+    /// where the person can start again.
+    #[error("form not kept across the login: {why}")]
+    PostNotKept { why: NotKept, return_to: String },
+    /// The login finished, but the form kept for it could not be re-submitted.
+    #[error("kept form not re-submitted: {why}")]
+    PostNotResent { why: NotResent, return_to: String },
 }
 
 impl GatewayError {
@@ -293,6 +359,19 @@ impl GatewayError {
             GatewayError::BodyTimeout => "body_timeout",
             GatewayError::BearerUnavailable(_) => "bearer_unavailable",
             GatewayError::UntrustedForwardAuth => "forward_auth_untrusted",
+            GatewayError::PostNotKept { why, .. } => match why {
+                NotKept::TooLarge => "post_too_large",
+                NotKept::MediaType => "post_media_type",
+                NotKept::NotUtf8 => "post_not_utf8",
+                NotKept::CrossOrigin => "post_cross_origin",
+                NotKept::Timeout => "post_timeout",
+                NotKept::Unavailable => "post_store_unavailable",
+            },
+            GatewayError::PostNotResent { why, .. } => match why {
+                NotResent::Gone => "post_gone",
+                NotResent::Mismatch => "post_mismatch",
+                NotResent::Unavailable => "post_store_unavailable",
+            },
         }
     }
 
@@ -318,6 +397,11 @@ impl GatewayError {
             E::Bearer(b) => b.status(),
             E::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             E::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            E::PostNotKept { why, .. } => why.status(),
+            E::PostNotResent { why, .. } => match why {
+                NotResent::Gone | NotResent::Mismatch => StatusCode::GONE,
+                NotResent::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            },
         }
     }
 
@@ -354,6 +438,10 @@ impl GatewayError {
             | E::FormTooLarge
             | E::BodyTimeout
             | E::UntrustedForwardAuth => {
+                tracing::debug!(status = status.as_u16(), error = %self, "request refused")
+            }
+            // What a client sent: routine, like the refusals above.
+            E::PostNotKept { why, .. } if *why != NotKept::Unavailable => {
                 tracing::debug!(status = status.as_u16(), error = %self, "request refused")
             }
             _ if status.is_server_error() => {
@@ -471,6 +559,30 @@ impl GatewayError {
                 resp
             }
             E::FormTooLarge => response::text(status, "413 form body too large\n"),
+            E::PostNotKept { why, return_to } => page(
+                status,
+                "Your form could not be kept",
+                &format!(
+                    "You need to log in again, and the form you sent could not be kept while \
+                     you do: {}. Log in, then fill in the form and send it again.",
+                    why.explained()
+                ),
+                Some((return_to, "Log in again")),
+            ),
+            E::PostNotResent { why, return_to } => page(
+                status,
+                "Your form was not sent",
+                &format!(
+                    "You are logged in, but the form you sent before logging in {}: it did \
+                     not reach the application. Please fill it in and send it again.",
+                    match why {
+                        NotResent::Gone => "has expired or was already sent",
+                        NotResent::Mismatch => "could not be matched to this login",
+                        NotResent::Unavailable => "cannot be read right now",
+                    }
+                ),
+                Some((return_to, "Continue")),
+            ),
             E::BodyTimeout => response::text(status, "408 request body not received in time\n"),
         }
     }

@@ -234,6 +234,40 @@ pub fn hook_query(query: &str) {
     let _ = AuthResponse::parse(query);
 }
 
+/// A form body a `preserve_post` route keeps: decoding never panics; what it accepts
+/// re-encodes to the same fields, and the page that re-submits them holds one hidden input
+/// per field and one script (nothing a name or value holds opens an element).
+pub fn kept_form(data: &[u8]) {
+    use crate::oidc::preserve_post::{fields, page};
+    use http_body_util::BodyExt;
+    let Ok(body) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(kept) = fields(body) else {
+        return;
+    };
+    let encoded = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&kept)
+        .finish();
+    assert_eq!(fields(&encoded).ok().as_ref(), Some(&kept), "{body:?}");
+    let response = page("/form?a=1", &kept, "nonce");
+    let html = runtime()
+        .block_on(response.into_body().collect())
+        .expect("a page body")
+        .to_bytes();
+    let html = String::from_utf8_lossy(&html);
+    assert_eq!(
+        html.matches('<').count(),
+        PAGE_ELEMENTS + kept.len(),
+        "{body:?}"
+    );
+    assert_eq!(html.matches("<input ").count(), kept.len(), "{body:?}");
+    assert_eq!(html.matches("<script").count(), 1, "{body:?}");
+}
+
+/// The `<` of the re-submitting page without fields: its own tags, opening and closing.
+const PAGE_ELEMENTS: usize = 29;
+
 /// An introspection answer (status and body): deciding whether it refuses the token and
 /// whether an active result is an access token never panics.
 pub fn introspection_response(status: u16, body: &[u8]) {
@@ -279,5 +313,21 @@ pub fn open_or_protected(raw: &str) -> Option<&'static str> {
         "/open" => Some("/open"),
         "/open/admin" => Some("/open/admin"),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kept_form_invariant_holds_for_the_seeds() {
+        for seed in [
+            &b"title=%3Cscript%3Ealert(1)%3C%2Fscript%3E&tag=a&tag=b&submit=Save&empty="[..],
+            b"a&&=&%zz=100%&n%3Dame=v=w&x=%+1&t=line+1%0D%0Aline+2",
+            b"",
+            b"%3C%21--=--%3E&%22%27=%26amp%3B",
+            b"a=%E9",
+        ] {
+            super::kept_form(seed);
+        }
     }
 }

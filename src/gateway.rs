@@ -12,7 +12,7 @@ use crate::hooks;
 use crate::identity::IdentityHeaders;
 use crate::metrics::{InProgress, RouteMetrics};
 use crate::observe::{self, Access, AccessNote, Matched};
-use crate::oidc::login;
+use crate::oidc::{login, preserve_post};
 use crate::proxy::{hop, Upstream};
 use crate::refresh::{self, Freshness};
 use crate::request::{self, Asker, RequestCtx, X_REQUEST_ID};
@@ -391,6 +391,14 @@ impl Gateway {
                     .await
             }
             UnauthAction::Auth
+                if route.preserve_post
+                    && parts.method == http::Method::POST
+                    && ctx.forward_auth.is_none()
+                    && login::is_browser_navigation(&parts.headers) =>
+            {
+                Box::pin(self.keep_post_and_login(parts, body, ctx, clear)).await
+            }
+            UnauthAction::Auth
                 if login::is_browser_navigation(&parts.headers)
                     && ctx.forward_auth != Some(Asker::StatusOnly) =>
             {
@@ -418,6 +426,23 @@ impl Gateway {
             note.reason = Some(why.into());
         }
         resp
+    }
+
+    /// A browser's form POST on a `preserve_post` route: kept for after the login it starts,
+    /// or refused with a page that says why (`oidc::preserve_post`).
+    async fn keep_post_and_login(
+        &self,
+        parts: Parts,
+        body: Incoming,
+        ctx: &RequestCtx,
+        clear: Vec<HeaderValue>,
+    ) -> Response<Body> {
+        let response = match preserve_post::keep_and_login(&self.services, ctx, &parts, body).await
+        {
+            Ok(response) => response,
+            Err(error) => self.refuse(error),
+        };
+        response::with_cookies(response, clear)
     }
 
     /// Strips the gateway's cookies and forwards; `cookies` are Set-Cookie values to add to

@@ -184,6 +184,7 @@ mod tests {
             hosts: vec![],
             anonymous_methods: vec![],
             header_list: 0,
+            preserve_post: false,
         }
     }
 

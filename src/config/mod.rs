@@ -183,6 +183,9 @@ pub struct SessionConfig {
     pub inactivity_timeout: Duration,
     pub max_duration: Duration,
     pub refresh_before_expiry: Duration,
+    /// Bytes the form posts kept across a login (`route.preserve_post`) may hold in this
+    /// process at once, sealed (the ledger of what it put in Redis, with `[redis]`).
+    pub preserve_post_max_bytes: u64,
 }
 
 /// `[redis]`: the Redis every replica of one deployment shares. Present, it carries the
@@ -457,6 +460,9 @@ pub struct RouteConfig {
     pub upgrades: Vec<String>,
     /// Match `path` ignoring ASCII case (for upstreams such as IIS that do).
     pub case_insensitive: bool,
+    /// Keep a browser's form POST across a login and re-submit it after the callback
+    /// (`oidc::preserve_post`).
+    pub preserve_post: bool,
     /// Which of [`HeadersConfig::lists`] this route sends: 0 (`[[headers.set]]`) unless
     /// the route has its own `headers`.
     pub header_list: usize,

@@ -141,6 +141,7 @@ pub(crate) struct RawSession {
     pub inactivity_timeout: Option<String>,
     pub max_duration: Option<String>,
     pub refresh_before_expiry: Option<String>,
+    pub(crate) preserve_post_max_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -200,4 +201,5 @@ pub(crate) struct RawRoute {
     pub allow_anonymous_methods: Option<Vec<String>>,
     /// This route's header list, instead of `[[headers.set]]`.
     pub headers: Option<Vec<RawSetHeader>>,
+    pub preserve_post: Option<bool>,
 }

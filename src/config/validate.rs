@@ -938,7 +938,56 @@ fn build_session(c: &mut Checker, raw: RawSession, needs_passphrase: bool) -> Se
             raw.refresh_before_expiry.as_deref(),
             Duration::from_secs(30),
         ),
+        preserve_post_max_bytes: preserve_post_max_bytes(c, raw.preserve_post_max_bytes),
     }
+}
+
+/// Default of `session.preserve_post_max_bytes`.
+const PRESERVE_POST_MAX_BYTES: u64 = 64 << 20;
+/// The least `session.preserve_post_max_bytes` may be: room for a dozen forms of the
+/// largest size kept (64 KiB each, about 90 KiB sealed).
+const PRESERVE_POST_MIN_BYTES: u64 = 1 << 20;
+
+/// `session.preserve_post_max_bytes`: the byte bound of the kept form posts.
+fn preserve_post_max_bytes(c: &mut Checker, raw: Option<u64>) -> u64 {
+    match raw {
+        None => PRESERVE_POST_MAX_BYTES,
+        Some(n) if n < PRESERVE_POST_MIN_BYTES => {
+            c.problem(
+                "session.preserve_post_max_bytes",
+                format!(
+                    "{n} is too small: at least {PRESERVE_POST_MIN_BYTES} (1 MiB), room for \
+                     a dozen kept forms of the largest size (64 KiB each)"
+                ),
+            );
+            PRESERVE_POST_MAX_BYTES
+        }
+        Some(n) => n,
+    }
+}
+
+/// `route.preserve_post`: only where an unauthenticated browser is sent to log in.
+fn route_preserve_post(
+    c: &mut Checker,
+    key: &str,
+    raw: Option<bool>,
+    auth: AuthKind,
+    unauth_action: UnauthAction,
+) -> bool {
+    let on = raw.unwrap_or(false);
+    if on && auth != AuthKind::OpenIdConnect {
+        c.problem(
+            key,
+            "only applies to auth = \"openid-connect\" routes (a login keeps the form)",
+        );
+    } else if on && unauth_action != UnauthAction::Auth {
+        c.problem(
+            key,
+            "needs unauth_action = \"auth\": this route never sends a browser to log in, \
+             so no form would be kept",
+        );
+    }
+    on
 }
 
 /// `[redis]`: where Redis is (a URL, or Sentinel), its credentials and TLS files, the key
@@ -1639,6 +1688,13 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>, forward_auth: bool) -> Vec<
             hosts,
             anonymous_methods,
             header_list: 0,
+            preserve_post: route_preserve_post(
+                c,
+                &key("preserve_post"),
+                r.preserve_post,
+                auth,
+                unauth_action,
+            ),
         });
     }
     routes
@@ -1818,6 +1874,52 @@ upstream = "http://127.0.0.1:7000"
 [session]
 passphrase = "0123456789abcdef0123"
 "#;
+
+    #[test]
+    fn preserve_post_keys() {
+        let cfg = from_toml(MINIMAL, None).unwrap();
+        assert!(!cfg.routes[0].preserve_post);
+        assert_eq!(cfg.session.preserve_post_max_bytes, 64 << 20);
+        let text = MINIMAL.replace(
+            "upstream = \"http://127.0.0.1:7000\"\n",
+            "upstream = \"http://127.0.0.1:7000\"\npreserve_post = true\n",
+        );
+        let cfg = from_toml(&format!("{text}preserve_post_max_bytes = 2097152\n"), None).unwrap();
+        assert!(cfg.routes[0].preserve_post);
+        assert_eq!(cfg.session.preserve_post_max_bytes, 2 << 20);
+
+        let text = format!(
+            "{MINIMAL}preserve_post_max_bytes = 1000\n\
+             [[route]]\npath = \"/api\"\nupstream = \"http://127.0.0.1:7000\"\n\
+             auth = \"oauth20\"\npreserve_post = true\n\
+             [[route]]\npath = \"/strict\"\nupstream = \"http://127.0.0.1:7000\"\n\
+             unauth_action = \"401\"\npreserve_post = true\n\
+             [[route]]\npath = \"/typo\"\nupstream = \"http://127.0.0.1:7000\"\n\
+             preserve_post = \"yes\"\n"
+        );
+        let problems = from_toml(&text, None).unwrap_err();
+        let reason = |key: &str| {
+            problems
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.reason.clone())
+                .unwrap_or_else(|| panic!("{key} not reported: {problems:?}"))
+        };
+        assert!(reason("route[3].preserve_post").contains("invalid type"));
+        let text = text.replace("preserve_post = \"yes\"", "preserve_post = true");
+        let problems = from_toml(&text, None).unwrap_err();
+        let reason = |key: &str| {
+            problems
+                .iter()
+                .find(|p| p.key == key)
+                .map(|p| p.reason.clone())
+                .unwrap_or_else(|| panic!("{key} not reported: {problems:?}"))
+        };
+        assert!(reason("session.preserve_post_max_bytes").contains("at least 1048576"));
+        assert!(reason("route[1].preserve_post").contains("openid-connect"));
+        assert!(reason("route[2].preserve_post").contains("unauth_action = \"auth\""));
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
 
     #[test]
     fn redis_section_defaults() {

@@ -2,6 +2,7 @@
 //! code (with the PKCE verifier and client authentication), verify the ID token, fetch
 //! userinfo, and create a new session.
 
+use super::preserve_post;
 use super::state;
 use crate::error::{printable, GatewayError, IdTokenError};
 use crate::outbound::Endpoint;
@@ -105,13 +106,21 @@ pub(crate) async fn finish(
     let clear_state: Vec<_> = state::expire(&cookie_name, ctx.secure())
         .into_iter()
         .collect();
+    let kept_post = login.kept_post.clone();
     match complete(gw, ctx, headers, params, login).await {
         Ok((location, mut cookies)) => {
             gw.metrics.logins_completed.inc();
             cookies.extend(clear_state);
-            response::with_cookies(response::redirect(&location), cookies)
+            let response = match kept_post {
+                None => response::redirect(&location),
+                Some(id) => preserve_post::resubmit(gw, &id, &location).await,
+            };
+            response::with_cookies(response, cookies)
         }
         Err(e) => {
+            if let Some(id) = kept_post {
+                preserve_post::discard(gw, &id).await;
+            }
             gw.metrics.login_failures.inc();
             gw.metrics.refused(e.kind());
             response::with_cookies(e.into_response(), clear_state)

@@ -57,7 +57,7 @@ pub(crate) async fn start(
     return_to: &str,
     extra_cookies: Vec<http::HeaderValue>,
 ) -> Response<Body> {
-    match build(gw, ctx, headers, method, return_to).await {
+    match build(gw, ctx, headers, method, return_to, None).await {
         Ok((location, mut cookies)) => {
             gw.metrics.logins_started.inc();
             cookies.extend(extra_cookies);
@@ -70,16 +70,19 @@ pub(crate) async fn start(
 /// `return_to` with any run of leading slashes or backslashes collapsed to one `/`. A
 /// request for `//evil.com/x` routes like `/evil.com/x`, but sent back verbatim after the
 /// login it would be a scheme-relative redirect to evil.com.
-fn on_site(return_to: &str) -> String {
+pub(crate) fn on_site(return_to: &str) -> String {
     format!("/{}", return_to.trim_start_matches(['/', '\\']))
 }
 
-async fn build(
+/// The authorization URL and the Set-Cookie values (older state cookies pruned, the new
+/// one) of a login; `kept_post` is the id of the form kept for it (`preserve_post`).
+pub(crate) async fn build(
     gw: &Services,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     method: &http::Method,
     return_to: &str,
+    kept_post: Option<String>,
 ) -> Result<(String, Vec<http::HeaderValue>), GatewayError> {
     let discovered = gw.provider.get().await?;
     let cfg = gw.provider.config();
@@ -130,6 +133,7 @@ async fn build(
         pkce_verifier: verifier,
         redirect_uri,
         created_at: now,
+        kept_post,
     };
     let codec = gw.sessions.codec();
     let session_cfg = &gw.config.session;

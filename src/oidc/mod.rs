@@ -5,4 +5,5 @@
 pub(crate) mod callback;
 pub(crate) mod login;
 pub(crate) mod logout;
+pub(crate) mod preserve_post;
 pub(crate) mod state;

@@ -31,6 +31,10 @@ pub(crate) struct LoginState {
     pub(crate) redirect_uri: String,
     #[serde(rename = "t")]
     pub created_at: i64,
+    /// The id of the form POST kept for this login (`route.preserve_post`): only the
+    /// browser holding this cookie can have it re-submitted.
+    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kept_post: Option<String>,
 }
 
 fn cookie_header(name: &str, value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {

@@ -4,11 +4,13 @@
 //! handler: stages depend on it, never the other way round.
 
 pub(crate) mod flights;
+pub(crate) mod kept_posts;
 mod replicas;
 pub(crate) mod token_cache;
 
 pub(crate) use flights::Outcome as GrantOutcome;
 pub(crate) use flights::{flight_key, Flights};
+pub(crate) use kept_posts::KeptPosts;
 pub(crate) use replicas::{lock_ttl, Removal, Replicas};
 pub use token_cache::{TokenCache, Validation};
 
@@ -37,6 +39,8 @@ pub struct Services {
     pub(crate) replicas: Replicas,
     /// The connection to Redis (`[redis]`), kept across reloads.
     redis: Option<Arc<RedisLink>>,
+    /// Form posts kept across a login (`route.preserve_post`), in memory or in Redis.
+    pub(crate) kept_posts: KeptPosts,
 }
 
 impl Services {
@@ -80,6 +84,7 @@ impl Services {
             refresh_flights: Arc::default(),
             token_cache,
             replicas,
+            kept_posts: KeptPosts::new(config.session.preserve_post_max_bytes, redis.clone()),
             redis,
             clock,
             config,
@@ -128,10 +133,21 @@ impl Services {
             refresh_flights: Arc::clone(&self.refresh_flights),
             token_cache,
             replicas: self.replicas.clone(),
+            kept_posts: self.kept_posts_for(&config),
             redis: self.redis.clone(),
             clock: self.clock.clone(),
             generation: self.generation + 1,
             config,
+        }
+    }
+
+    /// The kept form posts for a reloaded `config`: the same ones while the byte bound is
+    /// the same, else a new (empty) store with the new bound.
+    fn kept_posts_for(&self, config: &Config) -> KeptPosts {
+        if config.session.preserve_post_max_bytes == self.kept_posts.max_bytes() {
+            self.kept_posts.clone()
+        } else {
+            KeptPosts::new(config.session.preserve_post_max_bytes, self.redis.clone())
         }
     }
 

@@ -83,6 +83,8 @@ pub enum Purpose {
     SharedGrant,
     /// A bearer token's validation result, shared by replicas through Redis.
     SharedValidation,
+    /// A form POST kept across a login (`route.preserve_post`), in memory or Redis.
+    KeptPost,
 }
 
 impl Purpose {
@@ -94,15 +96,17 @@ impl Purpose {
             Purpose::StoredSession => 4,
             Purpose::SharedGrant => 5,
             Purpose::SharedValidation => 6,
+            Purpose::KeptPost => 7,
         }
     }
 
     /// Longest sealed string [`Codec::open`] looks at for this purpose.
     fn max_sealed_len(self) -> usize {
         match self {
-            Purpose::StoredSession | Purpose::SharedGrant | Purpose::SharedValidation => {
-                MAX_STORED_SEALED_LEN
-            }
+            Purpose::StoredSession
+            | Purpose::SharedGrant
+            | Purpose::SharedValidation
+            | Purpose::KeptPost => MAX_STORED_SEALED_LEN,
             Purpose::Session | Purpose::State | Purpose::SessionId => MAX_SEALED_LEN,
         }
     }

@@ -28,6 +28,7 @@ fn config(store: StoreKind, passphrases: &[&str]) -> SessionConfig {
         inactivity_timeout: Duration::from_secs(300),
         max_duration: Duration::from_secs(8 * 3600),
         refresh_before_expiry: Duration::from_secs(30),
+        preserve_post_max_bytes: 1 << 20,
     }
 }
 

@@ -139,6 +139,62 @@ describe('headless Chromium against the gateway and oidc-provider', () => {
   });
 });
 
+describe('headless Chromium: a form kept across the login (route.preserve_post)', () => {
+  test('a form posted without a session is re-submitted after the login and reaches the app', async () => {
+    const b = await launch();
+    try {
+      const { page } = b;
+      // The app's form page, on the gateway's origin (served here, as the app would serve it).
+      await page.route(`${GATEWAY()}/public/form-page`, (route) =>
+        route.fulfill({
+          status: 200,
+          contentType: 'text/html; charset=utf-8',
+          body: `<!doctype html><meta charset="utf-8"><form method="post" action="/forms/save?draft=1">
+<input name="title"><textarea name="text"></textarea>
+<input type="hidden" name="tag" value="a"><input type="hidden" name="tag" value="b">
+<input type="hidden" name="submit" value="shadowing form.submit">
+<button type="submit">Save</button></form>`,
+        }),
+      );
+      await page.goto(`${GATEWAY()}/public/form-page`);
+      await page.fill('input[name="title"]', '<b>Hello</b> & "quotes" </script>');
+      await page.fill('textarea[name="text"]', 'line 1\nline 2 – ünïcödé');
+      // No session: the form goes to the gateway, which keeps it and sends the browser to log in.
+      await Promise.all([page.waitForURL(`${ISSUER()}/interaction/**`), page.click('button:has-text("Save")')]);
+      assert.equal(await page.textContent('h1'), 'Sign-in');
+      await page.fill('input[name="login"]', 'pat');
+      await page.fill('input[name="password"]', 'any password');
+      await page.click('button[type="submit"]');
+      await page.waitForSelector('button:has-text("Continue")');
+      // The callback answers the re-submitting page; its nonce-allowed script posts the form.
+      const [callback] = await Promise.all([
+        page.waitForResponse((r) => r.url().startsWith(`${GATEWAY()}/oauth2/callback?`)),
+        page.waitForURL(`${GATEWAY()}/forms/save?draft=1`),
+        page.click('button:has-text("Continue")'),
+      ]);
+      assert.equal(callback.status(), 200);
+      const headers = await callback.allHeaders();
+      assert.match(headers['content-security-policy'], /script-src 'nonce-[A-Za-z0-9_-]{22,}'/);
+      assert.equal(headers['referrer-policy'], 'strict-origin');
+      assert.equal(headers['cache-control'], 'no-store');
+      const echo = await page.evaluate(() => window.echo);
+      assert.equal(echo.method, 'POST');
+      assert.equal(echo.path, '/forms/save');
+      assert.equal(echo.query, 'draft=1');
+      assert.equal(echo.headers.oidc_claim_sub, 'pat', 'the form arrives as the logged-in user');
+      assert.equal(echo.headers.origin, GATEWAY(), 'a same-origin POST (not Origin: null)');
+      const form = new URLSearchParams(echo.body);
+      assert.equal(form.get('title'), '<b>Hello</b> & "quotes" </script>');
+      assert.equal(form.get('text'), 'line 1\r\nline 2 – ünïcödé');
+      assert.deepEqual(form.getAll('tag'), ['a', 'b']);
+      assert.equal(form.get('submit'), 'shadowing form.submit');
+      assert.deepEqual([...form.keys()], ['title', 'text', 'tag', 'tag', 'submit'], 'the original order');
+    } finally {
+      await b.close();
+    }
+  });
+});
+
 describe('headless Chromium: large claims', () => {
   test('a large session is stored in chunk cookies, all HttpOnly and SameSite=Lax, and works', async () => {
     const b = await launch();

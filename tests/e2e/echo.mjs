@@ -1,5 +1,6 @@
 // The upstream app of the end-to-end suite: answers every request with what it received
-// (method, path, query, headers, body length) as JSON, or, for a browser navigating, as a
+// (method, path, query, headers, body length, and the text of a url-encoded form body up to
+// 64 KiB) as JSON, or, for a browser navigating, as a
 // small HTML page that shows the same JSON (and exposes it to page script as window.echo).
 //
 //   node echo.mjs [--host 127.0.0.1] [--port 0] [--port-file F]
@@ -20,8 +21,12 @@ const escape = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)}
 // Large identity headers (chunked sessions carry big claims) must not be refused.
 const server = http.createServer({ maxHeaderSize: 256 * 1024 }, (req, res) => {
   let length = 0;
+  // A url-encoded form's text is shown (the preserve_post check compares the fields).
+  const form = /^application\/x-www-form-urlencoded/i.test(req.headers['content-type'] || '');
+  const kept = [];
   req.on('data', (chunk) => {
     length += chunk.length;
+    if (form && length <= 64 * 1024) kept.push(chunk);
   });
   req.on('end', () => {
     const url = new URL(req.url, 'http://upstream');
@@ -32,6 +37,7 @@ const server = http.createServer({ maxHeaderSize: 256 * 1024 }, (req, res) => {
       headers: req.headers,
       body_length: length,
     };
+    if (form && length <= 64 * 1024) seen.body = Buffer.concat(kept).toString('utf8');
     const json = JSON.stringify(seen, null, 2);
     // Browsers navigating (Sec-Fetch-Dest: document) get a page; everyone else JSON.
     if (req.headers['sec-fetch-dest'] === 'document') {

@@ -25,6 +25,7 @@ mod logout;
 mod metrics;
 mod module_graph;
 mod packaging;
+mod preserve_post;
 mod properties;
 mod proxy;
 mod redis_store;
