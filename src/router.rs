@@ -138,6 +138,7 @@ mod tests {
             preserve_host: false,
             upgrades: vec!["websocket".into()],
             case_insensitive: false,
+            providers: vec![0],
         }
     }
 

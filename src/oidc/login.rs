@@ -5,6 +5,7 @@
 use super::state::{self, LoginState};
 use crate::config::Pkce;
 use crate::error::GatewayError;
+use crate::provider::Provider;
 use crate::request::RequestCtx;
 use crate::response::{self, Body};
 use crate::services::Services;
@@ -45,17 +46,18 @@ pub(crate) fn unauthorized() -> Response<Body> {
     response::text(StatusCode::UNAUTHORIZED, "401 Unauthorized: log in first\n")
 }
 
-/// Redirects the browser to the provider. `return_to` is the origin-relative URL to come
+/// Redirects the browser to `provider`. `return_to` is the origin-relative URL to come
 /// back to; `extra_cookies` (e.g. clearing a bad session cookie) ride along.
 pub(crate) async fn start(
     gw: &Services,
+    provider: &Provider,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     method: &http::Method,
     return_to: &str,
     extra_cookies: Vec<http::HeaderValue>,
 ) -> Response<Body> {
-    match build(gw, ctx, headers, method, return_to).await {
+    match build(gw, provider, ctx, headers, method, return_to).await {
         Ok((location, mut cookies)) => {
             gw.metrics.logins_started.inc();
             cookies.extend(extra_cookies);
@@ -68,19 +70,20 @@ pub(crate) async fn start(
 /// `return_to` with any run of leading slashes or backslashes collapsed to one `/`. A
 /// request for `//evil.com/x` routes like `/evil.com/x`, but sent back verbatim after the
 /// login it would be a scheme-relative redirect to evil.com.
-fn on_site(return_to: &str) -> String {
+pub(crate) fn on_site(return_to: &str) -> String {
     format!("/{}", return_to.trim_start_matches(['/', '\\']))
 }
 
 async fn build(
     gw: &Services,
+    provider: &Provider,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     method: &http::Method,
     return_to: &str,
 ) -> Result<(String, Vec<http::HeaderValue>), GatewayError> {
-    let discovered = gw.provider.get().await?;
-    let cfg = gw.provider.config();
+    let discovered = provider.get().await?;
+    let cfg = provider.config();
     let redirect_uri = cfg.redirect_uri.resolve(ctx.scheme, &ctx.host);
     let redirect_url = RedirectUrl::new(redirect_uri.clone()).map_err(|_| {
         GatewayError::BadRequest("the request's host cannot form a redirect URI".into())
@@ -124,6 +127,7 @@ async fn build(
         pkce_verifier: verifier,
         redirect_uri,
         created_at: now,
+        provider: cfg.name.clone(),
     };
     let codec = gw.sessions.codec();
     let session_cfg = &gw.config.session;

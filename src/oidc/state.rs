@@ -31,6 +31,10 @@ pub(crate) struct LoginState {
     pub(crate) redirect_uri: String,
     #[serde(rename = "t")]
     pub created_at: i64,
+    /// The name of the provider the login was started at; the callback finishes it
+    /// there. Empty in states sealed before they named one: the default provider.
+    #[serde(rename = "p", default, skip_serializing_if = "String::is_empty")]
+    pub(crate) provider: String,
 }
 
 fn cookie_header(name: &str, value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
