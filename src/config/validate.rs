@@ -1430,9 +1430,13 @@ fn build_providers(c: &mut Checker, raw: Option<toml::Value>) -> Vec<ProviderCon
         None => {
             c.problem(
                 "provider",
-                "the [provider] section (or [[provider]] entries) is required",
+                "the [provider] section is required (or [[provider]] entries)",
             );
-            Vec::new()
+            // Checked as an empty table, so its required keys are named too.
+            vec![(
+                "provider".to_string(),
+                toml::Value::Table(Default::default()),
+            )]
         }
         Some(table @ toml::Value::Table(_)) => vec![("provider".to_string(), table)],
         Some(toml::Value::Array(list)) => {

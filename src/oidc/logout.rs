@@ -166,13 +166,18 @@ pub(crate) async fn backchannel(gw: &Services, body: hyper::body::Incoming) -> R
         return logout_token_error("exactly one logout_token is required");
     };
     // The token's (unverified) issuer picks the provider whose keys and client id verify
-    // it; its sessions alone are ended (logout records are per issuer).
-    let Some((_, provider)) = unverified_issuer(token)
+    // it; its sessions alone are ended (logout records are per issuer). With one
+    // provider, that one checks every token (and names the failed check).
+    let provider = match unverified_issuer(token)
         .as_deref()
         .and_then(|iss| gw.providers.by_issuer(iss))
-    else {
-        tracing::info!("back-channel logout token rejected: iss names no configured provider");
-        return logout_token_error("logout_token rejected: iss: not a configured provider");
+    {
+        Some((_, provider)) => provider,
+        None if gw.providers.iter().nth(1).is_none() => gw.providers.default_provider(),
+        None => {
+            tracing::info!("back-channel logout token rejected: iss names no configured provider");
+            return logout_token_error("logout_token rejected: iss: not a configured provider");
+        }
     };
     let client_id = provider.config().client_id.clone();
     let claims = match verify_jwt(provider, token, |rules| {

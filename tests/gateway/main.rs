@@ -24,6 +24,7 @@ mod metrics;
 mod module_graph;
 mod packaging;
 mod properties;
+mod providers;
 mod proxy;
 mod redis_store;
 mod redis_tls;
