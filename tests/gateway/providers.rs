@@ -541,3 +541,20 @@ async fn readyz_names_every_provider() {
         "{detail}"
     );
 }
+
+/// The README's example of several providers is a valid configuration, and means what the
+/// README says.
+#[test]
+fn the_readme_example_is_valid() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("### Several providers").expect("section")..];
+    let start = section.find("```toml\n").expect("example") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let text = format!("{example}\n[session]\npassphrase = \"{PASSPHRASE}\"\n");
+    let cfg = oidc_gateway::config::Config::from_toml(&text, "README", None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = cfg.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["corporate", "partners"]);
+    let routes: Vec<&[usize]> = cfg.routes.iter().map(|r| &r.providers[..]).collect();
+    assert_eq!(routes, [&[0][..], &[1, 0], &[1]]);
+}
