@@ -574,7 +574,7 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
     let allow_http = raw.allow_http.unwrap_or(false);
     let issuer = match raw.issuer.as_deref() {
         None => {
-            c.problem(&format!("{prefix}.issuer"), "is required");
+            c.problem(format!("{prefix}.issuer"), "is required");
             None
         }
         Some(i) => c.http_url(&format!("{prefix}.issuer"), i).inspect(|u| {
@@ -588,7 +588,7 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
     };
     let client_id = raw.client_id.unwrap_or_default();
     if client_id.is_empty() {
-        c.problem(&format!("{prefix}.client_id"), "is required");
+        c.problem(format!("{prefix}.client_id"), "is required");
     }
     let client_secret = c
         .secret(
@@ -612,7 +612,7 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
     let redirect_uri = if redirect_raw.starts_with('/') {
         if redirect_raw.starts_with("//") || redirect_raw.contains(['?', '#']) {
             c.problem(
-                &format!("{prefix}.redirect_uri"),
+                format!("{prefix}.redirect_uri"),
                 "must be a plain path or an absolute URL",
             );
         }
@@ -622,7 +622,7 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
             Some(u) if u.query().is_none() && u.fragment().is_none() => RedirectUri::Absolute(u),
             Some(_) => {
                 c.problem(
-                    &format!("{prefix}.redirect_uri"),
+                    format!("{prefix}.redirect_uri"),
                     "must not have a query or fragment",
                 );
                 RedirectUri::Path("/oauth2/callback".into())
@@ -633,7 +633,7 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
     if let RedirectUri::Path(p) = &redirect_uri {
         if p == "/" {
             c.problem(
-                &format!("{prefix}.redirect_uri"),
+                format!("{prefix}.redirect_uri"),
                 "must not be \"/\": it would shadow every route",
             );
         }
@@ -645,7 +645,7 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
             .collect()
     });
     if !scopes.iter().any(|s| s == "openid") {
-        c.problem(&format!("{prefix}.scopes"), "must include \"openid\"");
+        c.problem(format!("{prefix}.scopes"), "must include \"openid\"");
     }
     for (i, s) in scopes.iter().enumerate() {
         if s.is_empty() || s.contains(char::is_whitespace) {
@@ -722,7 +722,7 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
         max_concurrent_calls: match raw.max_concurrent_calls {
             Some(0) => {
                 c.problem(
-                    &format!("{prefix}.max_concurrent_calls"),
+                    format!("{prefix}.max_concurrent_calls"),
                     "must be at least 1",
                 );
                 1
