@@ -110,3 +110,81 @@ impl Providers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn providers() -> Providers {
+        let text = r#"
+[[provider]]
+name = "a"
+issuer = "https://a.example"
+client_id = "x"
+[[provider]]
+name = "b"
+issuer = "https://b.example/"
+client_id = "x"
+[session]
+passphrase = "0123456789abcdef0123"
+[[route]]
+path = "/"
+upstream = "http://127.0.0.1:7000"
+"#;
+        let cfg = Config::from_toml(text, "test", None).unwrap();
+        Providers::new(&cfg.providers, &Clock::system(), &Arc::new(Metrics::new()))
+    }
+
+    fn session(provider: &str, iss: &str) -> Session {
+        Session {
+            provider: provider.into(),
+            iss: iss.into(),
+            ..Session::default()
+        }
+    }
+
+    fn index(p: &Providers, s: &Session) -> Option<usize> {
+        p.of_session(s).map(|(i, _)| i)
+    }
+
+    #[test]
+    fn a_session_belongs_to_the_provider_of_its_issuer() {
+        let p = providers();
+        assert_eq!(index(&p, &session("a", "https://a.example")), Some(0));
+        assert_eq!(index(&p, &session("b", "https://b.example")), Some(1));
+        // Sealed before sessions named their provider: the default's.
+        assert_eq!(index(&p, &session("", "https://a.example")), Some(0));
+        // A renamed provider keeps its sessions; a name now given to another issuer does
+        // not take them over.
+        assert_eq!(
+            index(&p, &session("old-name", "https://b.example")),
+            Some(1)
+        );
+        assert_eq!(index(&p, &session("a", "https://b.example/")), Some(1));
+        assert_eq!(index(&p, &session("", "https://b.example")), Some(1));
+        // No configured provider has the issuer.
+        assert_eq!(index(&p, &session("a", "https://gone.example")), None);
+        assert_eq!(index(&p, &session("", "")), None);
+        // Lookups by name and issuer.
+        assert_eq!(p.by_name("b").map(|(i, _)| i), Some(1));
+        assert!(p.by_name("c").is_none());
+        assert_eq!(p.by_issuer("https://a.example/").map(|(i, _)| i), Some(0));
+        assert_eq!(p.default_provider().config().name, "a");
+    }
+
+    #[tokio::test]
+    async fn a_reload_keeps_the_providers_whose_entries_are_unchanged() {
+        let before = providers();
+        let mut configs: Vec<ProviderConfig> = before.iter().map(|p| p.config().clone()).collect();
+        configs[1].scopes.push("offline_access".into());
+        configs.swap(0, 1);
+        let metrics = Arc::new(Metrics::new());
+        let after = before.reloaded(&configs, &Clock::system(), &metrics);
+        assert!(!Arc::ptr_eq(after.at(0), before.at(1)), "b changed: new");
+        assert!(
+            Arc::ptr_eq(after.at(1), before.at(0)),
+            "a kept (now second)"
+        );
+    }
+}
