@@ -113,6 +113,13 @@ async fn validation(
     token: &str,
 ) -> Result<Option<Arc<Validation>>, Arc<ProviderUnavailable>> {
     if gw.config.oauth.jwt && validate::looks_like_jwt(token) {
+        // A cached result first: reading `iss` costs a decode per request, a lookup does
+        // not (a JWT is only ever cached under the key of the provider it names).
+        for &index in &route.providers {
+            if let Some(found) = gw.token_cache.cached(&cache_key(gw, index, token)).await {
+                return Ok(Some(found));
+            }
+        }
         let index = unverified_issuer(token)
             .and_then(|iss| gw.providers.by_issuer(&iss).map(|(i, _)| i))
             .filter(|i| route.providers.contains(i));
@@ -147,8 +154,7 @@ async fn at_provider(
     index: usize,
     token: &str,
 ) -> Result<Arc<Validation>, Arc<ProviderUnavailable>> {
-    let name = (index > 0).then(|| gw.providers.at(index).config().name.as_str());
-    let key = key_at(name, token);
+    let key = cache_key(gw, index, token);
     gw.token_cache
         // Boxed when polled, i.e. only on a cache miss: the validation future is large.
         .get_or_validate_key(key, async {
@@ -156,4 +162,10 @@ async fn at_provider(
             Box::pin(gw.replicas.shared_validation(&key, validate)).await
         })
         .await
+}
+
+/// The cache key of `token`'s validation at the provider at `index`.
+fn cache_key(gw: &Services, index: usize, token: &str) -> crate::services::token_cache::Key {
+    let name = (index > 0).then(|| gw.providers.at(index).config().name.as_str());
+    key_at(name, token)
 }

@@ -156,6 +156,13 @@ impl TokenCache {
         result
     }
 
+    /// The cached result under `key`, if any (counted as a hit); no validation on a miss.
+    pub(crate) async fn cached(&self, key: &Key) -> Option<Arc<Validation>> {
+        let found = self.cache.get(key).await?;
+        self.counters.hits.inc();
+        Some(found)
+    }
+
     /// Drops `token`'s entry; whether there was a live one. (moka's `remove` also returns
     /// an entry that has expired but not yet been evicted: that one was not cached.)
     pub async fn remove(&self, token: &str) -> bool {
