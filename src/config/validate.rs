@@ -206,7 +206,11 @@ pub(super) fn from_toml(text: &str, base_dir: Option<&Path>) -> Result<Config, V
     let mut value: toml::Value = toml::from_str(text).map_err(|e| {
         vec![ConfigProblem::error(
             "",
-            format!("not valid TOML: {}", e.to_string().trim_end()),
+            format!(
+                "not valid TOML: {}{}",
+                e.to_string().trim_end(),
+                provider_forms_hint(text)
+            ),
         )]
     })?;
     let mut problems = Vec::new();
@@ -686,11 +690,15 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
             auth_params.push((k, v));
         }
     }
+    let written = raw.title.is_some();
     let title = raw
         .title
         .map(|t| t.trim().to_string())
         .unwrap_or_else(|| name.clone());
-    if title.is_empty() || title.chars().any(char::is_control) || title.chars().count() > 200 {
+    let bad =
+        title.is_empty() || title.chars().any(char::is_control) || title.chars().count() > 200;
+    // A missing name is reported as such, not again as its title.
+    if bad && (written || !name.is_empty()) {
         c.problem(
             format!("{prefix}.title"),
             "must be 1 to 200 characters without control characters",
@@ -1547,6 +1555,18 @@ fn raw_provider(c: &mut Checker, key: &str, value: toml::Value) -> Option<RawPro
     }
 }
 
+/// What a TOML "duplicate key" error means when the file has both a `[provider]` table
+/// and `[[provider]]` entries (TOML cannot mix them); empty otherwise.
+fn provider_forms_hint(text: &str) -> &'static str {
+    let header = |h: &str| text.lines().any(|l| l.trim_start().starts_with(h));
+    if header("[provider]") && header("[[provider]]") {
+        "\n([provider] and [[provider]] cannot both be used: write every provider as a \
+         [[provider]] entry with a name, the default one first)"
+    } else {
+        ""
+    }
+}
+
 /// Longest provider name: it is written into state cookies, sessions and chooser links.
 const MAX_PROVIDER_NAME: usize = 64;
 
@@ -2282,6 +2302,10 @@ providers = ["corp", "partners"]
         let p = problems(&both);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].reason.starts_with("not valid TOML"), "{p:?}");
-        assert!(p[0].reason.contains("provider"), "{p:?}");
+        assert!(
+            p[0].reason
+                .contains("[provider] and [[provider]] cannot both be used"),
+            "{p:?}"
+        );
     }
 }
