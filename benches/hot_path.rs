@@ -114,6 +114,7 @@ fn realistic_session(now: i64) -> Session {
         created_at: now,
         created_ms: now * 1000,
         last_seen: now,
+        provider: String::new(),
     }
 }
 

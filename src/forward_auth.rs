@@ -11,7 +11,7 @@
 
 use crate::error::GatewayError;
 use crate::identity::IdentityHeaders;
-use crate::oidc::login;
+use crate::oidc::{chooser, login};
 use crate::redirect::validate_redirect;
 use crate::request::{Asker, RequestCtx, XFH, XFP};
 use crate::response::{self, empty_body, Body};
@@ -131,7 +131,8 @@ pub(crate) fn answer(
     response::with_cookies(response, cookies)
 }
 
-/// `GET <server.login_path>?rd=<url>`: starts a login that comes back to `rd`, validated
+/// `GET <server.login_path>?rd=<url>[&provider=<name>]`: starts a login (at the named
+/// provider; with several and none named, the chooser of them all) that comes back to `rd`, validated
 /// like every redirect target (same host, or `hooks.redirect_urls_allowed`). Without `rd`,
 /// a trusted proxy's `X-Original-URL` is the return address (nginx's `error_page 401`
 /// handing the browser's request to this path: a URL cannot be escaped into a query
@@ -150,8 +151,12 @@ pub(crate) async fn login(gw: &Services, ctx: &RequestCtx, parts: &Parts) -> Res
             .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return refused;
     }
-    let rd = form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+    let query = || form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes());
+    let rd = query()
         .find(|(k, _)| k == "rd")
+        .map(|(_, v)| v.into_owned());
+    let named = query()
+        .find(|(k, _)| k == "provider")
         .map(|(_, v)| v.into_owned());
     let original = ctx
         .trusted
@@ -183,7 +188,36 @@ pub(crate) async fn login(gw: &Services, ctx: &RequestCtx, parts: &Parts) -> Res
         }
     };
     let return_to = on_this_origin(&target, &ctx.origin()).unwrap_or(&target);
-    login::start(gw, ctx, &parts.headers, &Method::GET, return_to, Vec::new()).await
+    let provider = match named.as_deref() {
+        Some(name) => match gw.providers.by_name(name) {
+            Some((_, provider)) => provider,
+            None => {
+                return response::page(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid request",
+                    "This gateway has no provider of that name.",
+                    None,
+                )
+            }
+        },
+        // Several providers and none named: the person chooses (on-site targets; the
+        // chooser's links carry a path).
+        None if gw.providers.len() > 1 && return_to.starts_with('/') => {
+            let all: Vec<usize> = (0..gw.providers.len()).collect();
+            return chooser::page(gw, &all, return_to, Vec::new());
+        }
+        None => gw.providers.default_provider(),
+    };
+    login::start(
+        gw,
+        provider,
+        ctx,
+        &parts.headers,
+        &Method::GET,
+        return_to,
+        Vec::new(),
+    )
+    .await
 }
 
 /// `target`'s path and query when it is an absolute URL on `origin` (`scheme://host`).

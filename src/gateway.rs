@@ -12,7 +12,8 @@ use crate::hooks;
 use crate::identity::IdentityHeaders;
 use crate::metrics::{InProgress, RouteMetrics};
 use crate::observe::{self, Access, AccessNote, Matched};
-use crate::oidc::{login, preserve_post};
+use crate::oidc::{chooser, login, preserve_post};
+use crate::provider::Provider;
 use crate::proxy::{hop, Upstream};
 use crate::refresh::{self, Freshness};
 use crate::request::{self, Asker, RequestCtx, X_REQUEST_ID};
@@ -20,7 +21,7 @@ use crate::resource::{self, Bearer};
 use crate::response::{self, Body};
 use crate::router::{RouteError, Router};
 use crate::services::Services;
-use crate::session::{Headers, InvalidReason, Loaded};
+use crate::session::{Headers, InvalidReason, Loaded, Session};
 use http::header::{HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response};
@@ -260,6 +261,14 @@ impl Gateway {
     ) -> Response<Body> {
         let services = &self.services;
         let session = match services.sessions.load(&parts.headers).await {
+            // A session from a provider this route does not accept is no session here:
+            // a browser logs in at one the route does accept (the chooser when several).
+            Loaded::Valid(session) if !accepts(services, route, &session) => {
+                let why = "session from a provider this route does not accept";
+                return self
+                    .unauthenticated(route, parts, body, ctx, Vec::new(), why)
+                    .await;
+            }
             Loaded::Valid(session) => session,
             other => {
                 let (clear, why) = match other {
@@ -396,7 +405,9 @@ impl Gateway {
                     && ctx.forward_auth.is_none()
                     && login::is_browser_navigation(&parts.headers) =>
             {
-                Box::pin(self.keep_post_and_login(parts, body, ctx, clear)).await
+                // One provider: `route.preserve_post` with several is a config error.
+                let provider = self.services.providers.at(route.providers[0]);
+                Box::pin(self.keep_post_and_login(provider, parts, body, ctx, clear)).await
             }
             UnauthAction::Auth
                 if login::is_browser_navigation(&parts.headers)
@@ -407,15 +418,21 @@ impl Gateway {
                     .path_and_query()
                     .map(|p| p.as_str())
                     .unwrap_or("/");
-                let start = login::start(
-                    &self.services,
-                    ctx,
-                    &parts.headers,
-                    &parts.method,
-                    return_to,
-                    clear,
-                );
-                Box::pin(start).await
+                if let [index] = route.providers[..] {
+                    let provider = self.services.providers.at(index);
+                    let start = login::start(
+                        &self.services,
+                        provider,
+                        ctx,
+                        &parts.headers,
+                        &parts.method,
+                        return_to,
+                        clear,
+                    );
+                    Box::pin(start).await
+                } else {
+                    chooser::page(&self.services, &route.providers, return_to, clear)
+                }
             }
             UnauthAction::Auth | UnauthAction::Unauthorized => {
                 self.services.metrics.refused("unauthenticated");
@@ -432,12 +449,20 @@ impl Gateway {
     /// or refused with a page that says why (`oidc::preserve_post`).
     async fn keep_post_and_login(
         &self,
+        provider: &Provider,
         parts: Parts,
         body: Incoming,
         ctx: &RequestCtx,
         clear: Vec<HeaderValue>,
     ) -> Response<Body> {
-        let response = match preserve_post::keep_and_login(&self.services, ctx, &parts, body).await
+        let response = match preserve_post::keep_and_login(
+            &self.services,
+            provider,
+            ctx,
+            &parts,
+            body,
+        )
+        .await
         {
             Ok(response) => response,
             Err(error) => self.refuse(error),
@@ -484,6 +509,15 @@ impl Gateway {
         }
         response::with_cookies(response, cookies)
     }
+}
+
+/// Whether `route` accepts sessions from the provider `session` was logged in at (one
+/// the config still has, with the session's issuer).
+fn accepts(services: &Services, route: &RouteConfig, session: &Session) -> bool {
+    services
+        .providers
+        .of_session(session)
+        .is_some_and(|(index, _)| route.providers.contains(&index))
 }
 
 /// The access log's reason for a session cookie that was not accepted.

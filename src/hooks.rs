@@ -2,11 +2,12 @@
 //! wins) to the login callback, logout, refresh, cache removal and session info.
 
 use crate::config::InfoMember;
-use crate::oidc::{callback, logout};
+use crate::oidc::{callback, chooser, logout};
 use crate::redirect::validate_redirect;
 use crate::request::RequestCtx;
 use crate::response::{self, escape_html, Body};
 use crate::secret::constant_time_eq;
+use crate::services::token_cache::key_at;
 use crate::services::{Removal, Services};
 use crate::session::{InvalidReason, Loaded, Session};
 use http::request::Parts;
@@ -26,6 +27,8 @@ struct HookParams {
     info: Option<String>,
     sid: Option<String>,
     iss: Option<String>,
+    provider: Option<String>,
+    target_link_uri: Option<String>,
 }
 
 impl HookParams {
@@ -48,6 +51,8 @@ impl HookParams {
                 "info" => &mut p.info,
                 "sid" => &mut p.sid,
                 "iss" => &mut p.iss,
+                "provider" => &mut p.provider,
+                "target_link_uri" => &mut p.target_link_uri,
                 _ => continue,
             };
             slot.get_or_insert_with(|| v.into_owned());
@@ -77,6 +82,12 @@ pub(crate) enum Hook {
     },
     RemoveFromCache(String),
     Info(String),
+    /// `provider=<name>&target_link_uri=<url>`: a login at that provider (the chooser's
+    /// links).
+    Login {
+        provider: String,
+        target: Option<String>,
+    },
     Invalid,
 }
 
@@ -105,8 +116,14 @@ impl Hook {
         if let Some(token) = params.remove_at_cache {
             return Hook::RemoveFromCache(token);
         }
-        match params.info {
-            Some(format) => Hook::Info(format),
+        if let Some(format) = params.info {
+            return Hook::Info(format);
+        }
+        match params.provider {
+            Some(provider) => Hook::Login {
+                provider,
+                target: params.target_link_uri,
+            },
             None => Hook::Invalid,
         }
     }
@@ -137,6 +154,9 @@ pub(crate) async fn dispatch(
         } => refresh_hook(gw, ctx, parts, &return_to, access_token.as_deref()).await,
         Hook::RemoveFromCache(token) => remove_from_cache(gw, &token).await,
         Hook::Info(format) => info_hook(gw, parts, &format).await,
+        Hook::Login { provider, target } => {
+            chooser::start_at(gw, ctx, headers, &provider, target.as_deref()).await
+        }
         Hook::Invalid => invalid_request(),
     }
 }
@@ -207,7 +227,7 @@ async fn refresh_hook(
     if !constant_time_eq(current.as_bytes(), presented.as_bytes()) {
         return refresh_error(&return_to, "no_access_token_match");
     }
-    if !gw.provider.config().is_issuer(&session.iss) {
+    if gw.providers.of_session(&session).is_none() {
         return refresh_error(&return_to, "session_corruption");
     }
     match crate::refresh::refresh_session(gw, &session, &parts.headers, ctx).await {
@@ -293,6 +313,10 @@ fn session_info(gw: &Services, session: &Session) -> Map<String, Value> {
                 Some(t) => ("refresh_token", json!(t.expose())),
                 None => continue,
             },
+            InfoMember::Provider => match gw.providers.of_session(session) {
+                Some((_, p)) => ("provider", json!(p.config().name)),
+                None => continue,
+            },
         };
         out.insert(name.to_string(), value);
     }
@@ -307,10 +331,19 @@ async fn remove_from_cache(gw: &Services, token: &str) -> Response<Body> {
             "400 remove_at_cache needs a token\n",
         );
     }
-    // Here, then (with `[redis]`) on every other replica and in the shared cache.
-    let here = gw.token_cache.remove(token).await;
-    let key = crate::services::token_cache::key(token);
-    let in_redis = match gw.replicas.remove_token(&key).await {
+    // Here, then (with `[redis]`) on every other replica and in the shared cache; under
+    // each provider's key (a token is validated, and cached, per provider).
+    let keys: Vec<_> = gw
+        .providers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| key_at((i > 0).then_some(p.config().name.as_str()), token))
+        .collect();
+    let mut here = false;
+    for key in &keys {
+        here |= gw.token_cache.remove_key(key).await;
+    }
+    let in_redis = match gw.replicas.remove_token(&keys).await {
         Removal::Done { in_redis } => in_redis,
         Removal::Throttled => {
             tracing::warn!(

@@ -4,7 +4,7 @@
 //! table in `services`.
 
 use crate::error::GrantError;
-use crate::provider::{refresh_grant, TokenGrant};
+use crate::provider::{refresh_grant, Provider, TokenGrant};
 use crate::request::RequestCtx;
 use crate::services::{flight_key, lock_ttl, GrantOutcome, Services};
 use crate::session::{ActiveSession, Session, SessionError};
@@ -15,6 +15,9 @@ use std::sync::Arc;
 pub(crate) enum RefreshError {
     #[error("the session has no refresh token")]
     NoRefreshToken,
+    /// The session's provider is no longer configured (or now has another issuer).
+    #[error("the session's provider is not configured")]
+    UnknownProvider,
     /// The grant failed (refused, provider unreachable, bad ID token); shared by every
     /// caller of one flight.
     #[error("token refresh failed: {0}")]
@@ -30,10 +33,15 @@ async fn grant(services: &Services, session: &Session) -> Result<Arc<TokenGrant>
         .refresh_token
         .as_ref()
         .ok_or(RefreshError::NoRefreshToken)?;
+    // At the provider the session was logged in at.
+    let (_, provider) = services
+        .providers
+        .of_session(session)
+        .ok_or(RefreshError::UnknownProvider)?;
     let access_token = session.access_token.as_ref().map(|t| t.expose());
     let key = flight_key(token.expose(), access_token);
     // One grant per cookie in this process, and (with `[redis]`) across replicas.
-    let lock_ttl = lock_ttl(services.config.provider.http_timeout);
+    let lock_ttl = lock_ttl(provider.config().http_timeout);
     services
         .refresh_flights
         .run_keyed(
@@ -42,7 +50,7 @@ async fn grant(services: &Services, session: &Session) -> Result<Arc<TokenGrant>
             Box::pin(services.replicas.shared_grant(
                 &key,
                 lock_ttl,
-                run_grant(services, session, token),
+                run_grant(services, provider, session, token),
             )),
         )
         .await
@@ -51,11 +59,12 @@ async fn grant(services: &Services, session: &Session) -> Result<Arc<TokenGrant>
 
 async fn run_grant(
     services: &Services,
+    provider: &Provider,
     session: &Session,
     token: &crate::secret::Secret,
 ) -> GrantOutcome {
     services.metrics.refreshes.inc();
-    match refresh_grant(&services.provider, token, &session.sub).await {
+    match refresh_grant(provider, token, &session.sub).await {
         Ok(grant) => {
             tracing::debug!("access token refreshed");
             services.metrics.refresh_outcome("refreshed");

@@ -185,6 +185,7 @@ mod tests {
             anonymous_methods: vec![],
             header_list: 0,
             preserve_post: false,
+            providers: vec![0],
         }
     }
 

@@ -26,7 +26,11 @@ use url::Url;
 pub struct Config {
     pub server: ServerConfig,
     pub admin: Option<AdminConfig>,
+    /// The default provider: the first of `providers` (`[provider]`, or the first
+    /// `[[provider]]`). Session cookies are sealed for it (see `services::deployment`).
     pub provider: ProviderConfig,
+    /// Every provider, the default first; names are unique, and so are issuers.
+    pub providers: Vec<ProviderConfig>,
     pub session: SessionConfig,
     pub headers: HeadersConfig,
     pub oauth: OAuthConfig,
@@ -125,6 +129,13 @@ impl RedirectUri {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProviderConfig {
+    /// `name` of a `[[provider]]` entry; `"default"` for a `[provider]` table without one.
+    pub name: String,
+    /// What the login chooser shows (`title`, default the name).
+    pub title: String,
+    /// Audiences a JWT access token from this provider must name one of (`audience`,
+    /// default `oauth.audience`).
+    pub audience: Vec<String>,
     /// As written in the file: compared byte for byte with the provider's `issuer`.
     pub issuer: String,
     pub client_id: String,
@@ -422,6 +433,8 @@ pub enum InfoMember {
     Timeout,
     RemoteUser,
     RefreshToken,
+    /// The name of the provider the session was logged in at.
+    Provider,
 }
 
 #[derive(Debug, Clone)]
@@ -460,6 +473,11 @@ pub struct RouteConfig {
     pub upgrades: Vec<String>,
     /// Match `path` ignoring ASCII case (for upstreams such as IIS that do).
     pub case_insensitive: bool,
+    /// Indexes into `Config::providers` of the providers whose sessions (or bearer
+    /// tokens) this route accepts, in the order written; never empty (`[0]`, the default
+    /// provider, when the route names none). More than one: browsers without a session
+    /// get the login chooser.
+    pub providers: Vec<usize>,
     /// Keep a browser's form POST across a login and re-submit it after the callback
     /// (`oidc::preserve_post`).
     pub preserve_post: bool,
@@ -703,6 +721,11 @@ impl Config {
             source: source.to_string(),
             problems,
         })
+    }
+
+    /// The index in `providers` of the provider named `name`.
+    pub fn provider_index(&self, name: &str) -> Option<usize> {
+        self.providers.iter().position(|p| p.name == name)
     }
 
     /// The path that every redirect-URI hook request arrives on.

@@ -11,7 +11,10 @@ pub(crate) struct RawConfig {
     pub server: RawServer,
     #[serde(default)]
     pub admin: Option<RawAdmin>,
-    pub provider: Option<RawProvider>,
+    /// `[provider]` (one table) or `[[provider]]` (an array of tables): kept as TOML and
+    /// read entry by entry (`validate::build_providers`), so each entry's unknown keys are
+    /// reported with its own path (`provider[1].typo`).
+    pub provider: Option<toml::Value>,
     #[serde(default)]
     pub session: RawSession,
     #[serde(default)]
@@ -120,6 +123,12 @@ pub(crate) struct RawProvider {
     pub trusted_audiences: Option<Vec<String>>,
     pub jwks_refresh: Option<String>,
     pub max_concurrent_calls: Option<u64>,
+    /// `[[provider]]`: the name routes, sessions and the chooser know it by.
+    pub name: Option<String>,
+    /// What the login chooser shows for this provider (default: its name).
+    pub title: Option<String>,
+    /// Audiences of JWT access tokens from this provider (default: `oauth.audience`).
+    pub audience: Option<OneOrMany>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,4 +211,9 @@ pub(crate) struct RawRoute {
     /// This route's header list, instead of `[[headers.set]]`.
     pub headers: Option<Vec<RawSetHeader>>,
     pub preserve_post: Option<bool>,
+    /// The one provider whose sessions or tokens this route accepts.
+    pub provider: Option<String>,
+    /// The providers whose sessions or tokens this route accepts (a chooser page when a
+    /// browser has no session).
+    pub providers: Option<Vec<String>>,
 }

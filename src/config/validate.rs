@@ -208,7 +208,11 @@ pub(super) fn from_toml(text: &str, base_dir: Option<&Path>) -> Result<Config, V
     let mut value: toml::Value = toml::from_str(text).map_err(|e| {
         vec![ConfigProblem::error(
             "",
-            format!("not valid TOML: {}", e.to_string().trim_end()),
+            format!(
+                "not valid TOML: {}{}",
+                e.to_string().trim_end(),
+                provider_forms_hint(text)
+            ),
         )]
     })?;
     let mut problems = Vec::new();
@@ -254,15 +258,18 @@ fn build(c: &mut Checker, mut raw: RawConfig) -> Config {
     let admin = raw.admin.map(|a| AdminConfig {
         listen: c.addresses("admin.listen", a.listen, "127.0.0.1:9090"),
     });
-    let provider = build_provider(c, raw.provider);
+    let mut providers = build_providers(c, raw.provider);
     let route_headers: Vec<_> = raw.route.iter_mut().map(|r| r.headers.take()).collect();
     let global_headers = raw.headers.set.take();
-    let mut routes = build_routes(c, raw.route, server.forward_auth_path.is_some());
+    let mut routes = build_routes(c, raw.route, &providers, server.forward_auth_path.is_some());
+    let provider = providers[0].clone();
     let logs_in = routes.is_empty() || routes.iter().any(|r| r.auth == AuthKind::OpenIdConnect);
     let session = build_session(c, raw.session, logs_in);
     let mut headers = build_headers(c, raw.headers);
     build_header_lists(c, global_headers, route_headers, &mut headers, &mut routes);
     let oauth = build_oauth(c, raw.oauth, provider.allow_http);
+    provider_audiences(c, &mut providers, &oauth);
+    let provider = providers[0].clone();
     let hooks = build_hooks(c, raw.hooks);
     let redis = raw.redis.and_then(|r| build_redis(c, r));
     let log = build_log(c, raw.log);
@@ -309,6 +316,7 @@ fn build(c: &mut Checker, mut raw: RawConfig) -> Config {
         server,
         admin,
         provider,
+        providers,
         session,
         headers,
         oauth,
@@ -634,39 +642,37 @@ fn build_listener_tls(
     (tls, redirect, hsts.filter(|d| !d.is_zero()))
 }
 
-fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
-    let raw = raw.unwrap_or_else(|| {
-        c.problem("provider", "the [provider] section is required");
-        RawProvider::default()
-    });
+/// One provider entry, its keys reported under `prefix` (`provider` or `provider[1]`);
+/// `name` is checked by [`build_providers`].
+fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider) -> ProviderConfig {
     let allow_http = raw.allow_http.unwrap_or(false);
     let issuer = match raw.issuer.as_deref() {
         None => {
-            c.problem("provider.issuer", "is required");
+            c.problem(format!("{prefix}.issuer"), "is required");
             None
         }
-        Some(i) => c.http_url("provider.issuer", i).inspect(|u| {
+        Some(i) => c.http_url(&format!("{prefix}.issuer"), i).inspect(|u| {
             if u.scheme() == "http" && !allow_http && !is_loopback(u) {
                 c.problem(
-                    "provider.issuer",
-                    "plain http is only allowed on loopback hosts (set provider.allow_http = true for development setups)",
+                    format!("{prefix}.issuer"),
+                    format!("plain http is only allowed on loopback hosts (set {prefix}.allow_http = true for development setups)"),
                 );
             }
         }),
     };
     let client_id = raw.client_id.unwrap_or_default();
     if client_id.is_empty() {
-        c.problem("provider.client_id", "is required");
+        c.problem(format!("{prefix}.client_id"), "is required");
     }
     let client_secret = c
         .secret(
-            "provider.client_secret",
+            &format!("{prefix}.client_secret"),
             raw.client_secret,
             raw.client_secret_file,
         )
         .unwrap_or_default();
     let token_endpoint_auth = c.choice(
-        "provider.token_endpoint_auth",
+        &format!("{prefix}.token_endpoint_auth"),
         raw.token_endpoint_auth.as_deref(),
         TokenEndpointAuth::ClientSecretBasic,
         &[
@@ -680,16 +686,19 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
     let redirect_uri = if redirect_raw.starts_with('/') {
         if redirect_raw.starts_with("//") || redirect_raw.contains(['?', '#']) {
             c.problem(
-                "provider.redirect_uri",
+                format!("{prefix}.redirect_uri"),
                 "must be a plain path or an absolute URL",
             );
         }
         RedirectUri::Path(redirect_raw)
     } else {
-        match c.http_url("provider.redirect_uri", &redirect_raw) {
+        match c.http_url(&format!("{prefix}.redirect_uri"), &redirect_raw) {
             Some(u) if u.query().is_none() && u.fragment().is_none() => RedirectUri::Absolute(u),
             Some(_) => {
-                c.problem("provider.redirect_uri", "must not have a query or fragment");
+                c.problem(
+                    format!("{prefix}.redirect_uri"),
+                    "must not have a query or fragment",
+                );
                 RedirectUri::Path("/oauth2/callback".into())
             }
             None => RedirectUri::Path("/oauth2/callback".into()),
@@ -698,7 +707,7 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
     if let RedirectUri::Path(p) = &redirect_uri {
         if p == "/" {
             c.problem(
-                "provider.redirect_uri",
+                format!("{prefix}.redirect_uri"),
                 "must not be \"/\": it would shadow every route",
             );
         }
@@ -710,18 +719,18 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
             .collect()
     });
     if !scopes.iter().any(|s| s == "openid") {
-        c.problem("provider.scopes", "must include \"openid\"");
+        c.problem(format!("{prefix}.scopes"), "must include \"openid\"");
     }
     for (i, s) in scopes.iter().enumerate() {
         if s.is_empty() || s.contains(char::is_whitespace) {
             c.problem(
-                format!("provider.scopes[{i}]"),
+                format!("{prefix}.scopes[{i}]"),
                 "a scope is one non-empty word",
             );
         }
     }
     let pkce = c.choice(
-        "provider.pkce",
+        &format!("{prefix}.pkce"),
         raw.pkce.as_deref(),
         Pkce::S256,
         &[
@@ -744,14 +753,38 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
     for (k, v) in raw.auth_params.unwrap_or_default() {
         if reserved.contains(&k.as_str()) {
             c.problem(
-                format!("provider.auth_params.{k}"),
+                format!("{prefix}.auth_params.{k}"),
                 "is set by the gateway and cannot be overridden",
             );
         } else {
             auth_params.push((k, v));
         }
     }
+    let written = raw.title.is_some();
+    let title = raw
+        .title
+        .map(|t| t.trim().to_string())
+        .unwrap_or_else(|| name.clone());
+    let bad =
+        title.is_empty() || title.chars().any(char::is_control) || title.chars().count() > 200;
+    // A missing name is reported as such, not again as its title.
+    if bad && (written || !name.is_empty()) {
+        c.problem(
+            format!("{prefix}.title"),
+            "must be 1 to 200 characters without control characters",
+        );
+    }
+    let audience = raw
+        .audience
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| !a.is_empty())
+        .collect();
     ProviderConfig {
+        name,
+        title,
+        audience,
         issuer: issuer
             .map(|_| raw.issuer.clone().unwrap_or_default())
             .unwrap_or_default(),
@@ -766,7 +799,10 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
         allow_http,
         max_concurrent_calls: match raw.max_concurrent_calls {
             Some(0) => {
-                c.problem("provider.max_concurrent_calls", "must be at least 1");
+                c.problem(
+                    format!("{prefix}.max_concurrent_calls"),
+                    "must be at least 1",
+                );
                 1
             }
             Some(n) => usize::try_from(n)
@@ -775,7 +811,7 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
             None => 64,
         },
         jwks_refresh: Some(c.duration(
-            "provider.jwks_refresh",
+            &format!("{prefix}.jwks_refresh"),
             raw.jwks_refresh.as_deref(),
             Duration::from_secs(3600),
         ))
@@ -787,7 +823,7 @@ fn build_provider(c: &mut Checker, raw: Option<RawProvider>) -> ProviderConfig {
             .filter(|a| !a.is_empty())
             .collect(),
         http_timeout: c.duration(
-            "provider.http_timeout",
+            &format!("{prefix}.http_timeout"),
             raw.http_timeout.as_deref(),
             Duration::from_secs(10),
         ),
@@ -1503,16 +1539,6 @@ fn build_oauth(c: &mut Checker, raw: RawOAuth, allow_http: bool) -> OAuthConfig 
         .into_iter()
         .filter(|a| !a.is_empty())
         .collect();
-    if jwt && audience.is_empty() {
-        // mod_auth_openidc's advisory GHSA-wcvh-g65p-v576 is this class: without an
-        // audience, any JWT the provider signed (an ID token, a token for another API)
-        // would pass as an access token for these routes.
-        c.problem(
-            "oauth.audience",
-            "is required with oauth.jwt = true: without it any JWT the provider signed, \
-             ID tokens and tokens for other APIs included, would be accepted",
-        );
-    }
     OAuthConfig {
         introspection_endpoint,
         introspection_cache,
@@ -1542,6 +1568,7 @@ fn build_hooks(c: &mut Checker, raw: RawHooks) -> HooksConfig {
             "timeout" => InfoMember::Timeout,
             "remote_user" => InfoMember::RemoteUser,
             "refresh_token" => InfoMember::RefreshToken,
+            "provider" => InfoMember::Provider,
             _ => {
                 c.problem(
                     format!("hooks.info[{i}]"),
@@ -1576,7 +1603,12 @@ fn build_hooks(c: &mut Checker, raw: RawHooks) -> HooksConfig {
 
 /// `forward_auth`: whether `server.forward_auth_path` is set (only then may a route have
 /// no upstream).
-fn build_routes(c: &mut Checker, raw: Vec<RawRoute>, forward_auth: bool) -> Vec<RouteConfig> {
+fn build_routes(
+    c: &mut Checker,
+    raw: Vec<RawRoute>,
+    providers: &[ProviderConfig],
+    forward_auth: bool,
+) -> Vec<RouteConfig> {
     if raw.is_empty() {
         c.problem("route", "at least one [[route]] is required");
     }
@@ -1676,6 +1708,20 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>, forward_auth: bool) -> Vec<
                 "has no effect on a route with auth = \"none\"",
             );
         }
+        let route_providers = route_providers(c, i, auth, r.provider, r.providers, providers);
+        let preserve_post = route_preserve_post(
+            c,
+            &key("preserve_post"),
+            r.preserve_post,
+            auth,
+            unauth_action,
+        );
+        if preserve_post && route_providers.len() > 1 {
+            c.problem(
+                key("preserve_post"),
+                "needs one provider: with several, the login starts at the chooser page, which cannot carry a kept form",
+            );
+        }
         routes.push(RouteConfig {
             path,
             upstream: upstream.and_then(UpstreamTarget::new),
@@ -1688,13 +1734,8 @@ fn build_routes(c: &mut Checker, raw: Vec<RawRoute>, forward_auth: bool) -> Vec<
             hosts,
             anonymous_methods,
             header_list: 0,
-            preserve_post: route_preserve_post(
-                c,
-                &key("preserve_post"),
-                r.preserve_post,
-                auth,
-                unauth_action,
-            ),
+            preserve_post,
+            providers: route_providers,
         });
     }
     routes
@@ -1818,6 +1859,303 @@ fn route_upgrades(c: &mut Checker, key: &str, raw: Option<Vec<String>>) -> Vec<S
         }
     }
     out
+}
+
+/// `[provider]` (one table: the provider named `"default"`, or its `name`) or
+/// `[[provider]]` (each entry with a unique `name`; the first is the default). Every
+/// entry is read with the same checks, its keys reported as `provider[1].issuer`. Never
+/// empty: with errors, a placeholder stands in (the config is refused anyway).
+fn build_providers(c: &mut Checker, raw: Option<toml::Value>) -> Vec<ProviderConfig> {
+    let entries: Vec<(String, toml::Value)> = match raw {
+        None => {
+            c.problem(
+                "provider",
+                "the [provider] section is required (or [[provider]] entries)",
+            );
+            // Checked as an empty table, so its required keys are named too.
+            vec![(
+                "provider".to_string(),
+                toml::Value::Table(Default::default()),
+            )]
+        }
+        Some(table @ toml::Value::Table(_)) => vec![("provider".to_string(), table)],
+        Some(toml::Value::Array(list)) => {
+            if list.is_empty() {
+                c.problem("provider", "[[provider]] needs at least one entry");
+            }
+            list.into_iter()
+                .enumerate()
+                .map(|(i, v)| (format!("provider[{i}]"), v))
+                .collect()
+        }
+        Some(other) => {
+            c.problem(
+                "provider",
+                format!(
+                    "must be a [provider] table or [[provider]] entries, not a {}",
+                    other.type_str()
+                ),
+            );
+            Vec::new()
+        }
+    };
+    let listed = entries.iter().any(|(key, _)| key.ends_with(']'));
+    let mut providers: Vec<ProviderConfig> = Vec::new();
+    for (key, value) in entries {
+        let written_name = value
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
+        let Some(mut raw) = raw_provider(c, &key, value) else {
+            // Kept as a stand-in (its problems are reported), so that routes naming it
+            // are not also told that it does not exist.
+            let mut scratch = Checker {
+                problems: Vec::new(),
+                base_dir: None,
+            };
+            let name = written_name.unwrap_or_default();
+            providers.push(build_provider(
+                &mut scratch,
+                &key,
+                name,
+                RawProvider::default(),
+            ));
+            continue;
+        };
+        let name = match raw.name.take() {
+            Some(name) => {
+                check_provider_name(c, &format!("{key}.name"), &name);
+                name
+            }
+            None if listed => {
+                c.problem(
+                    format!("{key}.name"),
+                    "is required in [[provider]] entries (e.g. name = \"corporate\")",
+                );
+                String::new()
+            }
+            None => "default".to_string(),
+        };
+        let provider = build_provider(c, &key, name, raw);
+        check_against_others(c, &key, &provider, &providers);
+        providers.push(provider);
+    }
+    if providers.is_empty() {
+        // Only reached with errors already reported: a stand-in, never used.
+        let mut scratch = Checker {
+            problems: Vec::new(),
+            base_dir: None,
+        };
+        providers.push(build_provider(
+            &mut scratch,
+            "provider",
+            "default".into(),
+            RawProvider::default(),
+        ));
+    }
+    providers
+}
+
+/// One provider entry as written; its unknown keys and type errors reported under `key`.
+fn raw_provider(c: &mut Checker, key: &str, value: toml::Value) -> Option<RawProvider> {
+    if !value.is_table() {
+        c.problem(key, "must be a table of provider keys");
+        return None;
+    }
+    let mut unknown = Vec::new();
+    let mut collect = |path: serde_ignored::Path| unknown.push(key_path(&path));
+    let ignored = serde_ignored::Deserializer::new(value, &mut collect);
+    let parsed: Result<RawProvider, _> = serde_path_to_error::deserialize(ignored);
+    for k in unknown {
+        c.problem(format!("{key}.{k}"), "unknown key");
+    }
+    match parsed {
+        Ok(raw) => Some(raw),
+        Err(e) => {
+            let path = e.path().to_string();
+            let reason = e.into_inner().to_string();
+            c.problem(
+                if path == "." {
+                    key.to_string()
+                } else {
+                    format!("{key}.{path}")
+                },
+                reason.lines().next().unwrap_or_default().trim_end(),
+            );
+            None
+        }
+    }
+}
+
+/// What a TOML "duplicate key" error means when the file has both a `[provider]` table
+/// and `[[provider]]` entries (TOML cannot mix them); empty otherwise.
+fn provider_forms_hint(text: &str) -> &'static str {
+    let header = |h: &str| text.lines().any(|l| l.trim_start().starts_with(h));
+    if header("[provider]") && header("[[provider]]") {
+        "\n([provider] and [[provider]] cannot both be used: write every provider as a \
+         [[provider]] entry with a name, the default one first)"
+    } else {
+        ""
+    }
+}
+
+/// Longest provider name: it is written into state cookies, sessions and chooser links.
+const MAX_PROVIDER_NAME: usize = 64;
+
+/// A provider name is a token: letters, digits, `-`, `_`, `.`; it goes into URLs and
+/// sealed sessions as is.
+fn check_provider_name(c: &mut Checker, key: &str, name: &str) {
+    let token = !name.is_empty()
+        && name.len() <= MAX_PROVIDER_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !token {
+        c.problem(
+            key,
+            format!(
+                "{name:?} is not a name: 1 to {MAX_PROVIDER_NAME} letters, digits, '-', '_' or '.'"
+            ),
+        );
+    }
+}
+
+/// What must differ between providers (name, issuer) and what they must share (the
+/// redirect URI's path: it is where the gateway's hooks live, one path for all).
+fn check_against_others(
+    c: &mut Checker,
+    key: &str,
+    provider: &ProviderConfig,
+    others: &[ProviderConfig],
+) {
+    for (i, other) in others.iter().enumerate() {
+        if !provider.name.is_empty() && other.name == provider.name {
+            c.problem(
+                format!("{key}.name"),
+                format!("{:?} is already the name of provider[{i}]", provider.name),
+            );
+        }
+        if !provider.issuer.is_empty() && other.is_issuer(&provider.issuer) {
+            c.problem(
+                format!("{key}.issuer"),
+                format!(
+                    "is already the issuer of provider[{i}]: a logout token or a JWT names its \
+                     provider by issuer, so each issuer may be configured once"
+                ),
+            );
+        }
+    }
+    if let Some(first) = others.first() {
+        let (path, first_path) = (provider.redirect_uri.path(), first.redirect_uri.path());
+        if path != first_path {
+            c.problem(
+                format!("{key}.redirect_uri"),
+                format!(
+                    "its path {path:?} differs from provider[0].redirect_uri's {first_path:?}: \
+                     the gateway's hooks live on one path, so every provider's redirect URI \
+                     must have the same path"
+                ),
+            );
+        }
+    }
+}
+
+/// `route.provider = "name"` or `route.providers = ["a", "b"]`, as indexes into
+/// `providers`; the default provider (`[0]`) when neither is set.
+fn route_providers(
+    c: &mut Checker,
+    i: usize,
+    auth: AuthKind,
+    one: Option<String>,
+    many: Option<Vec<String>>,
+    providers: &[ProviderConfig],
+) -> Vec<usize> {
+    let known = || {
+        providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (key, names) = match (one, many) {
+        (None, None) => return vec![0],
+        (Some(_), Some(_)) => {
+            c.problem(
+                format!("route[{i}].providers"),
+                "set either route.provider or route.providers, not both",
+            );
+            return vec![0];
+        }
+        (Some(name), None) => (format!("route[{i}].provider"), vec![(None, name)]),
+        (None, Some(list)) => {
+            if list.is_empty() {
+                c.problem(
+                    format!("route[{i}].providers"),
+                    "must name at least one provider",
+                );
+            }
+            let key = format!("route[{i}].providers");
+            let names = list.into_iter().enumerate().map(|(j, n)| (Some(j), n));
+            (key, names.collect())
+        }
+    };
+    if auth == AuthKind::None {
+        c.problem(
+            &key,
+            "only applies to auth = \"openid-connect\" or \"oauth20\" routes",
+        );
+    }
+    let mut out = Vec::new();
+    for (j, name) in names {
+        let entry_key = match j {
+            Some(j) => format!("{key}[{j}]"),
+            None => key.clone(),
+        };
+        match providers.iter().position(|p| p.name == name) {
+            Some(index) if out.contains(&index) => {
+                c.problem(entry_key, format!("{name:?} is listed twice"));
+            }
+            Some(index) => out.push(index),
+            None => c.problem(
+                entry_key,
+                format!("no provider is named {name:?} (known: {})", known()),
+            ),
+        }
+    }
+    if out.is_empty() {
+        out.push(0);
+    }
+    out
+}
+
+/// Each provider's JWT access-token audiences: its own `audience`, else `oauth.audience`.
+/// With `oauth.jwt` every provider needs some.
+fn provider_audiences(c: &mut Checker, providers: &mut [ProviderConfig], oauth: &OAuthConfig) {
+    for provider in providers.iter_mut() {
+        if provider.audience.is_empty() {
+            provider.audience = oauth.audience.clone();
+        }
+    }
+    if !oauth.jwt {
+        return;
+    }
+    // mod_auth_openidc's advisory GHSA-wcvh-g65p-v576 is this class: without an audience,
+    // any JWT the provider signed (an ID token, a token for another API) would pass as an
+    // access token for these routes.
+    let why = "is required with oauth.jwt = true: without it any JWT the provider signed, \
+               ID tokens and tokens for other APIs included, would be accepted";
+    if providers.iter().all(|p| p.audience.is_empty()) {
+        c.problem("oauth.audience", why);
+        return;
+    }
+    for (i, provider) in providers.iter().enumerate() {
+        if provider.audience.is_empty() {
+            c.problem(
+                format!("provider[{i}].audience"),
+                format!("{why} (or set oauth.audience for every provider)"),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -2504,5 +2842,179 @@ headers = [{ name = "X-A", value = "{nope}" }, { name = "Host", claim = "h" }]
         assert_eq!(cfg.warnings.len(), 1, "{:?}", cfg.warnings);
         assert_eq!(cfg.warnings[0].key, "headers.set[0].value");
         assert!(cfg.warnings[0].reason.contains("route[1]"));
+    }
+
+    const TWO_PROVIDERS: &str = r#"
+[[provider]]
+name = "corp"
+title = "Corporate <SSO>"
+issuer = "https://corp.example.com"
+client_id = "gw"
+client_secret = "s1"
+[[provider]]
+name = "partners"
+issuer = "https://partners.example.com/"
+client_id = "gw2"
+client_secret = "s2"
+redirect_uri = "https://other.example.com/oauth2/callback"
+audience = ["partner-api"]
+[session]
+passphrase = "0123456789abcdef0123"
+[oauth]
+jwt = true
+audience = "api"
+[[route]]
+path = "/"
+upstream = "http://127.0.0.1:7000"
+[[route]]
+path = "/partners"
+upstream = "http://127.0.0.1:7000"
+provider = "partners"
+[[route]]
+path = "/both"
+upstream = "http://127.0.0.1:7000"
+providers = ["partners", "corp"]
+[[route]]
+path = "/api"
+upstream = "http://127.0.0.1:7000"
+auth = "oauth20"
+providers = ["corp", "partners"]
+"#;
+
+    #[test]
+    fn several_providers_are_read_in_order_with_names_and_routes() {
+        let cfg = from_toml(TWO_PROVIDERS, None).unwrap();
+        let names: Vec<&str> = cfg.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["corp", "partners"]);
+        assert_eq!(cfg.provider, cfg.providers[0], "the first is the default");
+        assert_eq!(cfg.providers[0].title, "Corporate <SSO>");
+        assert_eq!(
+            cfg.providers[1].title, "partners",
+            "the title defaults to the name"
+        );
+        assert_eq!(
+            cfg.providers[0].audience,
+            ["api"],
+            "oauth.audience by default"
+        );
+        assert_eq!(cfg.providers[1].audience, ["partner-api"]);
+        assert_eq!(cfg.redirect_path(), "/oauth2/callback");
+        let routes: Vec<&[usize]> = cfg.routes.iter().map(|r| &r.providers[..]).collect();
+        assert_eq!(routes, [&[0][..], &[1], &[1, 0], &[0, 1]]);
+        assert_eq!(cfg.provider_index("partners"), Some(1));
+        assert_eq!(cfg.provider_index("nobody"), None);
+
+        // A [provider] table is the provider named "default", or its name.
+        let cfg = from_toml(MINIMAL, None).unwrap();
+        assert_eq!(cfg.providers.len(), 1);
+        assert_eq!(cfg.provider.name, "default");
+        let named = MINIMAL.replace("[provider]\n", "[provider]\nname = \"corp\"\n");
+        assert_eq!(from_toml(&named, None).unwrap().provider.name, "corp");
+    }
+
+    #[test]
+    fn provider_mistakes_are_reported_with_their_keys() {
+        let problems = |text: &str| from_toml(text, None).unwrap_err();
+        let has = |problems: &[ConfigProblem], key: &str, reason: &str| {
+            problems
+                .iter()
+                .any(|p| p.key == key && p.reason.contains(reason))
+        };
+        let text = TWO_PROVIDERS
+            .replace("name = \"partners\"\n", "name = \"corp\"\ntypo = 1\n")
+            .replace("https://partners.example.com/", "https://corp.example.com/")
+            .replace(
+                "https://other.example.com/oauth2/callback",
+                "/elsewhere/callback",
+            )
+            .replace(
+                "provider = \"partners\"",
+                "provider = \"corp\"\nproviders = [\"corp\"]",
+            )
+            .replace(
+                "[\"partners\", \"corp\"]",
+                "[\"corp\", \"nobody\", \"corp\"]",
+            );
+        let p = problems(&text);
+        for (key, reason) in [
+            ("provider[1].name", "already the name of provider[0]"),
+            ("provider[1].typo", "unknown key"),
+            ("provider[1].issuer", "already the issuer of provider[0]"),
+            ("provider[1].redirect_uri", "same path"),
+            ("route[1].providers", "not both"),
+            (
+                "route[2].providers[1]",
+                "no provider is named \"nobody\" (known: corp, corp)",
+            ),
+            ("route[2].providers[2]", "listed twice"),
+        ] {
+            assert!(has(&p, key, reason), "{key}: {reason} missing from {p:?}");
+        }
+
+        let p = problems(
+            &TWO_PROVIDERS
+                .replace("name = \"corp\"\n", "")
+                .replace("name = \"partners\"", "name = \"part ners\"")
+                .replace("title = \"Corporate <SSO>\"", "title = \"\""),
+        );
+        for (key, reason) in [
+            ("provider[0].name", "is required in [[provider]] entries"),
+            ("provider[0].title", "1 to 200 characters"),
+            ("provider[1].name", "is not a name"),
+        ] {
+            assert!(has(&p, key, reason), "{key}: {reason} missing from {p:?}");
+        }
+        // A type error in one entry: reported with its path, and routes naming the entry
+        // are not told it does not exist.
+        let p = problems(&TWO_PROVIDERS.replace(
+            "client_id = \"gw2\"",
+            "client_id = \"gw2\"\nscopes = \"openid\"",
+        ));
+        assert!(has(&p, "provider[1].scopes", "invalid type"), "{p:?}");
+        assert_eq!(p.len(), 1, "{p:?}");
+
+        // Routes: unknown names, empty lists, a provider on an open route.
+        let p = problems(
+            &TWO_PROVIDERS
+                .replace("provider = \"partners\"", "provider = \"nobody\"")
+                .replace("[\"partners\", \"corp\"]", "[]")
+                .replace("auth = \"oauth20\"", "auth = \"none\""),
+        );
+        for (key, reason) in [
+            ("route[1].provider", "no provider is named \"nobody\""),
+            ("route[2].providers", "at least one provider"),
+            ("route[3].providers", "only applies to"),
+        ] {
+            assert!(has(&p, key, reason), "{key}: {reason} missing from {p:?}");
+        }
+
+        // JWT access tokens need an audience for every provider.
+        let p = problems(&TWO_PROVIDERS.replace("audience = \"api\"", ""));
+        assert!(
+            has(&p, "provider[0].audience", "is required with oauth.jwt"),
+            "{p:?}"
+        );
+        assert!(!p.iter().any(|p| p.key == "provider[1].audience"), "{p:?}");
+
+        // Entries that are not tables, an empty array, and both forms at once.
+        let p = problems(&MINIMAL.replace(
+            "[provider]\nissuer = \"https://idp.example.com\"\nclient_id = \"x\"\nclient_secret = \"y\"\n",
+            "provider = [1]\n",
+        ));
+        assert!(has(&p, "provider[0]", "must be a table"), "{p:?}");
+        let p = problems(&MINIMAL.replace(
+            "[provider]\nissuer = \"https://idp.example.com\"\nclient_id = \"x\"\nclient_secret = \"y\"\n",
+            "provider = []\n",
+        ));
+        assert!(has(&p, "provider", "at least one entry"), "{p:?}");
+        let both = format!("{MINIMAL}[[provider]]\nname = \"b\"\n");
+        let p = problems(&both);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].reason.starts_with("not valid TOML"), "{p:?}");
+        assert!(
+            p[0].reason
+                .contains("[provider] and [[provider]] cannot both be used"),
+            "{p:?}"
+        );
     }
 }

@@ -6,7 +6,7 @@ use super::preserve_post;
 use super::state;
 use crate::error::{printable, GatewayError, IdTokenError};
 use crate::outbound::Endpoint;
-use crate::provider::{code_grant, verify_id_token};
+use crate::provider::{code_grant, verify_id_token, Provider};
 use crate::request::RequestCtx;
 use crate::response::{self, Body};
 use crate::secret::{random_id, Secret};
@@ -135,10 +135,20 @@ async fn complete(
     params: AuthResponse,
     login: state::LoginState,
 ) -> Result<(String, Vec<http::HeaderValue>), GatewayError> {
-    let cfg = gw.provider.config();
+    // The provider the login was started at (a state sealed before states named theirs:
+    // the default).
+    let provider = if login.provider.is_empty() {
+        Some(gw.providers.default_provider())
+    } else {
+        gw.providers.by_name(&login.provider).map(|(_, p)| p)
+    };
+    let provider = provider.ok_or(GatewayError::LoginMismatch(
+        "the login was started at a provider that is no longer configured",
+    ))?;
+    let cfg = provider.config();
     // Loaded first, used after: a provider's error response is shown even while the
     // provider's metadata cannot be had.
-    let discovered = gw.provider.get().await;
+    let discovered = provider.get().await;
     let iss_required = discovered
         .as_ref()
         .is_ok_and(|d| d.extra().authorization_response_iss_parameter_supported == Some(true));
@@ -148,7 +158,7 @@ async fn complete(
     let redirect_url = RedirectUrl::new(login.redirect_uri.clone())
         .map_err(|_| GatewayError::LoginMismatch("the stored redirect URI is invalid"))?;
     let tokens = code_grant(
-        &gw.provider,
+        provider,
         &discovered,
         code,
         redirect_url,
@@ -159,7 +169,7 @@ async fn complete(
 
     let raw_id_token = tokens.id_token().ok_or(IdTokenError::Missing)?.to_string();
     let id_token = verify_id_token(
-        &gw.provider,
+        provider,
         discovered.clone(),
         &raw_id_token,
         Some(&login.nonce),
@@ -170,7 +180,7 @@ async fn complete(
 
     let userinfo = match (cfg.userinfo, discovered.metadata.userinfo_endpoint()) {
         (true, Some(endpoint)) => {
-            Some(fetch_userinfo(gw, endpoint.url().as_str(), &access_token, &sub).await?)
+            Some(fetch_userinfo(provider, endpoint.url().as_str(), &access_token, &sub).await?)
         }
         _ => None,
     };
@@ -192,21 +202,21 @@ async fn complete(
         created_at: now,
         created_ms: gw.clock.now_ms(),
         last_seen: now,
+        provider: cfg.name.clone(),
     };
     let cookies = gw.sessions.save(&session, ctx.secure(), headers).await?;
-    tracing::info!(sub = %session.sub, "login completed");
+    tracing::info!(sub = %session.sub, provider = %cfg.name, "login completed");
     Ok((login.return_to, cookies))
 }
 
 /// Calls the userinfo endpoint; its `sub` must equal the ID token's.
 async fn fetch_userinfo(
-    gw: &Services,
+    provider: &Provider,
     endpoint: &str,
     access_token: &Secret,
     sub: &str,
 ) -> Result<Map<String, Value>, GatewayError> {
-    let response = gw
-        .provider
+    let response = provider
         .http()
         .get(Endpoint::Userinfo, endpoint, Some(access_token.expose()))
         .await

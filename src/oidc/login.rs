@@ -5,6 +5,7 @@
 use super::state::{self, LoginState};
 use crate::config::Pkce;
 use crate::error::GatewayError;
+use crate::provider::Provider;
 use crate::request::RequestCtx;
 use crate::response::{self, Body};
 use crate::services::Services;
@@ -45,19 +46,20 @@ pub(crate) fn unauthorized() -> Response<Body> {
     response::text(StatusCode::UNAUTHORIZED, "401 Unauthorized: log in first\n")
 }
 
-/// Redirects the browser to the provider. `return_to` is the origin-relative URL to come
+/// Redirects the browser to `provider`. `return_to` is the origin-relative URL to come
 /// back to, or an absolute http(s) URL already validated as a redirect target
 /// (`server.login_path`'s `rd`); `extra_cookies` (e.g. clearing a bad session cookie) ride
 /// along.
 pub(crate) async fn start(
     gw: &Services,
+    provider: &Provider,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     method: &http::Method,
     return_to: &str,
     extra_cookies: Vec<http::HeaderValue>,
 ) -> Response<Body> {
-    match build(gw, ctx, headers, method, return_to, None).await {
+    match build(gw, provider, ctx, headers, method, return_to, None).await {
         Ok((location, mut cookies)) => {
             gw.metrics.logins_started.inc();
             cookies.extend(extra_cookies);
@@ -78,14 +80,15 @@ pub(crate) fn on_site(return_to: &str) -> String {
 /// one) of a login; `kept_post` is the id of the form kept for it (`preserve_post`).
 pub(crate) async fn build(
     gw: &Services,
+    provider: &Provider,
     ctx: &RequestCtx,
     headers: &HeaderMap,
     method: &http::Method,
     return_to: &str,
     kept_post: Option<String>,
 ) -> Result<(String, Vec<http::HeaderValue>), GatewayError> {
-    let discovered = gw.provider.get().await?;
-    let cfg = gw.provider.config();
+    let discovered = provider.get().await?;
+    let cfg = provider.config();
     let redirect_uri = cfg.redirect_uri.resolve(ctx.scheme, &ctx.host);
     let redirect_url = RedirectUrl::new(redirect_uri.clone()).map_err(|_| {
         GatewayError::BadRequest("the request's host cannot form a redirect URI".into())
@@ -134,6 +137,7 @@ pub(crate) async fn build(
         redirect_uri,
         created_at: now,
         kept_post,
+        provider: cfg.name.clone(),
     };
     let codec = gw.sessions.codec();
     let session_cfg = &gw.config.session;

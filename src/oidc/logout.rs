@@ -4,7 +4,7 @@
 
 use crate::error::JwtError;
 use crate::outbound::Endpoint;
-use crate::provider::{client_authenticated_post, verify_jwt};
+use crate::provider::{client_authenticated_post, unverified_issuer, verify_jwt, Provider};
 use crate::redirect::validate_redirect;
 use crate::request::{RequestCtx, BODY_READ_TIMEOUT};
 use crate::response::{self, Body};
@@ -41,16 +41,27 @@ pub(crate) async fn logout(
         Loaded::Valid(s) => Some(s),
         _ => None,
     };
-    let discovered = gw.provider.get().await.ok();
+    // The session's provider (the default without a session): revocation and
+    // end_session are that provider's. A session whose provider is no longer configured
+    // is ended here only.
+    let provider = match &session {
+        Some(s) => gw.providers.of_session(s).map(|(_, p)| p),
+        None => Some(gw.providers.default_provider()),
+    };
+    let discovered = match provider {
+        Some(p) => p.get().await.ok(),
+        None => None,
+    };
     let mut cookies = gw.sessions.clear_cookies(headers, ctx.secure());
     if let Some(session) = &session {
-        if let (Some(rt), Some(endpoint)) = (
+        if let (Some(rt), Some(endpoint), Some(provider)) = (
             &session.refresh_token,
             discovered
                 .as_ref()
                 .and_then(|d| d.extra().revocation_endpoint.clone()),
+            provider,
         ) {
-            revoke(gw, endpoint.as_str(), rt, "refresh_token").await;
+            revoke(provider, endpoint.as_str(), rt, "refresh_token").await;
         }
         cookies = gw.sessions.end(session, ctx.secure(), headers).await;
         gw.metrics.sessions_ended.inc();
@@ -67,14 +78,14 @@ pub(crate) async fn logout(
     let end_session = discovered
         .as_ref()
         .and_then(|d| d.extra().end_session_endpoint.clone());
-    let resp = match (end_session, session.as_ref()) {
-        (Some(mut url), Some(session)) => {
+    let resp = match (end_session, session.as_ref(), provider) {
+        (Some(mut url), Some(session), Some(provider)) => {
             {
                 let mut q = url.query_pairs_mut();
                 if let Some(hint) = &session.id_token {
                     q.append_pair("id_token_hint", hint.expose());
                 }
-                q.append_pair("client_id", &gw.provider.config().client_id);
+                q.append_pair("client_id", &provider.config().client_id);
                 if let Some(t) = &absolute_target {
                     q.append_pair("post_logout_redirect_uri", t);
                 }
@@ -99,9 +110,9 @@ fn logged_out_page() -> Response<Body> {
 }
 
 /// RFC 7009 revocation; failures are logged, never fatal to the logout.
-async fn revoke(gw: &Services, endpoint: &str, token: &Secret, hint: &str) {
+async fn revoke(provider: &Provider, endpoint: &str, token: &Secret, hint: &str) {
     let request = match client_authenticated_post(
-        gw.provider.config(),
+        provider.config(),
         endpoint,
         &[("token", token.expose()), ("token_type_hint", hint)],
     ) {
@@ -111,7 +122,7 @@ async fn revoke(gw: &Services, endpoint: &str, token: &Secret, hint: &str) {
             return;
         }
     };
-    match gw.provider.http().call(Endpoint::Revocation, request).await {
+    match provider.http().call(Endpoint::Revocation, request).await {
         Ok(r) if r.status().is_success() => tracing::debug!("token revoked"),
         Ok(r) => tracing::warn!(status = r.status().as_u16(), "revocation refused"),
         Err(e) => tracing::warn!(error = %e, "revocation failed"),
@@ -154,8 +165,22 @@ pub(crate) async fn backchannel(gw: &Services, body: hyper::body::Incoming) -> R
     let [token] = tokens.as_slice() else {
         return logout_token_error("exactly one logout_token is required");
     };
-    let client_id = gw.provider.config().client_id.clone();
-    let claims = match verify_jwt(&gw.provider, token, |rules| {
+    // The token's (unverified) issuer picks the provider whose keys and client id verify
+    // it; its sessions alone are ended (logout records are per issuer). With one
+    // provider, that one checks every token (and names the failed check).
+    let provider = match unverified_issuer(token)
+        .as_deref()
+        .and_then(|iss| gw.providers.by_issuer(iss))
+    {
+        Some((_, provider)) => provider,
+        None if gw.providers.iter().nth(1).is_none() => gw.providers.default_provider(),
+        None => {
+            tracing::info!("back-channel logout token rejected: iss names no configured provider");
+            return logout_token_error("logout_token rejected: iss: not a configured provider");
+        }
+    };
+    let client_id = provider.config().client_id.clone();
+    let claims = match verify_jwt(provider, token, |rules| {
         rules.set_audience(&[client_id]);
         rules.set_required_spec_claims(&["iss", "aud", "iat"]);
     })
@@ -282,9 +307,8 @@ pub(crate) async fn frontchannel(
     if sid.is_some_and(|s| s.len() > MAX_SID_LEN) || iss.is_some_and(|i| i.len() > MAX_ISS_LEN) {
         return bad("The sid or iss parameter is too long.");
     }
-    let provider = gw.provider.config();
-    if iss.is_some_and(|iss| !provider.is_issuer(iss)) {
-        return bad("The issuer is not this gateway's provider.");
+    if iss.is_some_and(|iss| gw.providers.by_issuer(iss).is_none()) {
+        return bad("The issuer is not one of this gateway's providers.");
     }
     let sid = sid.filter(|s| !s.is_empty());
     let session = match gw.sessions.load(headers).await {
@@ -299,7 +323,10 @@ pub(crate) async fn frontchannel(
     };
     // Without a sid the frame's own session is the one to end (as mod_auth_openidc does).
     let named = sid.is_none_or(|sid| session.sid.as_deref() == Some(sid));
-    if !named || !provider.is_issuer(&session.iss) {
+    // The session's provider must be configured, and be the one `iss` names if given.
+    let provider = gw.providers.of_session(&session).map(|(_, p)| p.config());
+    let issuer_ok = provider.is_some_and(|p| iss.is_none_or(|iss| p.is_issuer(iss)));
+    if !named || !issuer_ok {
         tracing::info!("front-channel logout names another session; nothing ended");
         return response::page(StatusCode::OK, "Logged out", "No session to end.", None);
     }

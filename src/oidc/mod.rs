@@ -3,6 +3,7 @@
 //! back-channel). Everything said to the provider itself is in `provider`.
 
 pub(crate) mod callback;
+pub(crate) mod chooser;
 pub(crate) mod login;
 pub(crate) mod logout;
 pub(crate) mod preserve_post;

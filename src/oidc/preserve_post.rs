@@ -11,6 +11,7 @@
 use super::login;
 use super::state::STATE_LIFETIME;
 use crate::error::{GatewayError, NotKept, NotResent};
+use crate::provider::Provider;
 use crate::request::{RequestCtx, BODY_READ_TIMEOUT};
 use crate::response::{self, escape_html, Body};
 use crate::secret::random_id;
@@ -49,6 +50,7 @@ struct Kept {
 /// reason and lets the person start again; no login is started then.
 pub(crate) async fn keep_and_login(
     gw: &Services,
+    provider: &Provider,
     ctx: &RequestCtx,
     parts: &Parts,
     body: Incoming,
@@ -65,6 +67,7 @@ pub(crate) async fn keep_and_login(
     let id = random_id();
     let (location, cookies) = login::build(
         gw,
+        provider,
         ctx,
         &parts.headers,
         &parts.method,

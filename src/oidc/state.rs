@@ -33,8 +33,12 @@ pub(crate) struct LoginState {
     pub created_at: i64,
     /// The id of the form POST kept for this login (`route.preserve_post`): only the
     /// browser holding this cookie can have it re-submitted.
-    #[serde(rename = "p", default, skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
     pub(crate) kept_post: Option<String>,
+    /// The name of the provider the login was started at; the callback finishes it
+    /// there. Empty in states sealed before they named one: the default provider.
+    #[serde(rename = "p", default, skip_serializing_if = "String::is_empty")]
+    pub(crate) provider: String,
 }
 
 fn cookie_header(name: &str, value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {

@@ -77,3 +77,54 @@ pub(crate) async fn verify(
     }
     Ok(data.claims)
 }
+
+/// Longest JWT payload whose `iss` is read before verification (the token's signature is
+/// checked after, against the keys of the provider `iss` names).
+const MAX_UNVERIFIED_PAYLOAD: usize = 16 * 1024;
+
+/// The `iss` claim of a compact JWT, *unverified*: only to choose which provider's keys
+/// verify it. `None` when the token is not a JWT or names no issuer.
+pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct Issuer {
+        iss: Option<String>,
+    }
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || payload.len() > MAX_UNVERIFIED_PAYLOAD {
+        return None;
+    }
+    let json = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Issuer>(&json).ok()?.iss
+}
+
+#[cfg(test)]
+mod issuer_tests {
+    use super::unverified_issuer;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+
+    fn jwt(payload: &str) -> String {
+        format!(
+            "eyJhbGciOiJSUzI1NiJ9.{}.sig",
+            URL_SAFE_NO_PAD.encode(payload)
+        )
+    }
+
+    #[test]
+    fn the_issuer_is_read_from_the_payload() {
+        assert_eq!(
+            unverified_issuer(&jwt(r#"{"iss":"https://a.example","sub":"x"}"#)).as_deref(),
+            Some("https://a.example")
+        );
+        assert_eq!(unverified_issuer(&jwt(r#"{"sub":"x"}"#)), None);
+        assert_eq!(unverified_issuer(&jwt(r#"{"iss":7}"#)), None);
+        assert_eq!(unverified_issuer(&jwt("not json")), None);
+        assert_eq!(unverified_issuer("opaque-token"), None);
+        assert_eq!(unverified_issuer("a.b.c.d"), None);
+        let huge = format!(r#"{{"iss":"{}"}}"#, "x".repeat(20_000));
+        assert_eq!(unverified_issuer(&jwt(&huge)), None);
+    }
+}

@@ -11,7 +11,7 @@ mod jwt;
 pub(crate) use client_auth::client_authenticated_post;
 pub(crate) use grant::{code_grant, refresh_grant, TokenGrant};
 pub(crate) use id_token::{verify_id_token, VerifiedIdToken};
-pub(crate) use jwt::verify as verify_jwt;
+pub(crate) use jwt::{unverified_issuer, verify as verify_jwt};
 
 use crate::clock::Clock;
 use crate::config::ProviderConfig;

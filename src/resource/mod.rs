@@ -7,8 +7,10 @@ pub mod validate;
 
 use crate::authz;
 use crate::config::{RouteConfig, UnauthAction};
-use crate::error::{BearerError, GatewayError};
+use crate::error::{BearerError, GatewayError, ProviderUnavailable};
+use crate::provider::unverified_issuer;
 use crate::request::BODY_READ_TIMEOUT;
+use crate::services::token_cache::key_at;
 use crate::services::{Services, Validation};
 use bytes::Bytes;
 use http::request::Parts;
@@ -77,17 +79,9 @@ pub(crate) async fn authenticate(
     if !token::is_plausible(&token) {
         return refuse(gw, BearerError::InvalidToken);
     }
-    let validation = match gw
-        .token_cache
-        // Boxed when polled, i.e. only on a cache miss: the validation future is large.
-        .get_or_validate(&token, async {
-            let key = crate::services::token_cache::key(&token);
-            let validate = validate::validate(gw, &token);
-            Box::pin(gw.replicas.shared_validation(&key, validate)).await
-        })
-        .await
-    {
-        Ok(v) => v,
+    let validation = match validation(gw, route, &token).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return refuse(gw, BearerError::InvalidToken),
         Err(cause) => {
             return Bearer::Refused(GatewayError::BearerUnavailable(Arc::unwrap_or_clone(cause)))
         }
@@ -106,4 +100,72 @@ pub(crate) async fn authenticate(
         validation,
         body,
     }
+}
+
+/// `token`'s validation at the route's providers (`None`: none may vouch for it). A JWT
+/// (with `oauth.jwt`) is checked at the provider its (unverified) `iss` names, if the
+/// route accepts that one; an opaque token is introspected at the route's providers in
+/// order until one says it is active, so only providers the route trusts see it. Each
+/// provider's result is cached under its own key.
+async fn validation(
+    gw: &Services,
+    route: &RouteConfig,
+    token: &str,
+) -> Result<Option<Arc<Validation>>, Arc<ProviderUnavailable>> {
+    if gw.config.oauth.jwt && validate::looks_like_jwt(token) {
+        // A cached result first: reading `iss` costs a decode per request, a lookup does
+        // not (a JWT is only ever cached under the key of the provider it names).
+        for &index in &route.providers {
+            if let Some(found) = gw.token_cache.cached(&cache_key(gw, index, token)).await {
+                return Ok(Some(found));
+            }
+        }
+        let index = unverified_issuer(token)
+            .and_then(|iss| gw.providers.by_issuer(&iss).map(|(i, _)| i))
+            .filter(|i| route.providers.contains(i));
+        return match index {
+            Some(index) => at_provider(gw, index, token).await.map(Some),
+            None => {
+                tracing::debug!("JWT access token from an issuer this route does not accept");
+                Ok(None)
+            }
+        };
+    }
+    let mut last = None;
+    let mut unavailable = None;
+    for &index in &route.providers {
+        match at_provider(gw, index, token).await {
+            Ok(v) if v.active => return Ok(Some(v)),
+            Ok(v) => last = Some(v),
+            Err(cause) => unavailable = unavailable.or(Some(cause)),
+        }
+    }
+    // An inactive answer from every provider that answered is only final when all did.
+    match unavailable {
+        Some(cause) => Err(cause),
+        None => Ok(last),
+    }
+}
+
+/// The (cached, single-flight, with `[redis]` maybe shared) validation of `token` at the
+/// provider at `index`.
+async fn at_provider(
+    gw: &Services,
+    index: usize,
+    token: &str,
+) -> Result<Arc<Validation>, Arc<ProviderUnavailable>> {
+    let key = cache_key(gw, index, token);
+    gw.token_cache
+        // Boxed when polled, i.e. only on a cache miss: the validation future is large.
+        .get_or_validate_key(key, async {
+            let validate = validate::validate_at(gw, index, token);
+            Box::pin(gw.replicas.shared_validation(&key, validate)).await
+        })
+        .await
+}
+
+/// The cache key of `token`'s validation at the provider at `index`.
+fn cache_key(gw: &Services, index: usize, token: &str) -> crate::services::token_cache::Key {
+    let name = (index > 0).then(|| gw.providers.at(index).config().name.as_str());
+    key_at(name, token)
 }

@@ -1,10 +1,10 @@
-//! Deciding whether a bearer token is good: locally for JWTs when `oauth.jwt` is on
-//! (signature against the provider JWKS, allowed algorithms, `iss`, `exp`, `aud`), else by
-//! RFC 7662 introspection at the provider.
+//! Deciding whether a bearer token is good at one provider: locally for JWTs when
+//! `oauth.jwt` is on (signature against the provider's JWKS, allowed algorithms, `iss`,
+//! `exp`, its `aud`), else by RFC 7662 introspection at the provider.
 
 use crate::error::{JwtError, ProviderUnavailable};
 use crate::outbound::Endpoint;
-use crate::provider::{self, client_authenticated_post};
+use crate::provider::{self, client_authenticated_post, Provider};
 use crate::services::{Services, Validation};
 use serde_json::{Map, Value};
 
@@ -15,16 +15,28 @@ fn unavailable(cause: impl std::fmt::Display) -> Unavailable {
     ProviderUnavailable(cause.to_string())
 }
 
-/// Validates `token`; an invalid token is `Ok` with `active: false`.
+/// Validates `token` at the default provider; an invalid token is `Ok` with
+/// `active: false`.
 pub async fn validate(gw: &Services, token: &str) -> Result<Validation, Unavailable> {
+    validate_at(gw, 0, token).await
+}
+
+/// Validates `token` at the provider at `index` of the config's `providers`: a JWT (with
+/// `oauth.jwt`) against its keys and audiences, anything else by introspection there.
+pub(crate) async fn validate_at(
+    gw: &Services,
+    index: usize,
+    token: &str,
+) -> Result<Validation, Unavailable> {
     let now = gw.clock.now();
+    let provider = gw.providers.at(index);
     let (active, claims) = if gw.config.oauth.jwt && looks_like_jwt(token) {
-        match verify_jwt(gw, token).await? {
+        match verify_jwt(provider, token).await? {
             Some(claims) => (true, claims),
             None => (false, Map::new()),
         }
     } else {
-        introspect(gw, token).await?
+        introspect(gw, index, provider, token).await?
     };
     let exp = claims.get("exp").and_then(Value::as_i64);
     let active = active && exp.is_none_or(|e| e > now);
@@ -38,16 +50,28 @@ pub async fn validate(gw: &Services, token: &str) -> Result<Validation, Unavaila
     })
 }
 
-fn looks_like_jwt(token: &str) -> bool {
+pub(crate) fn looks_like_jwt(token: &str) -> bool {
     token.bytes().filter(|b| *b == b'.').count() == 2
 }
 
-/// RFC 7662 introspection, client authenticated as at the token endpoint.
-async fn introspect(gw: &Services, token: &str) -> Result<(bool, Map<String, Value>), Unavailable> {
-    let endpoint = match &gw.config.oauth.introspection_endpoint {
+/// RFC 7662 introspection at `provider` (the one at `index`), client authenticated as at
+/// its token endpoint. `oauth.introspection_endpoint` is the default provider's.
+async fn introspect(
+    gw: &Services,
+    index: usize,
+    provider: &Provider,
+    token: &str,
+) -> Result<(bool, Map<String, Value>), Unavailable> {
+    let configured = gw
+        .config
+        .oauth
+        .introspection_endpoint
+        .as_ref()
+        .filter(|_| index == 0);
+    let endpoint = match configured {
         Some(url) => url.to_string(),
         None => {
-            let discovered = gw.provider.get().await?;
+            let discovered = provider.get().await?;
             discovered
                 .extra()
                 .introspection_endpoint
@@ -57,14 +81,13 @@ async fn introspect(gw: &Services, token: &str) -> Result<(bool, Map<String, Val
         }
     };
     let request = client_authenticated_post(
-        gw.provider.config(),
+        provider.config(),
         &endpoint,
         &[("token", token), ("token_type_hint", "access_token")],
     )
     .map_err(unavailable)?;
     gw.metrics.introspections.inc();
-    let response = gw
-        .provider
+    let response = provider
         .http()
         .call(Endpoint::Introspection, request)
         .await
@@ -167,13 +190,17 @@ fn access_token_type(typ: Option<&str>) -> bool {
 
 /// The checks of a JWT access token beyond signature, `iss`, `exp`, `nbf` and `aud`: its
 /// `typ` and no `nonce` (an ID token carries one; an access token never does).
-async fn verify_access_jwt(gw: &Services, token: &str) -> Result<Map<String, Value>, JwtError> {
+async fn verify_access_jwt(
+    provider: &Provider,
+    token: &str,
+) -> Result<Map<String, Value>, JwtError> {
     let header = jsonwebtoken::decode_header(token).map_err(JwtError::Malformed)?;
     if !access_token_type(header.typ.as_deref()) {
         return Err(JwtError::NotAccessToken(header.typ.unwrap_or_default()));
     }
-    let audience = &gw.config.oauth.audience;
-    let claims = provider::verify_jwt(&gw.provider, token, |rules| {
+    // The provider's own audiences (`audience`, else `oauth.audience`).
+    let audience = &provider.config().audience;
+    let claims = provider::verify_jwt(provider, token, |rules| {
         rules.set_required_spec_claims(&["exp", "iss", "aud"]);
         rules.validate_nbf = true;
         rules.set_audience(audience);
@@ -186,8 +213,11 @@ async fn verify_access_jwt(gw: &Services, token: &str) -> Result<Map<String, Val
 }
 
 /// Local JWT validation; `None` for a token that fails any check.
-async fn verify_jwt(gw: &Services, token: &str) -> Result<Option<Map<String, Value>>, Unavailable> {
-    let result = verify_access_jwt(gw, token).await;
+async fn verify_jwt(
+    provider: &Provider,
+    token: &str,
+) -> Result<Option<Map<String, Value>>, Unavailable> {
+    let result = verify_access_jwt(provider, token).await;
     match result {
         Ok(claims) => Ok(Some(claims)),
         Err(JwtError::Unavailable(cause)) => Err(cause),

@@ -56,7 +56,7 @@ async fn scrape(gw: &Services) -> Scrape {
         caches.push(("session_cookie", entries, bytes));
     }
     Scrape {
-        provider_ready: gw.provider.is_ready(),
+        provider_ready: gw.providers.iter().all(|p| p.is_ready()),
         config_generation: gw.generation,
         redis: gw.replicas.status().map(|status| {
             let up = status.subscribed && !matches!(status.health, Health::Degraded(_));
@@ -83,13 +83,17 @@ struct ConfigState {
 
 #[derive(Serialize)]
 struct Checks {
+    /// Every provider together (the one provider's check when there is one).
     provider: ProviderCheck,
+    /// With several providers: each one's check, by name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    providers: Option<std::collections::BTreeMap<String, ProviderCheck>>,
     listeners: ListenersCheck,
     #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<RedisCheck>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Serialize)]
 struct ProviderCheck {
     status: &'static str,
     discovery: bool,
@@ -116,24 +120,28 @@ struct RedisCheck {
 /// would otherwise be taken out of the load balancer at once, while cookie sessions
 /// still work without Redis.
 fn readiness(gw: &Services, listeners: &[SocketAddr]) -> Readiness {
-    let loaded = gw.provider.readiness();
-    let provider_ok = loaded.discovery && loaded.jwks;
-    let provider = ProviderCheck {
-        status: if provider_ok { "ok" } else { "failed" },
-        discovery: loaded.discovery,
-        jwks: loaded.jwks,
-        detail: (!provider_ok).then(|| {
-            let missing = if loaded.discovery {
-                "JWKS not loaded"
-            } else {
-                "discovery document not loaded"
-            };
-            match loaded.failure {
-                Some(cause) => format!("{missing}: {cause}"),
-                None => format!("{missing} yet"),
-            }
-        }),
+    let checks: Vec<(String, ProviderCheck)> = gw
+        .providers
+        .iter()
+        .map(|p| (p.config().name.clone(), provider_check(p.readiness())))
+        .collect();
+    let provider_ok = checks.iter().all(|(_, c)| c.status == "ok");
+    let provider = match &checks[..] {
+        [(_, one)] => one.clone(),
+        several => ProviderCheck {
+            status: if provider_ok { "ok" } else { "failed" },
+            discovery: several.iter().all(|(_, c)| c.discovery),
+            jwks: several.iter().all(|(_, c)| c.jwks),
+            detail: (!provider_ok).then(|| {
+                several
+                    .iter()
+                    .filter_map(|(name, c)| Some(format!("{name}: {}", c.detail.as_ref()?)))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
+        },
     };
+    let providers = (checks.len() > 1).then(|| checks.into_iter().collect());
     let listeners_ok = !listeners.is_empty();
     let listeners = ListenersCheck {
         status: if listeners_ok { "ok" } else { "failed" },
@@ -162,11 +170,33 @@ fn readiness(gw: &Services, listeners: &[SocketAddr]) -> Readiness {
         status,
         checks: Checks {
             provider,
+            providers,
             listeners,
             redis,
         },
         config: ConfigState {
             generation: gw.generation,
         },
+    }
+}
+
+/// One provider's readiness check: ok once its discovery document and JWKS are loaded.
+fn provider_check(loaded: crate::provider::Readiness) -> ProviderCheck {
+    let ok = loaded.discovery && loaded.jwks;
+    ProviderCheck {
+        status: if ok { "ok" } else { "failed" },
+        discovery: loaded.discovery,
+        jwks: loaded.jwks,
+        detail: (!ok).then(|| {
+            let missing = if loaded.discovery {
+                "JWKS not loaded"
+            } else {
+                "discovery document not loaded"
+            };
+            match loaded.failure {
+                Some(cause) => format!("{missing}: {cause}"),
+                None => format!("{missing} yet"),
+            }
+        }),
     }
 }

@@ -5,12 +5,14 @@
 
 pub(crate) mod flights;
 pub(crate) mod kept_posts;
+pub(crate) mod providers;
 mod replicas;
 pub(crate) mod token_cache;
 
 pub(crate) use flights::Outcome as GrantOutcome;
 pub(crate) use flights::{flight_key, Flights};
 pub(crate) use kept_posts::KeptPosts;
+pub(crate) use providers::Providers;
 pub(crate) use replicas::{lock_ttl, Removal, Replicas};
 pub use token_cache::{TokenCache, Validation};
 
@@ -18,7 +20,6 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::ProviderUnavailable;
 use crate::metrics::Metrics;
-use crate::provider::Provider;
 use crate::redis_link::RedisLink;
 use crate::session::{Deployment, Sessions};
 use std::sync::Arc;
@@ -28,7 +29,8 @@ pub struct Services {
     pub clock: Clock,
     /// Which config this is: 1 at start, one more at every successful reload.
     pub generation: u64,
-    pub(crate) provider: Arc<Provider>,
+    /// Every configured provider, the default first.
+    pub(crate) providers: Providers,
     pub sessions: Sessions,
     /// Shared by every generation: counters survive reloads.
     pub(crate) metrics: Arc<Metrics>,
@@ -44,10 +46,13 @@ pub struct Services {
 }
 
 impl Services {
-    /// Loads the provider's metadata and keys now, instead of on first use (benches; `run`
-    /// warms up in the background instead).
+    /// Loads every provider's metadata and keys now, instead of on first use (benches;
+    /// `run` warms up in the background instead).
     pub async fn load_provider(&self) -> Result<(), ProviderUnavailable> {
-        self.provider.get().await.map(|_| ())
+        for provider in self.providers.iter() {
+            provider.get().await?;
+        }
+        Ok(())
     }
 
     pub fn new(config: Config, clock: Clock) -> Services {
@@ -74,11 +79,7 @@ impl Services {
             None => Replicas::single(),
         };
         Services {
-            provider: Arc::new(Provider::new(
-                config.provider.clone(),
-                clock.clone(),
-                Arc::clone(&metrics),
-            )),
+            providers: Providers::new(&config.providers, &clock, &metrics),
             sessions,
             metrics,
             refresh_flights: Arc::default(),
@@ -93,28 +94,21 @@ impl Services {
     }
 
     /// The services for a reloaded `config` (already checked, and with the keys that only
-    /// change on restart put back: see `crate::reload`). What did not change is kept: the
-    /// provider with its metadata and keys when `[provider]` is the same, the token cache
-    /// when its policy and size are, the sessions (see [`Sessions::reloaded`]), the metrics,
+    /// change on restart put back: see `crate::reload`). What did not change is kept: each
+    /// provider with its metadata and keys when its entry is the same, the token cache
+    /// when its policy, its size and the providers are, the sessions (see [`Sessions::reloaded`]), the metrics,
     /// the refresh flights, and the connection to Redis with the replicas' task.
     pub fn reloaded(&self, config: Config) -> Services {
-        let provider = if config.provider == self.config.provider {
-            Arc::clone(&self.provider)
-        } else {
-            let provider = Arc::new(Provider::new(
-                config.provider.clone(),
-                self.clock.clone(),
-                Arc::clone(&self.metrics),
-            ));
-            provider.warm_up();
-            provider
-        };
+        let providers = self
+            .providers
+            .reloaded(&config.providers, &self.clock, &self.metrics);
         let sessions =
             self.sessions
                 .reloaded(&config.session, deployment(&config), self.redis.as_ref());
         let token_cache = if config.oauth.introspection_cache
             == self.config.oauth.introspection_cache
             && config.oauth.cache_max_bytes == self.config.oauth.cache_max_bytes
+            && same_token_validation(&config, &self.config)
         {
             self.token_cache.clone()
         } else {
@@ -127,7 +121,7 @@ impl Services {
         self.replicas
             .retarget(replica_settings(&config, &sessions, &token_cache));
         Services {
-            provider,
+            providers,
             sessions,
             metrics: Arc::clone(&self.metrics),
             refresh_flights: Arc::clone(&self.refresh_flights),
@@ -154,11 +148,22 @@ impl Services {
     /// Starts the background work that needs a runtime: the provider's warm-up and, with
     /// `[redis]`, the replicas' subscription.
     pub fn start_background(&self) {
-        self.provider.warm_up();
+        self.providers.warm_up();
         self.replicas.start();
     }
 }
 
+/// Whether cached bearer-token validations stay true under `new`: the same providers
+/// (a validation is cached per provider, under its name) and the same token checks.
+fn same_token_validation(new: &Config, old: &Config) -> bool {
+    new.providers == old.providers
+        && new.oauth.jwt == old.oauth.jwt
+        && new.oauth.introspection_endpoint == old.oauth.introspection_endpoint
+        && new.oauth.require_token_type == old.oauth.require_token_type
+}
+
+/// What session cookies are sealed for: the default provider (the first), so that adding
+/// providers after it keeps every session readable (a session names its own provider).
 fn deployment(config: &Config) -> Deployment<'_> {
     Deployment {
         issuer: &config.provider.issuer,

@@ -34,6 +34,22 @@ pub fn key(token: &str) -> Key {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The key of `token`'s validation at the provider named `provider`: [`key`] for the
+/// default provider (`None`), so a single-provider gateway's keys are what they were;
+/// for another, a hash of the name and the token, so two providers' results for one
+/// token never share an entry.
+pub(crate) fn key_at(provider: Option<&str>, token: &str) -> Key {
+    let Some(name) = provider else {
+        return key(token);
+    };
+    let mut hash = Sha256::new();
+    hash.update(b"oidc-gateway provider\0");
+    hash.update(name.as_bytes());
+    hash.update([0]);
+    hash.update(token.as_bytes());
+    hash.finalize().into()
+}
+
 struct PerEntry;
 
 impl Expiry<Key, Arc<Validation>> for PerEntry {
@@ -103,7 +119,19 @@ impl TokenCache {
         F: std::future::Future<Output = Result<Validation, E>>,
         E: Send + Sync + 'static,
     {
-        let key = key(token);
+        self.get_or_validate_key(key(token), validate).await
+    }
+
+    /// [`TokenCache::get_or_validate`] for the entry `key` ([`key_at`]).
+    pub(crate) async fn get_or_validate_key<F, E>(
+        &self,
+        key: Key,
+        validate: F,
+    ) -> Result<Arc<Validation>, Arc<E>>
+    where
+        F: std::future::Future<Output = Result<Validation, E>>,
+        E: Send + Sync + 'static,
+    {
         if self.policy == IntrospectionCache::Off {
             return validate.await.map(Arc::new).map_err(Arc::new);
         }
@@ -128,10 +156,22 @@ impl TokenCache {
         result
     }
 
+    /// The cached result under `key`, if any (counted as a hit); no validation on a miss.
+    pub(crate) async fn cached(&self, key: &Key) -> Option<Arc<Validation>> {
+        let found = self.cache.get(key).await?;
+        self.counters.hits.inc();
+        Some(found)
+    }
+
     /// Drops `token`'s entry; whether there was a live one. (moka's `remove` also returns
     /// an entry that has expired but not yet been evicted: that one was not cached.)
     pub async fn remove(&self, token: &str) -> bool {
-        let key = key(token);
+        self.remove_key(&key(token)).await
+    }
+
+    /// Drops the entry `key`; whether there was a live one.
+    pub(crate) async fn remove_key(&self, key: &Key) -> bool {
+        let key = *key;
         let live = self.cache.contains_key(&key);
         self.cache.invalidate(&key).await;
         live

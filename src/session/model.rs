@@ -50,6 +50,10 @@ pub struct Session {
     /// Epoch seconds of the last request that refreshed the inactivity timer.
     #[serde(rename = "ls")]
     pub last_seen: i64,
+    /// The name of the provider the user logged in at (`[[provider]] name`). Empty in
+    /// sessions sealed before sessions named theirs: those are the default provider's.
+    #[serde(rename = "p", default, skip_serializing_if = "String::is_empty")]
+    pub provider: String,
 }
 
 impl Session {

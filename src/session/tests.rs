@@ -131,6 +131,7 @@ fn session(clock: &Clock, groups: usize) -> Session {
         created_at: now,
         created_ms: now * 1000,
         last_seen: now,
+        provider: String::new(),
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Options {
     pub log: String,
     /// The body of a `[telemetry]` section (none when unset; needs the `otlp` feature).
     pub telemetry: Option<String>,
+    /// Replaces the whole `[provider]` section when set (e.g. `[[provider]]` entries;
+    /// `{issuer}` is the development OP's issuer).
+    pub providers: Option<String>,
 }
 
 pub struct Harness {
@@ -106,12 +109,7 @@ auth = "oauth20"
 listen = "127.0.0.1:0"
 {server}
 
-[provider]
-issuer = "{issuer}"
-client_id = "gateway"
-client_secret = "gateway-secret"
-scopes = ["openid", "profile", "email", "offline_access"]
-{provider}
+{providers}
 
 [session]
 {passphrase}
@@ -136,7 +134,15 @@ scopes = ["openid", "profile", "email", "offline_access"]
 {routes}
 "#,
         server = o.server,
-        provider = o.provider,
+        providers = match &o.providers {
+            Some(p) => p.replace("{issuer}", issuer),
+            None => format!(
+                "[provider]\nissuer = \"{issuer}\"\nclient_id = \"gateway\"\n\
+                 client_secret = \"gateway-secret\"\n\
+                 scopes = [\"openid\", \"profile\", \"email\", \"offline_access\"]\n{}",
+                o.provider
+            ),
+        },
         session = o.session,
         headers = o.headers,
         oauth = o.oauth,

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import {
-  ADMIN, Client, GATEWAY, ISSUER, gatewayMetrics, introspectAtOp, jwtAccessToken, login, opMetadata,
+  ADMIN, Client, GATEWAY, ISSUER, ISSUER2, gatewayMetrics, introspectAtOp, jwtAccessToken, login, opMetadata,
   opStats, parseSetCookie, request, revokeAtOp, sleep,
 } from './lib.mjs';
 
@@ -715,5 +715,69 @@ describe('routes: hosts and anonymous methods', () => {
     assert.equal(shadowed.status, 302, 'the virtual host\'s "/" takes /public too: the most specific host wins');
     const open = await request(`${GATEWAY()}/public/x`);
     assert.equal(open.status, 200, 'on the gateway\'s own address /public is open');
+  });
+});
+
+describe('several providers: a second oidc-provider instance (another issuer)', () => {
+  test('the chooser lists both providers, escaped; a login at the second one through it reaches the app with its identity', async () => {
+    const client = new Client();
+    const page = await client.get(`${GATEWAY()}/choose/page?x=1`);
+    assert.equal(page.status, 200, page.text.slice(0, 300));
+    assert.equal(page.headers['cache-control'], 'no-store');
+    assert.match(page.headers['content-security-policy'], /default-src 'none'/);
+    assert.equal(page.setCookies.length, 0, 'no state cookie before a choice');
+    const links = [...page.text.matchAll(/<a href="([^"]*)">([^<]*)<\/a>/g)]
+      .map((m) => ({ href: m[1].replace(/&amp;/g, '&'), title: m[2] }));
+    assert.deepEqual(links.map((l) => l.title), ['Main provider', 'Second provider &lt;&amp;&gt; co']);
+    assert.equal(links[1].href, `/oauth2/callback?provider=second&target_link_uri=${encodeURIComponent('/choose/page?x=1')}`);
+
+    const before = await opStats(ISSUER2());
+    const firstBefore = await opStats();
+    const l = await login(client, links[1].href, 'sam', { issuer: ISSUER2() });
+    assert.ok(l.authorize.startsWith(`${ISSUER2()}/auth?`), `the login goes to the second provider: ${l.authorize}`);
+    assert.deepEqual(l.pages, ['login', 'consent']);
+    assert.equal(l.callback.location, `${GATEWAY()}/choose/page?x=1`, 'back to the page first asked for');
+    assert.equal(l.final.status, 200);
+    const echo = l.final.json();
+    assert.equal(echo.path, '/choose/page');
+    assert.equal(echo.query, 'x=1');
+    assert.equal(echo.headers.oidc_claim_iss, ISSUER2(), 'the upstream sees the second issuer');
+    assert.equal(echo.headers.oidc_claim_sub, 'sam');
+    assert.equal(JSON.parse(echo.headers.oidc_id_token_payload).iss, ISSUER2());
+    const after = await opStats(ISSUER2());
+    assert.equal(delta(after, before, 'authorization_code'), 1, 'the code was exchanged at the second provider');
+    assert.equal(delta(after, before, 'userinfo'), 1);
+    assert.equal(delta(await opStats(), firstBefore, 'authorization_code'), 0, 'the first provider was not involved');
+
+    // The route only for the second provider takes this session; a route for the default
+    // (first) provider does not: an API call is refused, a browser is sent to log in there.
+    const second = await client.get(`${GATEWAY()}/second/x`);
+    assert.equal(second.status, 200);
+    assert.equal(second.json().headers.oidc_claim_iss, ISSUER2());
+    assert.equal((await api(client, '/app/')).status, 401);
+    assertLoginRedirect(await client.get(`${GATEWAY()}/app/`));
+  });
+
+  test('back-channel logout at the second provider ends its session only', async () => {
+    const first = await loggedIn('alice');
+    const client = new Client();
+    const l = await login(client, '/second/y', 'sam', { issuer: ISSUER2() });
+    assert.equal(l.final.status, 200);
+    assert.equal(l.final.json().headers.oidc_claim_iss, ISSUER2());
+    const before = await opStats(ISSUER2());
+    const md = (await request(`${ISSUER2()}/.well-known/openid-configuration`)).json();
+    const confirm = await client.get(md.end_session_endpoint);
+    assert.equal(confirm.status, 200);
+    const f = confirm.text.match(/<form[^>]*action="([^"]+)"[\s\S]*?name="xsrf" value="([^"]+)"/);
+    assert.ok(f, 'the second provider shows its logout confirmation form');
+    const done = await client.postForm(new URL(f[1], md.end_session_endpoint).href, { xsrf: f[2], logout: 'yes' });
+    assert.ok([200, 302, 303].includes(done.status));
+    const after = await opStats(ISSUER2());
+    assert.equal(delta(after, before, 'backchannel_success'), 1, 'the second provider delivered its logout token');
+    assert.equal(delta(after, before, 'backchannel_error'), 0);
+    const res = await client.get(`${GATEWAY()}/second/y`);
+    assert.equal(res.status, 302);
+    assert.ok(res.location.startsWith(`${ISSUER2()}/auth?`), res.location);
+    assert.equal((await api(first.client, '/app/')).status, 200, 'the first provider\'s session is untouched');
   });
 });

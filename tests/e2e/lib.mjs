@@ -12,6 +12,8 @@ export function env(name) {
 
 export const GATEWAY = () => env('E2E_GATEWAY'); // http://127.0.0.1:PORT
 export const ISSUER = () => env('E2E_ISSUER'); // http://127.0.0.2:PORT
+// The second provider of the main gateway ([[provider]] name = "second").
+export const ISSUER2 = () => env('E2E_ISSUER2'); // http://127.0.0.3:PORT
 export const ADMIN = () => env('E2E_ADMIN'); // http://127.0.0.1:PORT
 export const CLIENT_SECRET = () => env('E2E_CLIENT_SECRET');
 
@@ -189,8 +191,9 @@ export function form(html, base) {
  * callback -> back to `path`.
  * Returns { start, authorize, callback, final, hops, pages } (pages: the forms seen).
  */
-export async function login(client, path, user, { consent = true, gateway } = {}) {
+export async function login(client, path, user, { consent = true, gateway, issuer } = {}) {
   const gw = gateway || GATEWAY();
+  const op = issuer || ISSUER();
   const start = await client.get(`${gw}${path}`);
   if (start.status !== 302) throw new Error(`login start: expected 302, got ${start.status}: ${start.text.slice(0, 200)}`);
   const authorize = start.location;
@@ -203,7 +206,7 @@ export async function login(client, path, user, { consent = true, gateway } = {}
       hops.push(res);
       continue;
     }
-    if (res.status === 200 && res.url.startsWith(ISSUER())) {
+    if (res.status === 200 && res.url.startsWith(op)) {
       const f = form(res.text, res.url);
       if (!f) throw new Error(`provider page without a form: ${res.text.slice(0, 300)}`);
       if (f.fields.prompt === 'login') {
@@ -224,13 +227,13 @@ export async function login(client, path, user, { consent = true, gateway } = {}
     }
     break;
   }
-  const callback = hops.find((h) => h.url.startsWith(`${gw}/oauth2/callback`));
+  const callback = hops.find((h) => h.url.startsWith(`${gw}/oauth2/callback?`) && new URL(h.url).searchParams.has('state'));
   return { start, authorize, callback, final: res, hops, pages };
 }
 
-/** The provider's test counters. */
-export async function opStats() {
-  const res = await request(`${ISSUER()}/_e2e/stats`);
+/** The provider's test counters (of the provider at `issuer`, default the first). */
+export async function opStats(issuer = ISSUER()) {
+  const res = await request(`${issuer}/_e2e/stats`);
   return res.json();
 }
 

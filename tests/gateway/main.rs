@@ -27,6 +27,7 @@ mod module_graph;
 mod packaging;
 mod preserve_post;
 mod properties;
+mod providers;
 mod proxy;
 mod redis_store;
 mod redis_tls;

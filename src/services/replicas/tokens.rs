@@ -57,8 +57,9 @@ impl Replicas {
         Ok(validation)
     }
 
-    /// Drops the token with hash `key` on every other replica and from Redis.
-    pub(crate) async fn remove_token(&self, key: &Key) -> Removal {
+    /// Drops the token with hashes `keys` (one per provider) on every other replica and
+    /// from Redis: one removal of the budget, one round trip.
+    pub(crate) async fn remove_token(&self, keys: &[Key]) -> Removal {
         let Some(shared) = &self.shared else {
             return Removal::Done { in_redis: false };
         };
@@ -66,10 +67,15 @@ impl Replicas {
             return Removal::Throttled;
         }
         let mut pipe = redis::pipe();
-        pipe.cmd("DEL")
-            .arg(shared.link.key(&format!("token:{}", hex(key))));
-        pipe.add_command(shared.publish_cmd(NOTICE_TOKEN_REMOVED, hex(key).as_bytes()))
-            .ignore();
+        let mut del = redis::cmd("DEL");
+        for key in keys {
+            del.arg(shared.link.key(&format!("token:{}", hex(key))));
+        }
+        pipe.add_command(del);
+        for key in keys {
+            pipe.add_command(shared.publish_cmd(NOTICE_TOKEN_REMOVED, hex(key).as_bytes()))
+                .ignore();
+        }
         match shared.link.run_pipe::<(i64,)>(&pipe).await {
             Ok((deleted,)) => Removal::Done {
                 in_redis: deleted > 0,

@@ -336,6 +336,7 @@ fn typical_session_sealed_size() {
         created_at: now,
         created_ms: now * 1000,
         last_seen: now,
+        provider: String::new(),
     };
     let json = serde_json::to_vec(&session).unwrap();
     let c = codec(&[NEW]);
