@@ -170,6 +170,15 @@ listen = "127.0.0.1:0"
     )
 }
 
+/// The test configuration with `options`, checked as `check-config` does; its provider and
+/// upstream are unused loopback addresses (nothing is contacted).
+pub fn load_config(
+    options: &Options,
+) -> Result<oidc_gateway::config::Config, oidc_gateway::config::ConfigError> {
+    let text = toml("http://127.0.0.1:1", "http://127.0.0.1:2", options);
+    oidc_gateway::config::Config::from_toml(&text, "t.toml", None)
+}
+
 impl Harness {
     pub async fn start() -> Harness {
         Self::with(Options::default()).await

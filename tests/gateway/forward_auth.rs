@@ -323,23 +323,17 @@ async fn the_login_path_validates_its_return_address() {
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
-#[tokio::test]
-async fn forward_auth_mistakes_are_reported_with_their_key() {
-    let h = Harness::start().await;
+#[test]
+fn forward_auth_mistakes_are_reported_with_their_key() {
     let check = |server: &str, routes: &str| {
-        let text = toml(
-            &h.op.issuer(),
-            &h.echo.url(),
-            &Options {
-                server: server.into(),
-                routes: Some(routes.into()),
-                ..Options::default()
-            },
-        );
-        oidc_gateway::config::Config::from_toml(&text, "t.toml", None)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
+        load_config(&Options {
+            server: server.into(),
+            routes: Some(routes.into()),
+            ..Options::default()
+        })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
     };
     let route = "[[route]]\npath = \"/\"\nupstream = \"\"\n";
     let err = check("", route);

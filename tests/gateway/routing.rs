@@ -119,9 +119,8 @@ async fn a_trusted_proxys_forwarded_host_chooses_the_route_and_an_untrusted_one_
     assert_eq!(Echo::of(r).await.0["path"], "/any/p");
 }
 
-#[tokio::test]
-async fn host_mistakes_are_reported_with_their_key() {
-    let h = Harness::start().await;
+#[test]
+fn host_mistakes_are_reported_with_their_key() {
     for (host, reason) in [
         (r#""app.example.com:443""#, "has no port"),
         (r#""*.""#, "is not a host name"),
@@ -129,17 +128,13 @@ async fn host_mistakes_are_reported_with_their_key() {
         (r#""app example.com""#, "is not a host name"),
         (r#"["a.test", "A.test"]"#, "is listed twice"),
     ] {
-        let text = toml(
-            &h.op.issuer(),
-            &h.echo.url(),
-            &Options {
-                routes: Some(format!(
-                    "[[route]]\npath = \"/\"\nupstream = \"{{upstream}}\"\nhost = {host}\n"
-                )),
-                ..Options::default()
-            },
-        );
-        let err = oidc_gateway::config::Config::from_toml(&text, "t.toml", None).unwrap_err();
+        let err = load_config(&Options {
+            routes: Some(format!(
+                "[[route]]\npath = \"/\"\nupstream = \"{{upstream}}\"\nhost = {host}\n"
+            )),
+            ..Options::default()
+        })
+        .unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("route[0].host") && text.contains(reason),
@@ -147,12 +142,9 @@ async fn host_mistakes_are_reported_with_their_key() {
         );
     }
     // The same path on overlapping hosts is ambiguous; on different hosts it is not.
-    let text = toml(
-        &h.op.issuer(),
-        &h.echo.url(),
-        &Options {
-            routes: Some(
-                r#"
+    let err = load_config(&Options {
+        routes: Some(
+            r#"
 [[route]]
 path = "/"
 upstream = "{upstream}"
@@ -166,12 +158,11 @@ path = "/"
 upstream = "{upstream}"
 host = "b.test"
 "#
-                .into(),
-            ),
-            ..Options::default()
-        },
-    );
-    let err = oidc_gateway::config::Config::from_toml(&text, "t.toml", None).unwrap_err();
+            .into(),
+        ),
+        ..Options::default()
+    })
+    .unwrap_err();
     assert_eq!(err.problems.len(), 1, "{err}");
     assert_eq!(err.problems[0].key, "route[2].path");
     assert!(err.problems[0].reason.contains("for host b.test"), "{err}");
@@ -254,26 +245,21 @@ async fn allowed_methods_pass_without_authentication_and_without_identity() {
     );
 }
 
-#[tokio::test]
-async fn method_mistakes_are_reported_with_their_key() {
-    let h = Harness::start().await;
-    let text = toml(
-        &h.op.issuer(),
-        &h.echo.url(),
-        &Options {
-            routes: Some(
-                r#"
+#[test]
+fn method_mistakes_are_reported_with_their_key() {
+    let err = load_config(&Options {
+        routes: Some(
+            r#"
 [[route]]
 path = "/"
 upstream = "{upstream}"
 allow_anonymous_methods = ["OPTIONS", "GET POST", "", "options"]
 "#
-                .into(),
-            ),
-            ..Options::default()
-        },
-    );
-    let err = oidc_gateway::config::Config::from_toml(&text, "t.toml", None).unwrap_err();
+            .into(),
+        ),
+        ..Options::default()
+    })
+    .unwrap_err();
     let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         keys,
