@@ -40,7 +40,8 @@ pub(crate) fn is_check(fa_path: &str, path: &str) -> bool {
 /// request context is worked out as for any proxied request. Where the original is read:
 ///
 /// 1. `X-Original-URL` (absolute or origin-form) and `X-Original-Method` (nginx);
-/// 2. `X-Forwarded-Uri` and `X-Forwarded-Method` (Traefik, Caddy);
+/// 2. `X-Forwarded-Uri` and `X-Forwarded-Method` (Traefik, Caddy; nginx when the method
+///    is missing);
 /// 3. the path after `fa_path`, with the check's own method and query (Envoy).
 pub(crate) fn into_original(parts: &mut Parts, fa_path: &str) -> Result<Asker, GatewayError> {
     let text = |name: &HeaderName| {
@@ -77,7 +78,15 @@ pub(crate) fn into_original(parts: &mut Parts, fa_path: &str) -> Result<Asker, G
         (Asker::StatusOnly, target, method)
     } else if let Some(target) = text(&X_FORWARDED_URI) {
         let method = text(&X_FORWARDED_METHOD).map(str::to_string);
-        (Asker::PassesAnswers, target.to_string(), method)
+        // Traefik and Caddy always send the method. An nginx configuration that sends
+        // X-Forwarded-Uri (oauth2-proxy's documented one) does not, and auth_request
+        // turns a 302 into a 500: without the method, the answers are nginx's.
+        let asker = if method.is_some() {
+            Asker::PassesAnswers
+        } else {
+            Asker::StatusOnly
+        };
+        (asker, target.to_string(), method)
     } else {
         let rest = &parts.uri.path()[fa_path.len()..];
         if rest.is_empty() {
@@ -152,9 +161,11 @@ pub(crate) async fn login(gw: &Services, ctx: &RequestCtx, parts: &Parts) -> Res
         return refused;
     }
     let query = || form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes());
-    let rd = query()
-        .find(|(k, _)| k == "rd")
-        .map(|(_, v)| v.into_owned());
+    let rd = raw_rd(parts.uri.query()).or_else(|| {
+        query()
+            .find(|(k, _)| k == "rd")
+            .map(|(_, v)| v.into_owned())
+    });
     let named = query()
         .find(|(k, _)| k == "provider")
         .map(|(_, v)| v.into_owned());
@@ -218,6 +229,16 @@ pub(crate) async fn login(gw: &Services, ctx: &RequestCtx, parts: &Parts) -> Res
         Vec::new(),
     )
     .await
+}
+
+/// An `rd` written into the query unescaped, as nginx configurations do
+/// (`?rd=$scheme://$host$request_uri`): when the query starts with `rd=` followed by an
+/// unescaped URL or path, all the rest is the target, its own `&` and `?` included.
+fn raw_rd(query: Option<&str>) -> Option<String> {
+    let rest = query?.strip_prefix("rd=")?;
+    let unescaped =
+        rest.starts_with("http://") || rest.starts_with("https://") || rest.starts_with('/');
+    (unescaped && rest.contains('&')).then(|| rest.to_string())
 }
 
 /// `target`'s path and query when it is an absolute URL on `origin` (`scheme://host`).
@@ -318,6 +339,30 @@ mod tests {
                 "{uri} {headers:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_unescaped_rd_keeps_its_own_query() {
+        assert_eq!(
+            raw_rd(Some("rd=https://app.test/a?x=1&y=2")).as_deref(),
+            Some("https://app.test/a?x=1&y=2")
+        );
+        assert_eq!(raw_rd(Some("rd=/a?x=1&y=2")).as_deref(), Some("/a?x=1&y=2"));
+        // Escaped, or nothing after it: the usual query parsing.
+        assert_eq!(
+            raw_rd(Some("rd=https%3A%2F%2Fapp.test%2F&provider=a")),
+            None
+        );
+        assert_eq!(raw_rd(Some("rd=/a")), None);
+        assert_eq!(raw_rd(Some("provider=a&rd=/a?x&y")), None);
+        assert_eq!(raw_rd(None), None);
+    }
+
+    #[test]
+    fn nginx_may_send_forwarded_uri_without_a_method() {
+        let (asker, parts) = check("/oauth2/auth", &[("x-forwarded-uri", "/x?y")]).unwrap();
+        assert_eq!(asker, Asker::StatusOnly, "no 302 for auth_request");
+        assert_eq!(parts.uri, "/x?y");
     }
 
     #[test]

@@ -407,3 +407,29 @@ async fn the_login_path_returns_to_a_trusted_proxys_original_url() {
         .await;
     assert_eq!(evil.status(), StatusCode::BAD_REQUEST);
 }
+
+/// nginx configurations write `?rd=$scheme://$host$request_uri` unescaped, and
+/// oauth2-proxy's documented nginx check sends `X-Forwarded-Uri` without a method.
+#[tokio::test]
+async fn nginx_habits_an_unescaped_rd_and_a_check_without_its_method() {
+    let h = start().await;
+    let b = Browser::new();
+    let start = b
+        .get(&h.url(&format!("/oauth2/start?rd={}/app/q?a=1&b=2", h.base)))
+        .await;
+    assert_eq!(start.status(), StatusCode::FOUND);
+    let callback = h.authorize(&b, &location(&start), "alice").await;
+    assert_eq!(location(&b.get(&callback).await), "/app/q?a=1&b=2");
+
+    let r = Browser::new()
+        .get_with(
+            &h.url("/oauth2/auth"),
+            &[("x-forwarded-uri", "/app"), ("host", &h.host()), BROWSER],
+        )
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "no X-Forwarded-Method: nginx, which cannot pass a 302 on"
+    );
+}
