@@ -1,14 +1,15 @@
 //! oidc-gateway: a reverse proxy that puts OpenID Connect login in front of web applications.
 //!
 //! A request walks: listener (`server`) -> `request` context -> `router` -> `gateway`
-//! pipeline (a session from `session`, or a bearer token from `resource`; `refresh` keeps
-//! tokens fresh; `authz` claim rules; `identity` headers) -> `proxy` -> upstream. Requests
-//! on the redirect URI branch off to `hooks` (login callback and logout in `oidc`, refresh,
-//! info, cache removal).
+//! pipeline (a front proxy's check is first turned into the request it is about by
+//! `forward_auth`; a session from `session`, or a bearer token from `resource`; `refresh`
+//! keeps tokens fresh; `authz` claim rules; `identity` headers) -> `proxy` -> upstream.
+//! Requests on the redirect URI branch off to `hooks` (login callback, provider chooser
+//! and logout in `oidc`, refresh, info, cache removal).
 //!
 //! Dependencies run one way: `server` -> `reload` (the config generation requests run on)
-//! -> `gateway` -> the stages (`hooks`, `oidc`, `refresh`, `resource`, `identity`,
-//! `authz`, `proxy`) -> `services` (the shared run-time state, and with `[redis]` what
+//! -> `gateway` -> the stages (`forward_auth`, `hooks`, `oidc`, `refresh`, `resource`,
+//! `identity`, `authz`, `proxy`) -> `services` (the shared run-time state, and with `[redis]` what
 //! replicas share) -> `provider`, `session`, `config` and the leaves (`redis_link`,
 //! `error`, `outbound`, `response`, `secret`, `clock`, `observe` (logs), `metrics`,
 //! `telemetry` (trace propagation and spans)). `tests/gateway/module_graph.rs` fails on a
