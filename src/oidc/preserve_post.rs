@@ -137,15 +137,17 @@ fn check_head(headers: &HeaderMap, ctx: &RequestCtx) -> Result<(), NotKept> {
     Ok(())
 }
 
-/// Whether the form comes from a page of the gateway's own origin: `Sec-Fetch-Site` when
-/// the browser sends it, else `Origin` (which browsers send with every form POST). Neither
-/// (an old browser, a script) is not kept.
+/// Whether the form may come from a page of the gateway's own origin: `Sec-Fetch-Site`
+/// when the browser sends it, else `Origin` (which browsers send with every form POST,
+/// `null` from opaque origins). A request with neither (a client that is not a browser, as
+/// mod_auth_openidc's `OIDCPreservePost` accepts) cannot have been made cross-site by a
+/// victim's browser, so it is kept.
 fn same_origin(headers: &HeaderMap, ctx: &RequestCtx) -> bool {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(site) = header("sec-fetch-site") {
         return site.trim().eq_ignore_ascii_case("same-origin");
     }
-    header("origin").is_some_and(|o| o.trim().eq_ignore_ascii_case(&ctx.origin()))
+    header("origin").is_none_or(|o| o.trim().eq_ignore_ascii_case(&ctx.origin()))
 }
 
 /// Reads the body, stopping as soon as it passes [`MAX_BODY`].

@@ -569,3 +569,27 @@ async fn a_failed_callback_deletes_the_kept_form() {
     assert!(sets_session_cookie(&gone));
     assert_eq!(upstream.count(), 0);
 }
+
+/// A client that sends neither `Origin` nor `Sec-Fetch-Site` is not a browser a cross-site
+/// page could have made post: its form is kept, as mod_auth_openidc keeps it.
+#[tokio::test]
+async fn a_form_without_origin_headers_is_kept_too() {
+    let (h, _upstream) = start(None).await;
+    let b = Browser::new();
+    let posted = b
+        .client
+        .post(h.url("/app/save"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html")
+        .body("a=1&b=two")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), StatusCode::FOUND);
+    let callback = h.authorize(&b, &location(&posted), "alice").await;
+    let page = b.get(&callback).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let (action, fields) = resubmitted_form(&page.text().await.unwrap());
+    assert_eq!(action, "/app/save");
+    assert_eq!(fields, decoded(b"a=1&b=two"));
+}
