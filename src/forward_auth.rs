@@ -26,6 +26,8 @@ const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
 /// nginx (the ingress-nginx convention): the original absolute URL and method.
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+/// nginx (its `auth_request` documentation's example): the original request target.
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 
 /// Whether a request for `path` is a forward-auth check: `fa_path` itself, or (Envoy,
 /// which appends the original path to its `path_prefix`) a path below it.
@@ -39,7 +41,8 @@ pub(crate) fn is_check(fa_path: &str, path: &str) -> bool {
 /// `X-Forwarded-Proto`/`-Host` when they came in nginx's `X-Original-URL`, so that the
 /// request context is worked out as for any proxied request. Where the original is read:
 ///
-/// 1. `X-Original-URL` (absolute or origin-form) and `X-Original-Method` (nginx);
+/// 1. `X-Original-URL` (absolute or origin-form), or `X-Original-URI` (a path), and
+///    `X-Original-Method` (nginx);
 /// 2. `X-Forwarded-Uri` and `X-Forwarded-Method` (Traefik, Caddy; nginx when the method
 ///    is missing);
 /// 3. the path after `fa_path`, with the check's own method and query (Envoy).
@@ -76,6 +79,9 @@ pub(crate) fn into_original(parts: &mut Parts, fa_path: &str) -> Result<Asker, G
             .map_or("/", |pq| pq.as_str())
             .to_string();
         (Asker::StatusOnly, target, method)
+    } else if let Some(target) = text(&X_ORIGINAL_URI) {
+        let method = text(&X_ORIGINAL_METHOD).map(str::to_string);
+        (Asker::StatusOnly, target.to_string(), method)
     } else if let Some(target) = text(&X_FORWARDED_URI) {
         let method = text(&X_FORWARDED_METHOD).map(str::to_string);
         // Traefik and Caddy always send the method. An nginx configuration that sends
@@ -295,6 +301,18 @@ mod tests {
         assert_eq!(parts.uri, "/rel?x");
         assert_eq!(parts.method, Method::GET);
         assert!(!parts.headers.contains_key(XFH));
+    }
+
+    #[test]
+    fn nginx_may_send_the_original_uri_alone() {
+        let (asker, parts) = check(
+            "/oauth2/auth",
+            &[("x-original-uri", "/p?q"), ("x-original-method", "PUT")],
+        )
+        .unwrap();
+        assert_eq!(asker, Asker::StatusOnly);
+        assert_eq!(parts.uri, "/p?q");
+        assert_eq!(parts.method, Method::PUT);
     }
 
     #[test]
