@@ -22,6 +22,7 @@ const DELIBERATE = {
   answers: [
     ['claim rule', 'a logged-in user a claim rule refuses gets 403 from the gateway; mod_auth_openidc 2.4.12 answers 401'],
     ['logout id_token_hint', 'the gateway keeps the ID token in every session store, so logout sends id_token_hint; mod_auth_openidc does not with OIDCSessionType client-cookie'],
+    ['remove_at_cache cached', 'the gateway answers remove_at_cache on its redirect URI whatever the routes; mod_auth_openidc 2.4.12 only where the redirect URI is in an oauth20 location, and here it is the login callback: 404'],
   ],
 };
 
@@ -164,6 +165,40 @@ describe('differential: Apache + mod_auth_openidc and the gateway, one site conf
     assert.equal(ug.searchParams.get('post_logout_redirect_uri'), target(GATEWAY()));
     const hints = [Boolean(ua.searchParams.get('id_token_hint')), Boolean(ug.searchParams.get('id_token_hint'))];
     assert.ok(hints[0] === hints[1] || allowed('answers', 'logout id_token_hint'), `id_token_hint: Apache ${hints[0]}, gateway ${hints[1]}`);
+  });
+
+  test('bearer routes: the same answers, and the same identity for a valid token', async () => {
+    const token = apache.echo.headers.oidc_access_token;
+    const cases = [
+      ['valid token', { authorization: `Bearer ${token}` }],
+      ['no token', {}],
+      ['unknown token', { authorization: 'Bearer not-a-token-the-provider-issued' }],
+      ['wrong scheme', { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` }],
+    ];
+    const differences = [];
+    for (const [name, headers] of cases) {
+      const [a, g] = await both('/api/items', { headers: { accept: 'application/json', ...headers } });
+      if (a.status !== g.status && !allowed('answers', `bearer: ${name}`)) differences.push(`bearer, ${name}: Apache ${a.status}, gateway ${g.status}`);
+      if (name === 'valid token' && a.status === 200 && g.status === 200) {
+        const ia = identity(a.json().headers);
+        const ig = identity(g.json().headers);
+        for (const h of new Set([...Object.keys(ia), ...Object.keys(ig)])) {
+          if (!sameValue(ia[h], ig[h]) && !allowed('headers', `bearer ${h}`)) {
+            differences.push(`bearer identity ${h}: Apache ${JSON.stringify(ia[h])}, gateway ${JSON.stringify(ig[h])}`);
+          }
+        }
+      }
+      const challenge = [a.headers['www-authenticate'], g.headers['www-authenticate']];
+      if (Boolean(challenge[0]) !== Boolean(challenge[1]) && !allowed('answers', `bearer challenge: ${name}`)) {
+        differences.push(`bearer, ${name}: WWW-Authenticate Apache ${challenge[0]}, gateway ${challenge[1]}`);
+      }
+    }
+    // remove_at_cache: the token is cached on both now; then it is not.
+    for (const round of ['cached', 'removed']) {
+      const [a, g] = await both(`/oauth2/callback?remove_at_cache=${encodeURIComponent(token)}`);
+      if (a.status !== g.status && !allowed('answers', `remove_at_cache ${round}`)) differences.push(`remove_at_cache (${round}): Apache ${a.status}, gateway ${g.status}`);
+    }
+    assert.deepEqual(differences, [], differences.join('\n'));
   });
 
   test('the info hook: the same members', async () => {
