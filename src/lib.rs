@@ -30,6 +30,8 @@ pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod hooks;
 pub mod identity;
+/// `import-apache`: Apache + mod_auth_openidc configuration to gateway.toml (a leaf over `config`).
+pub mod import_apache;
 pub mod metrics;
 pub mod observe;
 pub(crate) mod oidc;
