@@ -1955,10 +1955,7 @@ impl Mapper {
                 }
             },
         };
-        let authz = match &merged.require {
-            None => None,
-            Some((reqs, _, _)) => Some(any_of(reqs)),
-        };
+        let authz = merged.require.as_ref().map(|(reqs, _, _)| any_of(reqs));
         let mut auth = auth;
         let mut rules: Vec<String> = Vec::new();
         let mut rule_comment = None;
