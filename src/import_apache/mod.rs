@@ -6,7 +6,7 @@ mod doc;
 mod map;
 pub mod parse;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigProblem, Severity};
 use doc::{list, s, Table};
 use map::Mapper;
 use parse::Source;
@@ -27,7 +27,9 @@ pub struct Note {
 
 impl std::fmt::Display for Note {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.source.line == 0 {
+        if self.source.file.is_empty() {
+            write!(f, "{}: {}", self.directive, self.message)
+        } else if self.source.line == 0 {
             write!(
                 f,
                 "{} {}: {}",
@@ -263,8 +265,7 @@ pub fn import(files: &[PathBuf]) -> Result<Import, ImportError> {
         ),
         "Each key names the directive it came from. Check it with: oidc-gateway check-config --config FILE".to_string(),
     ];
-    let text = doc::render(&header, &tables);
-    verify(&text)?;
+    let text = checked_render(&header, &mut tables, &mut m.unmapped)?;
     let mut unmapped = m.unmapped;
     unmapped.sort_by(|a, b| a.seq.cmp(&b.seq).then(a.source.cmp(&b.source)));
     unmapped.dedup();
@@ -468,22 +469,106 @@ fn push_env(m: &mut Mapper, name: &str, what: &str) {
 
 /// Checks the written file as `check-config` would, with every `${NAME}` replaced by a
 /// value of the right shape (the variables need not be set where the import runs).
-fn verify(text: &str) -> Result<(), ImportError> {
+fn verify(text: &str) -> Result<(), Vec<ConfigProblem>> {
+    let invalid = |reason: String| vec![ConfigProblem::error("", reason)];
     let mut value: Value =
-        toml::from_str(text).map_err(|e| ImportError::Invalid(format!("  not valid TOML: {e}")))?;
+        toml::from_str(text).map_err(|e| invalid(format!("not valid TOML: {e}")))?;
     placeholders(&mut value, "");
-    let checked = toml::to_string(&value)
-        .map_err(|e| ImportError::Invalid(format!("  cannot re-serialise: {e}")))?;
-    match Config::from_toml(&checked, "imported configuration", None) {
-        Ok(_) => Ok(()),
-        Err(e) => Err(ImportError::Invalid(
-            e.problems
-                .iter()
-                .map(|p| format!("  {p}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )),
+    let checked =
+        toml::to_string(&value).map_err(|e| invalid(format!("cannot re-serialise: {e}")))?;
+    Config::from_toml(&checked, "imported configuration", None)
+        .map(|_| ())
+        .map_err(|e| e.problems)
+}
+
+/// Renders the tables and checks them as `check-config` does. A value the gateway refuses
+/// (a cookie name, a redirect URI, a host it cannot take) is removed and reported with the
+/// reason, so the file keeps passing `check-config`; a problem no removal can fix is an
+/// importer bug.
+fn checked_render(
+    header: &[String],
+    tables: &mut [Table],
+    unmapped: &mut Vec<Note>,
+) -> Result<String, ImportError> {
+    // Each round removes at least one key, so the loop ends.
+    for _ in 0..64 {
+        let text = doc::render(header, tables);
+        let problems = match verify(&text) {
+            Ok(()) => return Ok(text),
+            Err(problems) => problems,
+        };
+        let mut removed = false;
+        for p in problems.iter().filter(|p| p.severity == Severity::Error) {
+            if let Some(note) = remove_refused(tables, &p.key, &p.reason) {
+                unmapped.push(note);
+                removed = true;
+            }
+        }
+        if !removed {
+            return Err(ImportError::Invalid(
+                problems
+                    .iter()
+                    .map(|p| format!("  {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ));
+        }
     }
+    Err(ImportError::Invalid(
+        "  too many refused values".to_string(),
+    ))
+}
+
+/// Removes the key a problem names (`session.cookie_name`, `route[1].host`,
+/// `provider[0].scopes[2]`), unless it is one the file cannot do without.
+fn remove_refused(tables: &mut [Table], key: &str, reason: &str) -> Option<Note> {
+    let (table, rest) = key.split_once('.')?;
+    let field: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if [
+        "issuer",
+        "client_id",
+        "path",
+        "upstream",
+        "auth",
+        "name",
+        "url",
+    ]
+    .contains(&field.as_str())
+    {
+        return None;
+    }
+    let (base, index) = match table.split_once('[') {
+        Some((b, i)) => (b, i.trim_end_matches(']').parse::<usize>().ok()?),
+        None => (table, 0),
+    };
+    let candidates: Vec<usize> = (0..tables.len())
+        .filter(|&i| {
+            let h = &tables[i].header;
+            h == &format!("[{base}]") || h == &format!("[[{base}]]")
+        })
+        .collect();
+    let t = &mut tables[*candidates.get(index)?];
+    let entry = t
+        .entries
+        .iter()
+        .find(|e| e.key.as_deref() == Some(field.as_str()))?
+        .clone();
+    t.remove(&field);
+    let from = entry.comments.join("; ");
+    Some(Note {
+        source: Source {
+            file: String::new(),
+            line: 0,
+        },
+        seq: usize::MAX,
+        directive: from,
+        message: format!(
+            "the gateway refuses its value ({key}: {reason}); the key was left out (the gateway's default applies): fix the value and add it back"
+        ),
+    })
 }
 
 fn placeholders(value: &mut Value, key: &str) {

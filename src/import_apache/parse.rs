@@ -110,10 +110,12 @@ pub fn parse_files(files: &[PathBuf]) -> Result<Parsed, Unreadable> {
     };
     let mut nodes = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file).map_err(|error| Unreadable {
+        let bytes = std::fs::read(file).map_err(|error| Unreadable {
             path: file.clone(),
             error,
         })?;
+        // Apache reads bytes; a Latin-1 comment must not stop the import.
+        let text = String::from_utf8_lossy(&bytes);
         nodes.extend(reader.read_text(file, &text));
     }
     Ok(Parsed {
@@ -531,8 +533,8 @@ impl Reader {
                 );
                 continue;
             }
-            match std::fs::read_to_string(&file) {
-                Ok(text) => nodes.extend(self.read_text(&file, &text)),
+            match std::fs::read(&file) {
+                Ok(bytes) => nodes.extend(self.read_text(&file, &String::from_utf8_lossy(&bytes))),
                 Err(_) if optional => {}
                 Err(e) => self.problem(
                     source.clone(),

@@ -180,3 +180,37 @@ fn an_unmapped_rule_fails_closed() {
         .report()
         .contains("site.conf:6 Require: a jq expression"));
 }
+
+#[test]
+fn values_the_gateway_refuses_are_left_out_and_reported() {
+    let out = import_text(
+        "OIDCProviderMetadataURL https://idp.example.com/.well-known/openid-configuration\nOIDCClientID app\nOIDCRedirectURI /\nOIDCCookie \"bad cookie\"\nOIDCCryptoPassphrase short\n<Location />\nAuthType openid-connect\nRequire valid-user\nProxyPass http://app:8080/\n</Location>\n",
+    );
+    assert!(!out.toml.contains("redirect_uri"), "{}", out.toml);
+    assert!(!out.toml.contains("cookie_name"), "{}", out.toml);
+    assert!(
+        out.toml.contains("allow_weak_passphrase = true"),
+        "{}",
+        out.toml
+    );
+    let report = out.report();
+    assert!(
+        report.contains("OIDCRedirectURI, site.conf:3: the gateway refuses its value"),
+        "{report}"
+    );
+    assert!(
+        report.contains("OIDCCookie, site.conf:4: the gateway refuses its value"),
+        "{report}"
+    );
+    assert!(!report.contains("short"), "{report}");
+    assert_eq!(out.exit_code(), 2);
+}
+
+#[test]
+fn a_latin1_file_is_read() {
+    let dir = scratch();
+    let mut bytes = b"# caf\xe9\nOIDCClientID app\n".to_vec();
+    bytes.extend_from_slice(b"ProxyPass / http://app:8080/\n");
+    std::fs::write(dir.join("site.conf"), bytes).unwrap();
+    assert!(import(&[dir.join("site.conf")]).is_ok());
+}
