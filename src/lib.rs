@@ -15,6 +15,10 @@
 //! `telemetry` (trace propagation and spans)). `tests/gateway/module_graph.rs` fails on a
 //! cycle.
 //!
+//! `import_apache` (the `import-apache` command) stands apart from the request path: it
+//! reads Apache configuration and writes gateway.toml, depending only on `config`, which
+//! checks what it writes.
+//!
 //! Only what `main`, the tests and the benches use is public; everything else is
 //! `pub(crate)`.
 #![forbid(unsafe_code)]
