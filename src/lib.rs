@@ -15,6 +15,10 @@
 //! `telemetry` (trace propagation and spans)). `tests/gateway/module_graph.rs` fails on a
 //! cycle.
 //!
+//! `import_apache` (the `import-apache` command) stands apart from the request path: it
+//! reads Apache configuration and writes gateway.toml, depending only on `config`, which
+//! checks what it writes.
+//!
 //! Only what `main`, the tests and the benches use is public; everything else is
 //! `pub(crate)`.
 #![forbid(unsafe_code)]
@@ -30,6 +34,8 @@ pub mod fuzzing;
 pub mod gateway;
 pub(crate) mod hooks;
 pub mod identity;
+/// `import-apache`: Apache + mod_auth_openidc configuration to gateway.toml (a leaf over `config`).
+pub mod import_apache;
 pub mod metrics;
 pub mod observe;
 pub(crate) mod oidc;

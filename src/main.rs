@@ -47,6 +47,16 @@ enum Command {
         /// The URL to ask (plain http).
         url: String,
     },
+    /// Convert an Apache + mod_auth_openidc configuration to gateway.toml (stdout or
+    /// --out); report on stderr every directive that was not mapped (exit status 2).
+    ImportApache {
+        /// The Apache configuration files (Include/IncludeOptional are followed).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the configuration here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Start the gateway with a built-in development OpenID Provider and echo upstream.
     Demo {
         /// Where the gateway listens.
@@ -185,6 +195,7 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Command::ImportApache { files, out } => import_apache(&files, out.as_deref()),
         Command::Demo { listen } => runtime().block_on(async {
             default_logging();
             match oidc_gateway::demo::run(listen).await {
@@ -196,6 +207,32 @@ fn main() -> ExitCode {
             }
         }),
     }
+}
+
+/// `import-apache`: the file on stdout (or `--out`), the report on stderr; 0 when every
+/// directive was mapped, 2 when some were not, 1 when nothing could be written.
+fn import_apache(files: &[PathBuf], out: Option<&std::path::Path>) -> ExitCode {
+    let import = match oidc_gateway::import_apache::import(files) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("oidc-gateway import-apache: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, &import.toml) {
+                eprintln!(
+                    "oidc-gateway import-apache: cannot write {}: {e}",
+                    path.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+        None => print!("{}", import.toml),
+    }
+    eprint!("{}", import.report());
+    ExitCode::from(import.exit_code())
 }
 
 /// Logging for the commands without a config file: text, `RUST_LOG` or `info`, to stderr.

@@ -18,6 +18,7 @@ mod cookies;
 mod forward_auth;
 mod header_set;
 mod headers;
+mod import_apache;
 mod info;
 mod limits;
 mod login;
