@@ -577,15 +577,9 @@ fn placeholders(value: &mut Value, key: &str) {
             let whole =
                 text.starts_with("${") && text.ends_with('}') && text.matches("${").count() == 1;
             *text = if whole {
-                match key {
-                    "issuer" | "introspection_endpoint" => "https://idp.example.com".to_string(),
-                    "upstream" => "http://127.0.0.1:7000".to_string(),
-                    "url" => "redis://127.0.0.1:6379/0".to_string(),
-                    "redirect_uri" => "/oauth2/callback".to_string(),
-                    _ => "placeholder-of-32-characters-xx".to_string(),
-                }
+                whole_placeholder(key).to_string()
             } else {
-                replace_references(text)
+                replace_references(text, key)
             };
         }
         Value::Array(items) => {
@@ -602,14 +596,38 @@ fn placeholders(value: &mut Value, key: &str) {
     }
 }
 
-fn replace_references(text: &str) -> String {
+/// A value of the right shape for `key` standing for a whole `${NAME}`.
+fn whole_placeholder(key: &str) -> &'static str {
+    match key {
+        "issuer" | "introspection_endpoint" => "https://idp.example.com",
+        "upstream" => "http://127.0.0.1:7000",
+        "url" => "redis://127.0.0.1:6379/0",
+        "redirect_uri" => "/oauth2/callback",
+        _ => "placeholder-of-32-characters-xx",
+    }
+}
+
+/// `text` with each `${NAME}` replaced by a value of the right shape where it stands: the
+/// start of a URL-valued key (`${ISSUER}/token`), a port (`http://h:${PORT}/`), else a word.
+fn replace_references(text: &str, key: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
     while let Some(pos) = rest.find("${") {
         out.push_str(&rest[..pos]);
         match rest[pos..].find('}') {
             Some(end) => {
-                out.push_str("placeholder");
+                let url_key = matches!(
+                    key,
+                    "issuer" | "introspection_endpoint" | "upstream" | "url"
+                );
+                let port = out.ends_with(':') && !out.ends_with("://") && out.contains("://");
+                out.push_str(if out.is_empty() && url_key {
+                    whole_placeholder(key)
+                } else if port {
+                    "7000"
+                } else {
+                    "placeholder"
+                });
                 rest = &rest[pos + end + 1..];
             }
             None => {
