@@ -155,6 +155,9 @@ pub(crate) enum GrantError {
     Malformed(#[source] serde_path_to_error::Error<serde_json::Error>),
     #[error("the token request failed: {0}")]
     Protocol(String),
+    /// The client assertion (`private_key_jwt`, `client_secret_jwt`) could not be made.
+    #[error("client authentication: {0}")]
+    ClientAuth(String),
     #[error("ID token rejected: {0}")]
     IdToken(#[from] IdTokenError),
     /// RFC 6749 §7.1: the gateway uses access tokens as bearer tokens only.

@@ -338,12 +338,14 @@ impl Provider {
         (for_oidc, for_jwt): (CoreJsonWebKeySet, jsonwebtoken::jwk::JwkSet),
     ) -> Discovered {
         let metadata = metadata.set_jwks(for_oidc);
+        // With a JWT assertion the secret is never sent: openidconnect then puts only
+        // `client_id` in the body, and the grants add the assertion.
+        let secret = (!client_auth::uses_assertion(&self.cfg))
+            .then(|| openidconnect::ClientSecret::new(self.cfg.client_secret.expose().to_string()));
         let mut client = OidcClient::from_provider_metadata(
             metadata.clone(),
             openidconnect::ClientId::new(self.cfg.client_id.clone()),
-            Some(openidconnect::ClientSecret::new(
-                self.cfg.client_secret.expose().to_string(),
-            )),
+            secret,
         );
         if self.cfg.token_endpoint_auth == crate::config::TokenEndpointAuth::ClientSecretPost {
             client = client.set_auth_type(openidconnect::AuthType::RequestBody);

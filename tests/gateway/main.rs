@@ -13,6 +13,7 @@ mod common;
 mod admin;
 mod backchannel;
 mod bearer;
+mod client_auth;
 mod config;
 mod cookies;
 mod forward_auth;

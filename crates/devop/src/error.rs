@@ -37,6 +37,10 @@ pub(crate) enum TokenError {
     MalformedBasic,
     #[error("client authentication failed")]
     ClientAuthFailed { basic: bool },
+    #[error("client authentication method {0} is not the one registered")]
+    ClientAuthMethodRefused(&'static str),
+    #[error("client assertion refused: {0}")]
+    AssertionRefused(&'static str),
     #[error("authorization code not found")]
     CodeNotFound,
     #[error("authorization code was issued to another client")]
@@ -76,7 +80,11 @@ impl TokenError {
         match self {
             Form(_) | MissingParameter(_) | RepeatedParameter(_) | MultipleClientAuth
             | ClientIdMismatch => "invalid_request",
-            NoClientAuth | MalformedBasic | ClientAuthFailed { .. } => "invalid_client",
+            NoClientAuth
+            | MalformedBasic
+            | ClientAuthFailed { .. }
+            | ClientAuthMethodRefused(_)
+            | AssertionRefused(_) => "invalid_client",
             ScopeExceedsGrant => "invalid_scope",
             UnsupportedGrantType(_) => "unsupported_grant_type",
             _ => "invalid_grant",

@@ -219,6 +219,24 @@ impl DevOp {
         self.op.add_post_logout_redirect_uri(uri);
     }
 
+    /// Registers the client's public key (a JWK, as the gateway publishes it) for
+    /// `private_key_jwt` assertions.
+    pub fn set_client_public_key(&self, jwk: Value) {
+        let jwk = serde_json::from_value(jwk).ok();
+        lock(&self.op.client_auth).public_key = jwk;
+    }
+
+    /// Accepts only this client authentication method from now on (`client_secret_basic`,
+    /// `client_secret_post`, `private_key_jwt`, `client_secret_jwt`); `None`: any.
+    pub fn require_client_auth(&self, method: Option<&str>) {
+        lock(&self.op.client_auth).required = method.map(str::to_owned);
+    }
+
+    /// The method each successfully authenticated request used, in order.
+    pub fn client_auth_methods(&self) -> Vec<String> {
+        lock(&self.op.client_auth).used.clone()
+    }
+
     pub fn counters(&self) -> Counters {
         self.op.counters()
     }
