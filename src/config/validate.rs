@@ -269,6 +269,7 @@ fn build(c: &mut Checker, mut raw: RawConfig) -> Config {
     build_header_lists(c, global_headers, route_headers, &mut headers, &mut routes);
     let oauth = build_oauth(c, raw.oauth, provider.allow_http);
     provider_audiences(c, &mut providers, &oauth);
+    form_post_needs_https(c, &server, &providers);
     let provider = providers[0].clone();
     let hooks = build_hooks(c, raw.hooks);
     let redis = raw.redis.and_then(|r| build_redis(c, r));
@@ -642,6 +643,41 @@ fn build_listener_tls(
     (tls, redirect, hsts.filter(|d| !d.is_zero()))
 }
 
+/// A `form_post` login's state cookie is `SameSite=None; Secure` (the provider's POST is
+/// cross-site), which browsers keep only over https or on localhost: warn when nothing
+/// says the gateway is reached over https (its own TLS, an https `public_url` or
+/// `redirect_uri`, or a TLS-terminating proxy in `trusted_proxies`).
+fn form_post_needs_https(c: &mut Checker, server: &ServerConfig, providers: &[ProviderConfig]) {
+    let https = server.tls.is_some()
+        || server
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https")
+        || !server.trusted_proxies.is_empty();
+    for (i, p) in providers.iter().enumerate() {
+        if p.response_mode != ResponseMode::FormPost {
+            continue;
+        }
+        let on_https = match &p.redirect_uri {
+            RedirectUri::Absolute(u) => u.scheme() == "https" || is_loopback(u),
+            RedirectUri::Path(_) => https,
+        };
+        if !on_https {
+            let prefix = if providers.len() == 1 {
+                "provider".to_string()
+            } else {
+                format!("provider[{i}]")
+            };
+            c.warning(
+                format!("{prefix}.response_mode"),
+                "form_post needs the gateway on https: the login state cookie must be SameSite=None; Secure, \
+                 which browsers keep only over https (and on localhost); set server.tls_cert_file, an https \
+                 server.public_url, or trusted_proxies for a TLS-terminating proxy",
+            );
+        }
+    }
+}
+
 /// The client-assertion keys of a provider entry, taken out before the rest is built.
 struct AssertionRaw {
     private_key_file: Option<String>,
@@ -899,6 +935,7 @@ fn build_provider(
         "nonce",
         "code_challenge",
         "code_challenge_method",
+        "response_mode",
     ];
     let mut auth_params = Vec::new();
     for (k, v) in raw.auth_params.unwrap_or_default() {
@@ -3132,6 +3169,21 @@ providers = ["corp", "partners"]
             ),
             "{p:?}"
         );
+        let warned = |server: &str| {
+            let text = format!(
+                "{server}[provider]\nissuer = \"https://idp.example.com\"\nclient_id = \"x\"\nclient_secret = \"s\"\n\
+                 response_mode = \"form_post\"\n[session]\npassphrase = \"test-passphrase-0123456789abcdef\"\n\
+                 [[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:7000\"\n"
+            );
+            let config = from_toml(&text, None).unwrap();
+            config.warnings.iter().any(|w| {
+                w.key == "provider.response_mode" && w.reason.contains("needs the gateway on https")
+            })
+        };
+        assert!(warned(""));
+        assert!(!warned(
+            "[server]\npublic_url = \"https://app.example.com\"\n"
+        ));
         let p = problems("client_secret = \"s\"\nsigning_alg = \"HS256\"");
         assert!(
             has(

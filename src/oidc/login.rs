@@ -3,7 +3,7 @@
 //! sealed state cookie.
 
 use super::state::{self, LoginState};
-use crate::config::Pkce;
+use crate::config::{Pkce, ResponseMode};
 use crate::error::GatewayError;
 use crate::provider::Provider;
 use crate::request::RequestCtx;
@@ -121,6 +121,10 @@ pub(crate) async fn build(
     for (name, value) in &cfg.auth_params {
         request = request.add_extra_param(name.as_str(), value.as_str());
     }
+    let form_post = cfg.response_mode == ResponseMode::FormPost;
+    if form_post {
+        request = request.add_extra_param("response_mode", "form_post");
+    }
     let (url, csrf, nonce) = request.url();
 
     let now = gw.clock.now();
@@ -138,6 +142,7 @@ pub(crate) async fn build(
         created_at: now,
         kept_post,
         provider: cfg.name.clone(),
+        form_post,
     };
     let codec = gw.sessions.codec();
     let session_cfg = &gw.config.session;

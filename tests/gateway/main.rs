@@ -16,6 +16,7 @@ mod bearer;
 mod client_auth;
 mod config;
 mod cookies;
+mod form_post;
 mod forward_auth;
 mod header_set;
 mod headers;

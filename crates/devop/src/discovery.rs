@@ -23,7 +23,7 @@ pub(crate) fn metadata(op: &Provider) -> Value {
         "revocation_endpoint": format!("{iss}/revoke"),
         "end_session_endpoint": format!("{iss}/end_session"),
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": ["query", "form_post"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],

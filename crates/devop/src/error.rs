@@ -149,7 +149,7 @@ pub(crate) enum AuthRequestError {
     MissingResponseType,
     #[error("only response_type=code is supported")]
     UnsupportedResponseType,
-    #[error("only response_mode=query is supported")]
+    #[error("only response_mode=query or form_post is supported")]
     UnsupportedResponseMode,
     #[error("scope must contain 'openid'")]
     OpenidScopeMissing,
