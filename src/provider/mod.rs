@@ -43,6 +43,12 @@ pub(crate) struct ExtraMetadata {
     /// a response without `iss` is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_response_iss_parameter_supported: Option<bool>,
+    /// RFC 9126 §5: where authorization requests may be pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    /// RFC 9126 §5: the provider accepts only pushed authorization requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_pushed_authorization_requests: Option<bool>,
 }
 impl AdditionalProviderMetadata for ExtraMetadata {}
 
@@ -282,6 +288,7 @@ impl Provider {
         let extra = m.additional_metadata();
         urls.extend(extra.introspection_endpoint.iter());
         urls.extend(extra.revocation_endpoint.iter());
+        urls.extend(extra.pushed_authorization_request_endpoint.iter());
         for url in urls {
             let loopback = match url.host() {
                 Some(url::Host::Domain(d)) => d == "localhost",

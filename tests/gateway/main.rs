@@ -27,6 +27,7 @@ mod logout;
 mod metrics;
 mod module_graph;
 mod packaging;
+mod par;
 mod preserve_post;
 mod properties;
 mod providers;

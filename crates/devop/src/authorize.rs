@@ -10,6 +10,7 @@ use super::error::{AuthRequestError, UntrustedRequest};
 use super::http::{escape, html, read_form, redirect, with_query, Params, Resp};
 use super::mint::has_scope;
 use super::pages::{self, LoginForm};
+use super::par;
 use super::provider::{lock, Provider};
 use super::store::{random_token, AuthCode, Login, Pkce, PkceMethod, CODE_TTL};
 use super::token::is_pkce_value;
@@ -32,7 +33,22 @@ struct AuthRequest {
 
 pub(crate) async fn handle(op: &Provider, parts: Parts, body: Incoming) -> Resp {
     let query = parts.uri.query().unwrap_or("");
-    let params = Params::parse(query.as_bytes());
+    let sent = Params::parse(query.as_bytes());
+    // A pushed request (RFC 9126): the browser brings only client_id and request_uri.
+    let resolved = match sent.get("request_uri") {
+        Some(uri) => match par::resolve(op, uri, sent.get("client_id")) {
+            Some(pushed) => Some(pushed),
+            None => return UntrustedRequest::UnknownRequestUri.response(),
+        },
+        None if op.require_par.load(std::sync::atomic::Ordering::Relaxed) => {
+            return UntrustedRequest::ParRequired.response()
+        }
+        None => None,
+    };
+    let params = match &resolved {
+        Some(pushed) => Params::parse(pushed.as_bytes()),
+        None => sent,
+    };
     let redirect_uri = match trusted_redirect_uri(op, &params) {
         Ok(uri) => uri,
         Err(err) => return err.response(),

@@ -22,6 +22,8 @@ pub(crate) fn metadata(op: &Provider) -> Value {
         "introspection_endpoint": format!("{iss}/introspect"),
         "revocation_endpoint": format!("{iss}/revoke"),
         "end_session_endpoint": format!("{iss}/end_session"),
+        "pushed_authorization_request_endpoint": format!("{iss}/par"),
+        "require_pushed_authorization_requests": op.require_par.load(std::sync::atomic::Ordering::Relaxed),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
         "subject_types_supported": ["public"],

@@ -129,6 +129,10 @@ pub(crate) enum UntrustedRequest {
     UnregisteredRedirectUri,
     #[error("parameter '{0}' must not be included more than once")]
     RepeatedParameter(&'static str),
+    #[error("request_uri is unknown, expired or another client's")]
+    UnknownRequestUri,
+    #[error("authorization requests must be pushed (require_pushed_authorization_requests)")]
+    ParRequired,
 }
 
 impl UntrustedRequest {

@@ -32,6 +32,10 @@ pub(crate) struct Provider {
     client_secret: String,
     /// How the client may authenticate, and how it did (see `client_auth`).
     pub(crate) client_auth: Mutex<ClientAuthPolicy>,
+    /// Pushed authorization requests: `request_uri` -> (query, expiry).
+    pub(crate) pushed: Mutex<HashMap<String, (String, i64)>>,
+    /// Authorization requests must be pushed (`require_pushed_authorization_requests`).
+    pub(crate) require_par: AtomicBool,
     redirect_uris: Mutex<Vec<String>>,
     post_logout_redirect_uris: Mutex<Vec<String>>,
     now: Now,
@@ -68,6 +72,8 @@ impl Provider {
             client_secret_digest: Sha256::digest(reg.client_secret.as_bytes()).into(),
             client_secret: reg.client_secret.clone(),
             client_auth: Mutex::new(ClientAuthPolicy::default()),
+            pushed: Mutex::new(HashMap::new()),
+            require_par: AtomicBool::new(false),
             redirect_uris: Mutex::new(reg.redirect_uris),
             post_logout_redirect_uris: Mutex::new(reg.post_logout_redirect_uris),
             now: reg.now,
