@@ -210,3 +210,64 @@ fn assertion_keys_are_checked_with_their_keys() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn the_admin_listener_publishes_the_public_keys_once_per_kid() {
+    let rsa = key_file(&rsa_pem());
+    let ec = key_file(&ec_sec1_pem());
+    let providers = format!(
+        r#"
+[[provider]]
+name = "a"
+issuer = "{{issuer}}"
+client_id = "gateway"
+token_endpoint_auth = "private_key_jwt"
+private_key_file = {rsa:?}
+
+[[provider]]
+name = "b"
+issuer = "https://b.example.com"
+client_id = "gateway"
+token_endpoint_auth = "private_key_jwt"
+private_key_file = {ec:?}
+private_key_kid = "ec-1"
+
+[[provider]]
+name = "c"
+issuer = "https://c.example.com"
+client_id = "gateway"
+token_endpoint_auth = "private_key_jwt"
+private_key_file = {rsa:?}
+
+[[provider]]
+name = "d"
+issuer = "https://d.example.com"
+client_id = "gateway"
+client_secret = "s"
+"#
+    );
+    let h = Harness::with(Options {
+        providers: Some(providers),
+        server: "\n[admin]\nlisten = \"127.0.0.1:0\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let addr = h.gw.admin_addrs[0];
+    let r = reqwest::get(format!("http://{addr}/jwks.json"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["cache-control"], "public, max-age=300");
+    let jwks: serde_json::Value = r.json().await.unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "the RSA key once, the EC key: {jwks}");
+    let rsa_jwk = public_jwk(&std::fs::read_to_string(&rsa).unwrap(), None);
+    assert!(keys.contains(&rsa_jwk), "{jwks}");
+    assert!(keys
+        .iter()
+        .any(|k| k["kid"] == "ec-1" && k["crv"] == "P-256"));
+    for k in keys {
+        assert!(k.get("d").is_none(), "no private part: {k}");
+    }
+}
