@@ -155,6 +155,9 @@ pub(crate) enum GrantError {
     Malformed(#[source] serde_path_to_error::Error<serde_json::Error>),
     #[error("the token request failed: {0}")]
     Protocol(String),
+    /// The client assertion (`private_key_jwt`, `client_secret_jwt`) could not be made.
+    #[error("client authentication: {0}")]
+    ClientAuth(String),
     #[error("ID token rejected: {0}")]
     IdToken(#[from] IdTokenError),
     /// RFC 6749 §7.1: the gateway uses access tokens as bearer tokens only.
@@ -298,6 +301,9 @@ pub(crate) enum GatewayError {
     IdToken(#[from] IdTokenError),
     #[error("userinfo failed: {0}")]
     Userinfo(String),
+    /// The pushed authorization request (RFC 9126) was refused or answered wrongly.
+    #[error("pushed authorization request failed: {0}")]
+    PushedRequest(String),
     #[error(transparent)]
     ProviderUnavailable(#[from] ProviderUnavailable),
     #[error("upstream unreachable: {0}")]
@@ -347,6 +353,7 @@ impl GatewayError {
             GatewayError::TokenExchange(_) => "token_exchange",
             GatewayError::IdToken(_) => "id_token",
             GatewayError::Userinfo(_) => "userinfo",
+            GatewayError::PushedRequest(_) => "pushed_request",
             GatewayError::ProviderUnavailable(_) => "provider_unavailable",
             GatewayError::UpstreamUnreachable(_) => "upstream_unreachable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -386,9 +393,11 @@ impl GatewayError {
             | E::ProviderError { .. } => StatusCode::BAD_REQUEST,
             E::NoRoute => StatusCode::NOT_FOUND,
             E::TokenExchange(e) if e.is_unreachable() => StatusCode::SERVICE_UNAVAILABLE,
-            E::TokenExchange(_) | E::IdToken(_) | E::Userinfo(_) | E::UpstreamUnreachable(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            E::TokenExchange(_)
+            | E::IdToken(_)
+            | E::Userinfo(_)
+            | E::PushedRequest(_)
+            | E::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             E::ProviderUnavailable(_) | E::BearerUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             E::Forbidden(_) | E::UntrustedForwardAuth => StatusCode::FORBIDDEN,
@@ -507,6 +516,12 @@ impl GatewayError {
                 status,
                 "Login failed",
                 &format!("The identity provider's user information was rejected: {why}"),
+                start_again,
+            ),
+            E::PushedRequest(why) => page(
+                status,
+                "Login could not start",
+                &format!("The identity provider did not accept the login request: {why}"),
                 start_again,
             ),
             E::ProviderUnavailable(_) => {

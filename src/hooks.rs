@@ -67,6 +67,9 @@ impl HookParams {
 pub(crate) enum Hook {
     /// The authorization response (a GET with `code` or `error`, and `state`).
     Callback,
+    /// A POST naming no hook in its query: an authorization response in
+    /// `response_mode=form_post`, its parameters in the form body.
+    FormPostCallback,
     /// `logout=backchannel`, POSTed by the provider.
     BackChannelLogout,
     /// `logout=get`, loaded by the provider in a frame.
@@ -124,6 +127,11 @@ impl Hook {
                 provider,
                 target: params.target_link_uri,
             },
+            // The form_post response is in the body alone: a POST with response
+            // parameters in its query is not one.
+            None if method == Method::POST && !params.has_code_or_error && !params.has_state => {
+                Hook::FormPostCallback
+            }
             None => Hook::Invalid,
         }
     }
@@ -141,8 +149,13 @@ pub(crate) async fn dispatch(
     match Hook::of(&parts.method, query) {
         Hook::Callback => {
             let params = callback::AuthResponse::parse(query);
-            callback::finish(gw, ctx, headers, params).await
+            callback::finish(gw, ctx, headers, params, false).await
         }
+        Hook::FormPostCallback => match callback::read_form_post(headers, body).await {
+            Ok(Some(params)) => callback::finish(gw, ctx, headers, params, true).await,
+            Ok(None) => invalid_request(),
+            Err(e) => e.into_response(),
+        },
         Hook::BackChannelLogout => logout::backchannel(gw, body).await,
         Hook::FrontChannelLogout { sid, iss } => {
             logout::frontchannel(gw, ctx, headers, sid.as_deref(), iss.as_deref()).await

@@ -66,6 +66,8 @@ pub(crate) enum Endpoint {
     Introspection,
     Userinfo,
     Revocation,
+    /// The pushed authorization request endpoint (RFC 9126).
+    Par,
 }
 
 impl Endpoint {
@@ -78,6 +80,7 @@ impl Endpoint {
             Endpoint::Introspection => "introspection",
             Endpoint::Userinfo => "userinfo",
             Endpoint::Revocation => "revocation",
+            Endpoint::Par => "par",
         }
     }
 }

@@ -2,12 +2,14 @@
 //! validator (`validate`) that reports every problem with its key path and builds the typed
 //! [`Config`] below. The rest of the gateway only ever sees a validated `Config`.
 
+mod client_key;
 pub(crate) mod header_set;
 mod interpolate;
 pub mod raw;
 mod tls;
 mod validate;
 
+pub use client_key::ClientKey;
 pub use header_set::{HeaderSource, Part, SetHeader};
 pub use tls::load_certified_key;
 
@@ -93,6 +95,37 @@ pub struct AdminConfig {
 pub enum TokenEndpointAuth {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 assertion signed with `private_key_file` (`ProviderConfig::private_key`).
+    PrivateKeyJwt,
+    /// RFC 7523 assertion signed with the client secret (HMAC).
+    ClientSecretJwt,
+}
+
+/// `provider.assertion_audience`: the `aud` of a client assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionAudience {
+    /// The provider's token endpoint URL (RFC 7523 §3; Entra ID, Okta's token calls).
+    TokenEndpoint,
+    /// The issuer identifier (RFC 7523 §3 allows it; some providers want it).
+    Issuer,
+}
+
+/// `provider.par`: Pushed Authorization Requests (RFC 9126).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Par {
+    /// When the metadata sets `require_pushed_authorization_requests`.
+    Auto,
+    Always,
+    Never,
+}
+
+/// `provider.response_mode`: how the provider returns the authorization response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// In the redirect's query (a GET on the redirect URI).
+    Query,
+    /// As an auto-submitted form (a POST on the redirect URI).
+    FormPost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +174,14 @@ pub struct ProviderConfig {
     pub client_id: String,
     pub client_secret: Secret,
     pub token_endpoint_auth: TokenEndpointAuth,
+    /// `private_key_file` (with `private_key_kid`, `signing_alg`): the key of
+    /// `private_key_jwt`; `None` for the other methods.
+    pub private_key: Option<ClientKey>,
+    /// `signing_alg` of a `client_secret_jwt` assertion (HS256 by default).
+    pub secret_jwt_alg: jsonwebtoken::Algorithm,
+    pub assertion_audience: AssertionAudience,
+    pub par: Par,
+    pub response_mode: ResponseMode,
     pub redirect_uri: RedirectUri,
     pub scopes: Vec<String>,
     pub pkce: Pkce,

@@ -269,6 +269,7 @@ fn build(c: &mut Checker, mut raw: RawConfig) -> Config {
     build_header_lists(c, global_headers, route_headers, &mut headers, &mut routes);
     let oauth = build_oauth(c, raw.oauth, provider.allow_http);
     provider_audiences(c, &mut providers, &oauth);
+    form_post_needs_https(c, &server, &providers);
     let provider = providers[0].clone();
     let hooks = build_hooks(c, raw.hooks);
     let redis = raw.redis.and_then(|r| build_redis(c, r));
@@ -642,9 +643,158 @@ fn build_listener_tls(
     (tls, redirect, hsts.filter(|d| !d.is_zero()))
 }
 
+/// A `form_post` login's state cookie is `SameSite=None; Secure` (the provider's POST is
+/// cross-site), which browsers keep only over https or on localhost: warn when nothing
+/// says the gateway is reached over https (its own TLS, an https `public_url` or
+/// `redirect_uri`, or a TLS-terminating proxy in `trusted_proxies`).
+fn form_post_needs_https(c: &mut Checker, server: &ServerConfig, providers: &[ProviderConfig]) {
+    let https = server.tls.is_some()
+        || server
+            .public_url
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "https")
+        || !server.trusted_proxies.is_empty();
+    for (i, p) in providers.iter().enumerate() {
+        if p.response_mode != ResponseMode::FormPost {
+            continue;
+        }
+        let on_https = match &p.redirect_uri {
+            RedirectUri::Absolute(u) => u.scheme() == "https" || is_loopback(u),
+            RedirectUri::Path(_) => https,
+        };
+        if !on_https {
+            let prefix = if providers.len() == 1 {
+                "provider".to_string()
+            } else {
+                format!("provider[{i}]")
+            };
+            c.warning(
+                format!("{prefix}.response_mode"),
+                "form_post needs the gateway on https: the login state cookie must be SameSite=None; Secure, \
+                 which browsers keep only over https (and on localhost); set server.tls_cert_file, an https \
+                 server.public_url, or trusted_proxies for a TLS-terminating proxy",
+            );
+        }
+    }
+}
+
+/// The client-assertion keys of a provider entry, taken out before the rest is built.
+struct AssertionRaw {
+    private_key_file: Option<String>,
+    private_key_kid: Option<String>,
+    signing_alg: Option<String>,
+    assertion_audience: bool,
+}
+
+/// The signing material of a JWT client assertion (`private_key_jwt`: the key of
+/// `private_key_file`; `client_secret_jwt`: the HMAC algorithm over the client secret).
+/// The assertion keys are errors with the other methods, so a forgotten
+/// `token_endpoint_auth` does not silently send the secret instead.
+fn client_assertion(
+    c: &mut Checker,
+    prefix: &str,
+    method: TokenEndpointAuth,
+    no_secret: bool,
+    raw: &AssertionRaw,
+) -> (Option<ClientKey>, jsonwebtoken::Algorithm) {
+    let hmac = jsonwebtoken::Algorithm::HS256;
+    let assertion_keys = [
+        ("private_key_file", raw.private_key_file.is_some()),
+        ("private_key_kid", raw.private_key_kid.is_some()),
+        ("signing_alg", raw.signing_alg.is_some()),
+        ("assertion_audience", raw.assertion_audience),
+    ];
+    match method {
+        TokenEndpointAuth::ClientSecretBasic | TokenEndpointAuth::ClientSecretPost => {
+            for (key, set) in assertion_keys {
+                if set {
+                    c.problem(
+                        format!("{prefix}.{key}"),
+                        "is only used with token_endpoint_auth = \"private_key_jwt\" or \"client_secret_jwt\"",
+                    );
+                }
+            }
+            (None, hmac)
+        }
+        TokenEndpointAuth::ClientSecretJwt => {
+            for (key, set) in &assertion_keys[..2] {
+                if *set {
+                    c.problem(
+                        format!("{prefix}.{key}"),
+                        "is only used with token_endpoint_auth = \"private_key_jwt\"",
+                    );
+                }
+            }
+            if no_secret {
+                c.problem(
+                    format!("{prefix}.client_secret"),
+                    "is required with token_endpoint_auth = \"client_secret_jwt\" (the assertion is signed with it)",
+                );
+            }
+            let alg = c.choice(
+                &format!("{prefix}.signing_alg"),
+                raw.signing_alg.as_deref(),
+                hmac,
+                &[
+                    ("HS256", jsonwebtoken::Algorithm::HS256),
+                    ("HS384", jsonwebtoken::Algorithm::HS384),
+                    ("HS512", jsonwebtoken::Algorithm::HS512),
+                ],
+            );
+            (None, alg)
+        }
+        TokenEndpointAuth::PrivateKeyJwt => {
+            let key = format!("{prefix}.private_key_file");
+            let Some(file) = raw.private_key_file.as_deref() else {
+                c.problem(
+                    key,
+                    "is required with token_endpoint_auth = \"private_key_jwt\"",
+                );
+                return (None, hmac);
+            };
+            let path = c.path(file);
+            let pem = match std::fs::read(&path) {
+                Ok(pem) => pem,
+                Err(e) => {
+                    c.problem(key, format!("cannot read {}: {e}", path.display()));
+                    return (None, hmac);
+                }
+            };
+            if raw.private_key_kid.as_deref() == Some("") {
+                c.problem(format!("{prefix}.private_key_kid"), "must not be empty");
+            }
+            let kid = raw.private_key_kid.as_deref().filter(|k| !k.is_empty());
+            match ClientKey::from_pem(&pem, raw.signing_alg.as_deref(), kid) {
+                Ok(loaded) => (Some(loaded), hmac),
+                Err(reason) => {
+                    // An algorithm the key cannot sign is the algorithm's mistake.
+                    let at = if reason.contains("cannot sign") {
+                        format!("{prefix}.signing_alg")
+                    } else {
+                        key
+                    };
+                    c.problem(at, format!("{}: {reason}", path.display()));
+                    (None, hmac)
+                }
+            }
+        }
+    }
+}
+
 /// One provider entry, its keys reported under `prefix` (`provider` or `provider[1]`);
 /// `name` is checked by [`build_providers`].
-fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider) -> ProviderConfig {
+fn build_provider(
+    c: &mut Checker,
+    prefix: &str,
+    name: String,
+    mut raw: RawProvider,
+) -> ProviderConfig {
+    let assertion_raw = AssertionRaw {
+        private_key_file: raw.private_key_file.take(),
+        private_key_kid: raw.private_key_kid.take(),
+        signing_alg: raw.signing_alg.take(),
+        assertion_audience: raw.assertion_audience.is_some(),
+    };
     let allow_http = raw.allow_http.unwrap_or(false);
     let issuer = match raw.issuer.as_deref() {
         None => {
@@ -667,8 +817,8 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
     let client_secret = c
         .secret(
             &format!("{prefix}.client_secret"),
-            raw.client_secret,
-            raw.client_secret_file,
+            raw.client_secret.take(),
+            raw.client_secret_file.take(),
         )
         .unwrap_or_default();
     let token_endpoint_auth = c.choice(
@@ -678,6 +828,43 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
         &[
             ("client_secret_basic", TokenEndpointAuth::ClientSecretBasic),
             ("client_secret_post", TokenEndpointAuth::ClientSecretPost),
+            ("private_key_jwt", TokenEndpointAuth::PrivateKeyJwt),
+            ("client_secret_jwt", TokenEndpointAuth::ClientSecretJwt),
+        ],
+    );
+    let (private_key, secret_jwt_alg) = client_assertion(
+        c,
+        prefix,
+        token_endpoint_auth,
+        client_secret.expose().is_empty(),
+        &assertion_raw,
+    );
+    let assertion_audience = c.choice(
+        &format!("{prefix}.assertion_audience"),
+        raw.assertion_audience.as_deref(),
+        AssertionAudience::TokenEndpoint,
+        &[
+            ("token_endpoint", AssertionAudience::TokenEndpoint),
+            ("issuer", AssertionAudience::Issuer),
+        ],
+    );
+    let par = c.choice(
+        &format!("{prefix}.par"),
+        raw.par.as_deref(),
+        Par::Auto,
+        &[
+            ("auto", Par::Auto),
+            ("always", Par::Always),
+            ("never", Par::Never),
+        ],
+    );
+    let response_mode = c.choice(
+        &format!("{prefix}.response_mode"),
+        raw.response_mode.as_deref(),
+        ResponseMode::Query,
+        &[
+            ("query", ResponseMode::Query),
+            ("form_post", ResponseMode::FormPost),
         ],
     );
     let redirect_raw = raw
@@ -748,6 +935,7 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
         "nonce",
         "code_challenge",
         "code_challenge_method",
+        "response_mode",
     ];
     let mut auth_params = Vec::new();
     for (k, v) in raw.auth_params.unwrap_or_default() {
@@ -791,6 +979,11 @@ fn build_provider(c: &mut Checker, prefix: &str, name: String, raw: RawProvider)
         client_id,
         client_secret,
         token_endpoint_auth,
+        private_key,
+        secret_jwt_alg,
+        assertion_audience,
+        par,
+        response_mode,
         redirect_uri,
         scopes,
         pkce,
@@ -2910,6 +3103,96 @@ providers = ["corp", "partners"]
         assert_eq!(cfg.provider.name, "default");
         let named = MINIMAL.replace("[provider]\n", "[provider]\nname = \"corp\"\n");
         assert_eq!(from_toml(&named, None).unwrap().provider.name, "corp");
+    }
+
+    #[test]
+    fn client_assertion_keys_are_checked_per_provider() {
+        let problems = |provider: &str| {
+            let text = format!(
+                "[[provider]]\nname = \"a\"\nissuer = \"https://idp.example.com\"\nclient_id = \"x\"\n{provider}\n\
+                 [session]\npassphrase = \"test-passphrase-0123456789abcdef\"\n\
+                 [[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:7000\"\n"
+            );
+            from_toml(&text, None).unwrap_err()
+        };
+        let has = |p: &[ConfigProblem], key: &str, reason: &str| {
+            p.iter().any(|p| p.key == key && p.reason.contains(reason))
+        };
+        let p = problems("token_endpoint_auth = \"client_secret_jwt\"");
+        assert!(
+            has(
+                &p,
+                "provider[0].client_secret",
+                "is required with token_endpoint_auth = \"client_secret_jwt\""
+            ),
+            "{p:?}"
+        );
+        let p = problems("client_secret = \"s\"\ntoken_endpoint_auth = \"client_secret_jwt\"\nsigning_alg = \"RS256\"\nprivate_key_kid = \"k\"");
+        assert!(
+            has(
+                &p,
+                "provider[0].signing_alg",
+                "is not one of HS256 | HS384 | HS512"
+            ),
+            "{p:?}"
+        );
+        assert!(
+            has(
+                &p,
+                "provider[0].private_key_kid",
+                "only used with token_endpoint_auth = \"private_key_jwt\""
+            ),
+            "{p:?}"
+        );
+        let p = problems("client_secret = \"s\"\ntoken_endpoint_auth = \"private_key_jwt\"\npar = \"sometimes\"\nresponse_mode = \"fragment\"\nassertion_audience = \"me\"");
+        assert!(
+            has(&p, "provider[0].private_key_file", "is required"),
+            "{p:?}"
+        );
+        assert!(
+            has(&p, "provider[0].par", "is not one of auto | always | never"),
+            "{p:?}"
+        );
+        assert!(
+            has(
+                &p,
+                "provider[0].response_mode",
+                "is not one of query | form_post"
+            ),
+            "{p:?}"
+        );
+        assert!(
+            has(
+                &p,
+                "provider[0].assertion_audience",
+                "is not one of token_endpoint | issuer"
+            ),
+            "{p:?}"
+        );
+        let warned = |server: &str| {
+            let text = format!(
+                "{server}[provider]\nissuer = \"https://idp.example.com\"\nclient_id = \"x\"\nclient_secret = \"s\"\n\
+                 response_mode = \"form_post\"\n[session]\npassphrase = \"test-passphrase-0123456789abcdef\"\n\
+                 [[route]]\npath = \"/\"\nupstream = \"http://127.0.0.1:7000\"\n"
+            );
+            let config = from_toml(&text, None).unwrap();
+            config.warnings.iter().any(|w| {
+                w.key == "provider.response_mode" && w.reason.contains("needs the gateway on https")
+            })
+        };
+        assert!(warned(""));
+        assert!(!warned(
+            "[server]\npublic_url = \"https://app.example.com\"\n"
+        ));
+        let p = problems("client_secret = \"s\"\nsigning_alg = \"HS256\"");
+        assert!(
+            has(
+                &p,
+                "provider[0].signing_alg",
+                "only used with token_endpoint_auth"
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]

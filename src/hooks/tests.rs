@@ -21,6 +21,19 @@ fn the_callback_needs_a_get_with_state_and_code_or_error() {
 }
 
 #[test]
+fn a_post_naming_no_hook_is_a_form_post_callback() {
+    assert_eq!(hook(Method::POST, ""), Hook::FormPostCallback);
+    assert_eq!(hook(Method::POST, "x=1"), Hook::FormPostCallback);
+    // Never taken for the back-channel logout or another hook.
+    assert_eq!(
+        hook(Method::POST, "logout=backchannel"),
+        Hook::BackChannelLogout
+    );
+    assert_eq!(hook(Method::POST, "info=json"), Hook::Info("json".into()));
+    assert_eq!(hook(Method::GET, ""), Hook::Invalid);
+}
+
+#[test]
 fn logout_comes_in_three_kinds() {
     assert_eq!(
         hook(Method::POST, "logout=backchannel"),

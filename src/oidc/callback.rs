@@ -7,7 +7,7 @@ use super::state;
 use crate::error::{printable, GatewayError, IdTokenError};
 use crate::outbound::Endpoint;
 use crate::provider::{code_grant, verify_id_token, Provider};
-use crate::request::RequestCtx;
+use crate::request::{RequestCtx, BODY_READ_TIMEOUT};
 use crate::response::{self, Body};
 use crate::secret::{random_id, Secret};
 use crate::services::Services;
@@ -45,6 +45,40 @@ impl AuthResponse {
     }
 }
 
+/// Largest form_post body read: an authorization response is a code, a state, an issuer
+/// and maybe an error text.
+const MAX_FORM_POST_BODY: usize = 16 * 1024;
+
+/// The authorization response of a `response_mode=form_post` login, read from the POSTed
+/// form (bounded, within [`BODY_READ_TIMEOUT`]); `None` when the POST is not one (no
+/// `state`, or neither `code` nor `error`, or not a form).
+pub(crate) async fn read_form_post(
+    headers: &HeaderMap,
+    body: hyper::body::Incoming,
+) -> Result<Option<AuthResponse>, GatewayError> {
+    use http_body_util::{BodyExt, Limited};
+    let is_form = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !is_form {
+        return Ok(None);
+    }
+    let read = Limited::new(body, MAX_FORM_POST_BODY).collect();
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => return Err(GatewayError::FormTooLarge),
+        Err(_) => return Err(GatewayError::BodyTimeout),
+    };
+    let params = AuthResponse::parse(&String::from_utf8_lossy(&bytes));
+    let is_response = params.state.is_some() && (params.code.is_some() || params.error.is_some());
+    Ok(is_response.then_some(params))
+}
+
 /// The code of an authorization response, once it is neither an error nor from another
 /// issuer; `iss_required` when the provider said it always names itself (RFC 9207).
 fn code_of(params: AuthResponse, issuer: &str, iss_required: bool) -> Result<String, GatewayError> {
@@ -78,6 +112,7 @@ pub(crate) async fn finish(
     ctx: &RequestCtx,
     headers: &HeaderMap,
     params: AuthResponse,
+    posted: bool,
 ) -> Response<Body> {
     let now = gw.clock.now();
     let state_param = params.state.clone().unwrap_or_default();
@@ -106,6 +141,21 @@ pub(crate) async fn finish(
     let clear_state: Vec<_> = state::expire(&cookie_name, ctx.secure())
         .into_iter()
         .collect();
+    // A code must come the way the login asked for it: one in a URL when the provider was
+    // told to POST it was not sent by the provider (it may have leaked from a log or a
+    // referrer), and a POSTed one for a query login is another flow's. An error response
+    // carries nothing to misuse and is shown either way.
+    if login.form_post != posted && params.code.is_some() {
+        if let Some(id) = &login.kept_post {
+            preserve_post::discard(gw, id).await;
+        }
+        gw.metrics.login_failures.inc();
+        gw.metrics.refused("login_mismatch");
+        let e = GatewayError::LoginMismatch(
+            "the response did not come in the response mode the login asked for",
+        );
+        return response::with_cookies(e.into_response(), clear_state);
+    }
     let kept_post = login.kept_post.clone();
     match complete(gw, ctx, headers, params, login).await {
         Ok((location, mut cookies)) => {

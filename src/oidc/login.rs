@@ -3,9 +3,12 @@
 //! sealed state cookie.
 
 use super::state::{self, LoginState};
-use crate::config::Pkce;
+use crate::config::{Par, Pkce, ResponseMode};
 use crate::error::GatewayError;
+use crate::error::{printable, ProviderUnavailable};
+use crate::outbound::Endpoint;
 use crate::provider::Provider;
+use crate::provider::{client_authenticated_post, Discovered};
 use crate::request::RequestCtx;
 use crate::response::{self, Body};
 use crate::services::Services;
@@ -121,7 +124,16 @@ pub(crate) async fn build(
     for (name, value) in &cfg.auth_params {
         request = request.add_extra_param(name.as_str(), value.as_str());
     }
+    let form_post = cfg.response_mode == ResponseMode::FormPost;
+    if form_post {
+        request = request.add_extra_param("response_mode", "form_post");
+    }
     let (url, csrf, nonce) = request.url();
+    let url = if uses_par(cfg.par, &discovered) {
+        push(provider, &discovered, &url).await?
+    } else {
+        url.to_string()
+    };
 
     let now = gw.clock.now();
     let login = LoginState {
@@ -138,12 +150,91 @@ pub(crate) async fn build(
         created_at: now,
         kept_post,
         provider: cfg.name.clone(),
+        form_post,
     };
     let codec = gw.sessions.codec();
     let session_cfg = &gw.config.session;
     let mut cookies = state::prune(codec, session_cfg, headers, now, ctx.secure());
     cookies.extend(state::seal(codec, session_cfg, &login, ctx.secure()));
-    Ok((url.to_string(), cookies))
+    Ok((url, cookies))
+}
+
+/// Whether this login's request is pushed (RFC 9126): `always`, or with `auto` when the
+/// provider requires it (and names where).
+fn uses_par(par: Par, discovered: &Discovered) -> bool {
+    let extra = discovered.extra();
+    match par {
+        Par::Always => true,
+        Par::Never => false,
+        Par::Auto => {
+            extra.pushed_authorization_request_endpoint.is_some()
+                && extra.require_pushed_authorization_requests == Some(true)
+        }
+    }
+}
+
+/// The RFC 9126 response: a reference to the pushed request.
+#[derive(serde::Deserialize)]
+struct PushedRequest {
+    request_uri: String,
+    /// Required by RFC 9126 §2.2; read so a response without it is refused.
+    #[allow(dead_code)]
+    expires_in: u64,
+}
+
+/// Pushes the authorization request of `url` (its query, with client authentication) and
+/// returns the browser's URL: the authorization endpoint with only `client_id` and
+/// `request_uri`.
+async fn push(
+    provider: &Provider,
+    discovered: &Discovered,
+    url: &url::Url,
+) -> Result<String, GatewayError> {
+    let cfg = provider.config();
+    let Some(endpoint) = discovered
+        .extra()
+        .pushed_authorization_request_endpoint
+        .as_ref()
+    else {
+        tracing::warn!(provider = %cfg.name, "provider.par = \"always\", but the provider's metadata has no pushed_authorization_request_endpoint");
+        return Err(ProviderUnavailable(
+            "provider.par = \"always\", but the provider's metadata has no pushed_authorization_request_endpoint".into(),
+        )
+        .into());
+    };
+    let params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let borrowed: Vec<(&str, &str)> = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let request = client_authenticated_post(provider, endpoint.as_str(), &borrowed)
+        .await
+        .map_err(|e| GatewayError::PushedRequest(e.to_string()))?;
+    let response = provider
+        .http()
+        .call(Endpoint::Par, request)
+        .await
+        .map_err(|e| ProviderUnavailable(format!("pushed authorization request: {e}")))?;
+    let status = response.status();
+    if !status.is_success() {
+        let error = serde_json::from_slice::<serde_json::Value>(response.body())
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(printable))
+            .unwrap_or_default();
+        tracing::warn!(provider = %cfg.name, %status, %error, "pushed authorization request refused");
+        return Err(GatewayError::PushedRequest(format!(
+            "the provider answered {status} {error}"
+        )));
+    }
+    let pushed: PushedRequest = serde_json::from_slice(response.body()).map_err(|_| {
+        GatewayError::PushedRequest("the response has no request_uri and expires_in".into())
+    })?;
+    let mut browser = discovered.metadata.authorization_endpoint().url().clone();
+    browser
+        .query_pairs_mut()
+        .append_pair("client_id", &cfg.client_id)
+        .append_pair("request_uri", &pushed.request_uri);
+    Ok(browser.to_string())
 }
 
 #[cfg(test)]

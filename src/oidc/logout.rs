@@ -112,10 +112,12 @@ fn logged_out_page() -> Response<Body> {
 /// RFC 7009 revocation; failures are logged, never fatal to the logout.
 async fn revoke(provider: &Provider, endpoint: &str, token: &Secret, hint: &str) {
     let request = match client_authenticated_post(
-        provider.config(),
+        provider,
         endpoint,
         &[("token", token.expose()), ("token_type_hint", hint)],
-    ) {
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e, "cannot build revocation request");

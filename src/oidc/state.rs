@@ -39,12 +39,29 @@ pub(crate) struct LoginState {
     /// there. Empty in states sealed before they named one: the default provider.
     #[serde(rename = "p", default, skip_serializing_if = "String::is_empty")]
     pub(crate) provider: String,
+    /// The login asked for `response_mode=form_post`: only a POSTed response finishes it
+    /// (and a GET one, which the provider would not send, is refused).
+    #[serde(rename = "f", default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) form_post: bool,
 }
 
 fn cookie_header(name: &str, value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .ok()
+}
+
+/// The state cookie of a `form_post` login: the provider's auto-submitted form is a
+/// cross-site POST, on which browsers send no `SameSite=Lax` cookie, so it is
+/// `SameSite=None`, which browsers only keep with `Secure`: over https, and on
+/// `localhost`/loopback, which browsers treat as secure. A plain-http site elsewhere
+/// cannot use form_post (config-time warning). The state stays bound to this browser:
+/// the cookie is sealed and must match the `state` the provider echoes.
+fn cross_site_cookie_header(name: &str, value: &str, max_age: i64) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=None; Secure"
     ))
     .ok()
 }
@@ -58,12 +75,11 @@ pub(crate) fn seal(
 ) -> Option<HeaderValue> {
     let json = serde_json::to_vec(state).ok()?;
     let sealed = codec.seal(Purpose::State, &json);
-    cookie_header(
-        &format!("{}{}", cfg.state_cookie_prefix, state.state),
-        &sealed,
-        STATE_LIFETIME,
-        secure,
-    )
+    let name = format!("{}{}", cfg.state_cookie_prefix, state.state);
+    if state.form_post {
+        return cross_site_cookie_header(&name, &sealed, STATE_LIFETIME);
+    }
+    cookie_header(&name, &sealed, STATE_LIFETIME, secure)
 }
 
 /// A Set-Cookie value that expires the state cookie named `name`.

@@ -2,6 +2,7 @@
 //! refresh token of a session. Errors name what failed ([`GrantError`]); the provider's
 //! own error texts are kept printable.
 
+use super::client_auth::{client_assertion, ASSERTION_TYPE};
 use super::id_token::{verify_id_token, VerifiedIdToken};
 use super::{Discovered, Provider};
 use crate::error::{printable, GrantError};
@@ -56,6 +57,12 @@ pub(crate) async fn code_grant(
     if let Some(v) = pkce_verifier {
         exchange = exchange.set_pkce_verifier(PkceCodeVerifier::new(v));
     }
+    let assertion = client_assertion(provider.config(), discovered, provider.clock().now())?;
+    if let Some(assertion) = &assertion {
+        exchange = exchange
+            .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+            .add_extra_param("client_assertion", assertion.expose());
+    }
     let http = provider.http().for_openidconnect(Endpoint::Token);
     let response = exchange.request_async(&http).await.map_err(request_error)?;
     require_bearer(&response)?;
@@ -81,13 +88,17 @@ pub(crate) async fn refresh_grant(
     let discovered = provider.get().await?;
     let token = RefreshToken::new(refresh_token.expose().to_string());
     let http = provider.http().for_openidconnect(Endpoint::Refresh);
-    let response = discovered
+    let mut exchange = discovered
         .client
         .exchange_refresh_token(&token)
-        .map_err(GrantError::NoTokenEndpoint)?
-        .request_async(&http)
-        .await
-        .map_err(request_error)?;
+        .map_err(GrantError::NoTokenEndpoint)?;
+    let assertion = client_assertion(provider.config(), &discovered, provider.clock().now())?;
+    if let Some(assertion) = &assertion {
+        exchange = exchange
+            .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+            .add_extra_param("client_assertion", assertion.expose());
+    }
+    let response = exchange.request_async(&http).await.map_err(request_error)?;
     require_bearer(&response)?;
     let id_token = match response.id_token() {
         Some(raw) => {

@@ -43,6 +43,12 @@ pub(crate) struct ExtraMetadata {
     /// a response without `iss` is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization_response_iss_parameter_supported: Option<bool>,
+    /// RFC 9126 §5: where authorization requests may be pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_authorization_request_endpoint: Option<Url>,
+    /// RFC 9126 §5: the provider accepts only pushed authorization requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_pushed_authorization_requests: Option<bool>,
 }
 impl AdditionalProviderMetadata for ExtraMetadata {}
 
@@ -282,6 +288,7 @@ impl Provider {
         let extra = m.additional_metadata();
         urls.extend(extra.introspection_endpoint.iter());
         urls.extend(extra.revocation_endpoint.iter());
+        urls.extend(extra.pushed_authorization_request_endpoint.iter());
         for url in urls {
             let loopback = match url.host() {
                 Some(url::Host::Domain(d)) => d == "localhost",
@@ -338,12 +345,14 @@ impl Provider {
         (for_oidc, for_jwt): (CoreJsonWebKeySet, jsonwebtoken::jwk::JwkSet),
     ) -> Discovered {
         let metadata = metadata.set_jwks(for_oidc);
+        // With a JWT assertion the secret is never sent: openidconnect then puts only
+        // `client_id` in the body, and the grants add the assertion.
+        let secret = (!client_auth::uses_assertion(&self.cfg))
+            .then(|| openidconnect::ClientSecret::new(self.cfg.client_secret.expose().to_string()));
         let mut client = OidcClient::from_provider_metadata(
             metadata.clone(),
             openidconnect::ClientId::new(self.cfg.client_id.clone()),
-            Some(openidconnect::ClientSecret::new(
-                self.cfg.client_secret.expose().to_string(),
-            )),
+            secret,
         );
         if self.cfg.token_endpoint_auth == crate::config::TokenEndpointAuth::ClientSecretPost {
             client = client.set_auth_type(openidconnect::AuthType::RequestBody);

@@ -81,10 +81,11 @@ async fn introspect(
         }
     };
     let request = client_authenticated_post(
-        provider.config(),
+        provider,
         &endpoint,
         &[("token", token), ("token_type_hint", "access_token")],
     )
+    .await
     .map_err(unavailable)?;
     gw.metrics.introspections.inc();
     let response = provider

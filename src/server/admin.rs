@@ -1,6 +1,6 @@
 //! The admin listener: `/healthz` (process up), `/readyz` (provider discovery and JWKS
-//! loaded, listeners bound; Redis ok or degraded), both JSON, and `/metrics`
-//! (Prometheus). Never served on the proxied port. Nothing here calls out: every check
+//! loaded, listeners bound; Redis ok or degraded), both JSON, `/metrics`
+//! (Prometheus), and `/jwks.json` (the public keys of `private_key_jwt` clients). Never served on the proxied port. Nothing here calls out: every check
 //! reads state the gateway already holds.
 
 use crate::metrics::{self, Scrape};
@@ -44,8 +44,36 @@ pub(crate) async fn handle<B>(
             );
             resp
         }
+        "/jwks.json" => {
+            let mut resp = response::json(StatusCode::OK, &client_jwks(gw));
+            // Public keys that change only with the config: providers may cache them a
+            // while (a reload with a new key is seen within five minutes).
+            resp.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("public, max-age=300"),
+            );
+            resp
+        }
         _ => response::text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// The public keys of every provider that uses `private_key_jwt`, once per `kid`: what a
+/// provider that fetches the client's JWKS (`jwks_uri` in its client registration) reads.
+fn client_jwks(gw: &Services) -> serde_json::Value {
+    let mut keys: Vec<serde_json::Value> = Vec::new();
+    let mut kids = std::collections::HashSet::new();
+    for key in gw
+        .config
+        .providers
+        .iter()
+        .filter_map(|p| p.private_key.as_ref())
+    {
+        if kids.insert(key.kid().to_string()) {
+            keys.extend(serde_json::to_value(key.public_jwk()).ok());
+        }
+    }
+    serde_json::json!({ "keys": keys })
 }
 
 /// What `/metrics` copies in from the services when scraped.

@@ -7,9 +7,10 @@ use http::{Method, StatusCode};
 use hyper::body::Incoming;
 
 use super::error::{AuthRequestError, UntrustedRequest};
-use super::http::{html, read_form, redirect, with_query, Params, Resp};
+use super::http::{escape, html, read_form, redirect, with_query, Params, Resp};
 use super::mint::has_scope;
 use super::pages::{self, LoginForm};
+use super::par;
 use super::provider::{lock, Provider};
 use super::store::{random_token, AuthCode, Login, Pkce, PkceMethod, CODE_TTL};
 use super::token::is_pkce_value;
@@ -26,11 +27,28 @@ struct AuthRequest {
     pkce: Option<Pkce>,
     prompt_none: bool,
     login_hint: Option<String>,
+    /// `response_mode=form_post`: the code comes back in an auto-submitted form.
+    form_post: bool,
 }
 
 pub(crate) async fn handle(op: &Provider, parts: Parts, body: Incoming) -> Resp {
     let query = parts.uri.query().unwrap_or("");
-    let params = Params::parse(query.as_bytes());
+    let sent = Params::parse(query.as_bytes());
+    // A pushed request (RFC 9126): the browser brings only client_id and request_uri.
+    let resolved = match sent.get("request_uri") {
+        Some(uri) => match par::resolve(op, uri, sent.get("client_id")) {
+            Some(pushed) => Some(pushed),
+            None => return UntrustedRequest::UnknownRequestUri.response(),
+        },
+        None if op.require_par.load(std::sync::atomic::Ordering::Relaxed) => {
+            return UntrustedRequest::ParRequired.response()
+        }
+        None => None,
+    };
+    let params = match &resolved {
+        Some(pushed) => Params::parse(pushed.as_bytes()),
+        None => sent,
+    };
     let redirect_uri = match trusted_redirect_uri(op, &params) {
         Ok(uri) => uri,
         Err(err) => return err.response(),
@@ -89,6 +107,7 @@ fn validate(
             scope: normalized_scope(params.get("scope").unwrap_or("")),
             pkce,
             prompt_none: params.get("prompt").is_some_and(|p| has_scope(p, "none")),
+            form_post: params.get("response_mode") == Some("form_post"),
             login_hint: params.get("login_hint").map(str::to_owned),
         }),
         Err(err) => Err((err, redirect_uri)),
@@ -110,7 +129,10 @@ fn check_request(params: &Params) -> Result<Option<Pkce>, AuthRequestError> {
         Some("code") => {}
         Some(_) => return Err(AuthRequestError::UnsupportedResponseType),
     }
-    if params.get("response_mode").is_some_and(|m| m != "query") {
+    if params
+        .get("response_mode")
+        .is_some_and(|m| m != "query" && m != "form_post")
+    {
         return Err(AuthRequestError::UnsupportedResponseMode);
     }
     if !has_scope(params.get("scope").unwrap_or(""), "openid") {
@@ -211,7 +233,38 @@ fn sign_in(op: &Provider, request: &AuthRequest, action: &str, username: Option<
         pairs.push(("state", state));
     }
     pairs.push(("iss", &op.issuer));
+    if request.form_post {
+        return form_post(&request.redirect_uri, &pairs);
+    }
     redirect(&with_query(&request.redirect_uri, &pairs))
+}
+
+/// OAuth 2.0 Form Post Response Mode: a page whose form POSTs the response parameters to
+/// the redirect URI, submitted by its script (or by hand without script).
+fn form_post(redirect_uri: &str, pairs: &[(&str, &str)]) -> Resp {
+    let inputs: String = pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                escape(k),
+                escape(v)
+            )
+        })
+        .collect();
+    let page = format!(
+        "<!doctype html><html><head><title>Submit</title></head><body>\
+         <form method=\"post\" action=\"{}\">{inputs}<button type=\"submit\">Continue</button></form>\
+         <script>document.forms[0].submit()</script></body></html>",
+        escape(redirect_uri)
+    );
+    let mut resp = html(StatusCode::OK, page);
+    // The page's one inline script submits the form.
+    resp.headers_mut().insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        http::HeaderValue::from_static("default-src 'none'; script-src 'unsafe-inline'"),
+    );
+    resp
 }
 
 fn username_problem(username: &str) -> Option<&'static str> {

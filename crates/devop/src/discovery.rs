@@ -7,7 +7,12 @@ use super::provider::{lock, Provider};
 /// The `/.well-known/openid-configuration` document.
 pub(crate) fn metadata(op: &Provider) -> Value {
     let iss = &op.issuer;
-    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    let auth_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "client_secret_jwt",
+    ];
     json!({
         "issuer": iss,
         "authorization_endpoint": format!("{iss}/authorize"),
@@ -17,8 +22,10 @@ pub(crate) fn metadata(op: &Provider) -> Value {
         "introspection_endpoint": format!("{iss}/introspect"),
         "revocation_endpoint": format!("{iss}/revoke"),
         "end_session_endpoint": format!("{iss}/end_session"),
+        "pushed_authorization_request_endpoint": format!("{iss}/par"),
+        "require_pushed_authorization_requests": op.require_par.load(std::sync::atomic::Ordering::Relaxed),
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": ["query", "form_post"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
@@ -28,6 +35,7 @@ pub(crate) fn metadata(op: &Provider) -> Value {
         ],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256", "HS256", "HS384", "HS512"],
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256", "plain"],

@@ -37,6 +37,10 @@ pub(crate) enum TokenError {
     MalformedBasic,
     #[error("client authentication failed")]
     ClientAuthFailed { basic: bool },
+    #[error("client authentication method {0} is not the one registered")]
+    ClientAuthMethodRefused(&'static str),
+    #[error("client assertion refused: {0}")]
+    AssertionRefused(&'static str),
     #[error("authorization code not found")]
     CodeNotFound,
     #[error("authorization code was issued to another client")]
@@ -76,7 +80,11 @@ impl TokenError {
         match self {
             Form(_) | MissingParameter(_) | RepeatedParameter(_) | MultipleClientAuth
             | ClientIdMismatch => "invalid_request",
-            NoClientAuth | MalformedBasic | ClientAuthFailed { .. } => "invalid_client",
+            NoClientAuth
+            | MalformedBasic
+            | ClientAuthFailed { .. }
+            | ClientAuthMethodRefused(_)
+            | AssertionRefused(_) => "invalid_client",
             ScopeExceedsGrant => "invalid_scope",
             UnsupportedGrantType(_) => "unsupported_grant_type",
             _ => "invalid_grant",
@@ -121,6 +129,10 @@ pub(crate) enum UntrustedRequest {
     UnregisteredRedirectUri,
     #[error("parameter '{0}' must not be included more than once")]
     RepeatedParameter(&'static str),
+    #[error("request_uri is unknown, expired or another client's")]
+    UnknownRequestUri,
+    #[error("authorization requests must be pushed (require_pushed_authorization_requests)")]
+    ParRequired,
 }
 
 impl UntrustedRequest {
@@ -141,7 +153,7 @@ pub(crate) enum AuthRequestError {
     MissingResponseType,
     #[error("only response_type=code is supported")]
     UnsupportedResponseType,
-    #[error("only response_mode=query is supported")]
+    #[error("only response_mode=query or form_post is supported")]
     UnsupportedResponseMode,
     #[error("scope must contain 'openid'")]
     OpenidScopeMissing,

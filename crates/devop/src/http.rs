@@ -39,6 +39,11 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every parameter, in order.
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// Whether `name` occurs more than once.
     pub(crate) fn is_repeated(&self, name: &str) -> bool {
         self.0.iter().filter(|(k, _)| k == name).count() > 1

@@ -37,6 +37,7 @@ mod keys;
 mod logout;
 mod mint;
 mod pages;
+mod par;
 mod provider;
 mod resource;
 mod routes;
@@ -131,6 +132,8 @@ pub struct Counters {
     pub end_sessions: u64,
     /// Requests for the JWKS document.
     pub jwks: u64,
+    /// Authorization requests pushed (RFC 9126) and accepted.
+    pub pushed_requests: u64,
 }
 
 /// How the ID tokens issued from now on misbehave (each alters exactly one thing).
@@ -217,6 +220,33 @@ impl DevOp {
 
     pub fn add_post_logout_redirect_uri(&self, uri: &str) {
         self.op.add_post_logout_redirect_uri(uri);
+    }
+
+    /// Registers the client's public key (a JWK, as the gateway publishes it) for
+    /// `private_key_jwt` assertions.
+    pub fn set_client_public_key(&self, jwk: Value) {
+        let jwk = serde_json::from_value(jwk).ok();
+        lock(&self.op.client_auth).public_key = jwk;
+    }
+
+    /// Accepts only this client authentication method from now on (`client_secret_basic`,
+    /// `client_secret_post`, `private_key_jwt`, `client_secret_jwt`); `None`: any.
+    pub fn require_client_auth(&self, method: Option<&str>) {
+        lock(&self.op.client_auth).required = method.map(str::to_owned);
+    }
+
+    /// Requires pushed authorization requests (RFC 9126): the metadata says
+    /// `require_pushed_authorization_requests`, and the authorization endpoint refuses a
+    /// request without `request_uri`.
+    pub fn set_require_par(&self, require: bool) {
+        self.op
+            .require_par
+            .store(require, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The method each successfully authenticated request used, in order.
+    pub fn client_auth_methods(&self) -> Vec<String> {
+        lock(&self.op.client_auth).used.clone()
     }
 
     pub fn counters(&self) -> Counters {

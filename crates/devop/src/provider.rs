@@ -28,6 +28,14 @@ pub(crate) struct Provider {
     pub issuer: String,
     pub client_id: String,
     client_secret_digest: [u8; 32],
+    /// The secret itself: the HMAC key of `client_secret_jwt` assertions.
+    client_secret: String,
+    /// How the client may authenticate, and how it did (see `client_auth`).
+    pub(crate) client_auth: Mutex<ClientAuthPolicy>,
+    /// Pushed authorization requests: `request_uri` -> (query, expiry).
+    pub(crate) pushed: Mutex<HashMap<String, (String, i64)>>,
+    /// Authorization requests must be pushed (`require_pushed_authorization_requests`).
+    pub(crate) require_par: AtomicBool,
     redirect_uris: Mutex<Vec<String>>,
     post_logout_redirect_uris: Mutex<Vec<String>>,
     now: Now,
@@ -62,6 +70,10 @@ impl Provider {
             issuer: reg.issuer,
             client_id: reg.client_id,
             client_secret_digest: Sha256::digest(reg.client_secret.as_bytes()).into(),
+            client_secret: reg.client_secret.clone(),
+            client_auth: Mutex::new(ClientAuthPolicy::default()),
+            pushed: Mutex::new(HashMap::new()),
+            require_par: AtomicBool::new(false),
             redirect_uris: Mutex::new(reg.redirect_uris),
             post_logout_redirect_uris: Mutex::new(reg.post_logout_redirect_uris),
             now: reg.now,
@@ -88,6 +100,11 @@ impl Provider {
     pub(crate) fn secret_matches(&self, presented: &str) -> bool {
         let digest = Sha256::digest(presented.as_bytes());
         constant_time_eq(&digest, &self.client_secret_digest)
+    }
+
+    /// The HMAC key of `client_secret_jwt` assertions.
+    pub(crate) fn client_secret(&self) -> &str {
+        &self.client_secret
     }
 
     pub(crate) fn is_redirect_uri(&self, uri: &str) -> bool {
@@ -192,6 +209,17 @@ impl Provider {
     pub(crate) fn counters(&self) -> Counters {
         lock(&self.counters).clone()
     }
+}
+
+/// Client authentication beyond the secret methods: the registered public key of
+/// `private_key_jwt`, the one method required (a test knob), the assertion ids seen
+/// (replays are refused) and the method each authenticated request used.
+#[derive(Default)]
+pub(crate) struct ClientAuthPolicy {
+    pub(crate) public_key: Option<jsonwebtoken::jwk::Jwk>,
+    pub(crate) required: Option<String>,
+    pub(crate) seen_jti: std::collections::HashSet<String>,
+    pub(crate) used: Vec<String>,
 }
 
 fn add_unique(list: &mut Vec<String>, uri: &str) {

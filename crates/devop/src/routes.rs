@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 
 use super::http::{json, text, Resp};
 use super::provider::Provider;
-use super::{authorize, discovery, logout, resource, token};
+use super::{authorize, discovery, logout, par, resource, token};
 
 pub(crate) async fn route(op: Arc<Provider>, req: Request<Incoming>) -> Resp {
     let (parts, body) = req.into_parts();
@@ -25,6 +25,7 @@ pub(crate) async fn route(op: Arc<Provider>, req: Request<Incoming>) -> Resp {
         "/userinfo" if get || post => resource::userinfo(&op, &parts.headers),
         "/introspect" if post => resource::introspect(&op, parts, body).await,
         "/revoke" if post => resource::revoke(&op, parts, body).await,
+        "/par" if post => par::handle(&op, parts, body).await,
         "/end_session" if get || post => logout::handle(&op, parts, body).await,
         path => not_allowed_or_found(path),
     }
@@ -33,7 +34,7 @@ pub(crate) async fn route(op: Arc<Provider>, req: Request<Incoming>) -> Resp {
 fn not_allowed_or_found(path: &str) -> Resp {
     let allow = match path {
         "/.well-known/openid-configuration" | "/jwks" => "GET, HEAD",
-        "/token" | "/introspect" | "/revoke" => "POST",
+        "/token" | "/introspect" | "/revoke" | "/par" => "POST",
         "/authorize" | "/userinfo" | "/end_session" => "GET, HEAD, POST",
         _ => return text(StatusCode::NOT_FOUND, "not found\n"),
     };

@@ -234,7 +234,21 @@ async fn discovery_and_jwks_have_the_published_shape() {
     );
     assert_eq!(
         meta["token_endpoint_auth_methods_supported"],
-        json!(["client_secret_basic", "client_secret_post"])
+        json!([
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "client_secret_jwt"
+        ])
+    );
+    assert_eq!(
+        meta["pushed_authorization_request_endpoint"],
+        format!("{iss}/par")
+    );
+    assert_eq!(meta["require_pushed_authorization_requests"], json!(false));
+    assert_eq!(
+        meta["response_modes_supported"],
+        json!(["query", "form_post"])
     );
     assert_eq!(
         meta["code_challenge_methods_supported"],
@@ -1247,4 +1261,79 @@ async fn access_token_ttl_is_adjustable_and_shutdown_stops_serving() {
 fn options_debug_redacts_the_secret() {
     let text = format!("{:?}", DevOpOptions::default());
     assert!(!text.contains("gateway-secret") && text.contains("redacted"));
+}
+
+/// A `client_secret_jwt` assertion for the test client, with `claims` over the defaults.
+fn secret_assertion(op: &DevOp, overrides: Value) -> String {
+    let now = system_now()();
+    let mut claims = json!({
+        "iss": "gateway", "sub": "gateway", "aud": format!("{}/token", op.issuer()),
+        "jti": format!("jti-{}", rand::random::<u64>()), "iat": now, "exp": now + 60,
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"gateway-secret"),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn client_assertions_are_verified_and_used_once() {
+    let op = start().await;
+    op.require_client_auth(Some("client_secret_jwt"));
+    let code = code_for(&op, "alice").await;
+    let with = |assertion: &str| {
+        vec![
+            ("grant_type".to_string(), "authorization_code".to_string()),
+            ("code".to_string(), code.clone()),
+            ("redirect_uri".to_string(), CALLBACK.to_string()),
+            ("code_verifier".to_string(), VERIFIER.to_string()),
+            (
+                "client_assertion_type".to_string(),
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string(),
+            ),
+            ("client_assertion".to_string(), assertion.to_string()),
+        ]
+    };
+    let url = format!("{}/token", op.issuer());
+    let send = |form: Vec<(String, String)>| {
+        let url = url.clone();
+        async move {
+            let resp = client().post(&url).form(&form).send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    for bad in [
+        json!({"aud": "https://elsewhere.example/token"}),
+        json!({"iss": "someone-else"}),
+        json!({"sub": "someone-else"}),
+        json!({"exp": system_now()() - 1}),
+        json!({"exp": system_now()() + 3600}),
+    ] {
+        let (status, body) = send(with(&secret_assertion(&op, bad.clone()))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}: {body}");
+        assert_eq!(body["error"], "invalid_client");
+    }
+    // The secret alone is no longer accepted.
+    let (status, _) = post_token(
+        &op,
+        &[("grant_type", "authorization_code"), ("code", &code)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let good = secret_assertion(&op, json!({}));
+    let (status, body) = send(with(&good)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The same assertion again: its jti was used.
+    let (status, body) = send(with(&good)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("jti already used"));
+    assert_eq!(op.client_auth_methods(), ["client_secret_jwt"]);
 }
