@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import {
-  ADMIN, Client, GATEWAY, ISSUER, ISSUER2, gatewayMetrics, introspectAtOp, jwtAccessToken, login, opMetadata,
+  ADMIN, Client, GATEWAY, env, ISSUER, ISSUER2, gatewayMetrics, introspectAtOp, jwtAccessToken, login, opMetadata,
   opStats, parseSetCookie, request, revokeAtOp, sleep,
 } from './lib.mjs';
 
@@ -779,5 +779,40 @@ describe('several providers: a second oidc-provider instance (another issuer)', 
     assert.equal(res.status, 302);
     assert.ok(res.location.startsWith(`${ISSUER2()}/auth?`), res.location);
     assert.equal((await api(first.client, '/app/')).status, 200, 'the first provider\'s session is untouched');
+  });
+});
+
+describe('client authentication: private_key_jwt with PAR and form_post, client_secret_jwt', () => {
+  test('private_key_jwt: the request is pushed (PAR), the browser gets only client_id and request_uri, the response comes as form_post', async () => {
+    const gw = env('E2E_PKJWT_GATEWAY');
+    const client = new Client();
+    const before = await opStats();
+    const l = await login(client, '/app/pk?x=1', 'alice', { gateway: gw });
+    const authorize = new URL(l.start.location);
+    assert.deepEqual([...authorize.searchParams.keys()].sort(), ['client_id', 'request_uri'], authorize.href);
+    assert.equal(authorize.searchParams.get('client_id'), 'gateway-pkjwt');
+    assert.ok(authorize.searchParams.get('request_uri').startsWith('urn:ietf:params:oauth:request_uri:'));
+    assert.ok(l.pages.includes('form_post'), `the provider answered with form_post: ${l.pages}`);
+    assert.equal(l.final.status, 200, l.final.text.slice(0, 300));
+    assert.equal(l.final.url, `${gw}/app/pk?x=1`);
+    const echo = l.final.json();
+    assert.equal(echo.headers.oidc_claim_sub, 'alice');
+    assert.equal(delta(await opStats(), before, 'authorization_code'), 1, 'the code was exchanged, with a client assertion');
+    // The refresh hook authenticates the client again.
+    const refreshed = await client.get(`${gw}/oauth2/callback?refresh=${encodeURIComponent('/app/')}&access_token=${encodeURIComponent(echo.headers.oidc_access_token)}`);
+    assert.equal(refreshed.status, 302);
+    assert.equal(new URL(refreshed.location).searchParams.get('error_code'), null, refreshed.location);
+  });
+
+  test('client_secret_jwt: a login and a refresh', async () => {
+    const gw = env('E2E_CSJWT_GATEWAY');
+    const client = new Client();
+    const l = await login(client, '/app/cs', 'bob', { gateway: gw });
+    assert.equal(l.final.status, 200, l.final.text.slice(0, 300));
+    const echo = l.final.json();
+    assert.equal(echo.headers.oidc_claim_sub, 'bob');
+    const refreshed = await client.get(`${gw}/oauth2/callback?refresh=${encodeURIComponent('/app/')}&access_token=${encodeURIComponent(echo.headers.oidc_access_token)}`);
+    assert.equal(refreshed.status, 302);
+    assert.equal(new URL(refreshed.location).searchParams.get('error_code'), null, refreshed.location);
   });
 });

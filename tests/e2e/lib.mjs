@@ -219,6 +219,10 @@ export async function login(client, path, user, { consent = true, gateway, issue
         } else {
           res = await client.postForm(f.action, f.fields);
         }
+      } else if (f.fields.code || f.fields.error) {
+        // response_mode=form_post: the provider's page posts the response to the gateway.
+        pages.push('form_post');
+        res = await client.postForm(f.action, f.fields);
       } else {
         throw new Error(`unexpected provider form: ${JSON.stringify(f)}`);
       }

@@ -35,6 +35,12 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: process.env.E2E_OP_PORT || '0' },
     gateway: { type: 'string', default: process.env.E2E_GATEWAY_URL || '' },
     replicas: { type: 'string', default: '' },
+    // The client-authentication gateways: `gateway-pkjwt` (private_key_jwt with the public
+    // key of --pkjwt-key, pushed authorization requests required, form_post) and
+    // `gateway-csjwt` (client_secret_jwt).
+    pkjwt: { type: 'string', default: '' },
+    'pkjwt-key': { type: 'string', default: '' },
+    csjwt: { type: 'string', default: '' },
     'port-file': { type: 'string', default: '' },
   },
 });
@@ -105,8 +111,38 @@ const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'e2e-rs256', 
 // `api-client` gets them with a client_credentials grant and resource=API_RESOURCE.
 const API_RESOURCE = 'urn:e2e:api';
 
+// client_secret_jwt (HS256) wants a secret of at least 32 bytes.
+const jwtSecret = `${clientSecret}-client-secret-jwt-0123456789`;
+const modeClients = [];
+if (args.pkjwt) {
+  const pem = fs.readFileSync(args['pkjwt-key'], 'utf8');
+  const publicJwk = { ...crypto.createPublicKey(pem).export({ format: 'jwk' }), kid: 'e2e-gateway-key', use: 'sig', alg: 'RS256' };
+  modeClients.push({
+    client_id: 'gateway-pkjwt',
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'RS256',
+    jwks: { keys: [publicJwk] },
+    require_pushed_authorization_requests: true,
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: [`${args.pkjwt}/oauth2/callback`],
+  });
+}
+if (args.csjwt) {
+  modeClients.push({
+    client_id: 'gateway-csjwt',
+    client_secret: jwtSecret,
+    token_endpoint_auth_method: 'client_secret_jwt',
+    token_endpoint_auth_signing_alg: 'HS256',
+    grant_types: ['authorization_code', 'refresh_token'],
+    response_types: ['code'],
+    redirect_uris: [`${args.csjwt}/oauth2/callback`],
+  });
+}
+
 const provider = new Provider(issuer, {
   clients: [
+    ...modeClients,
     {
       client_id: 'api-client',
       client_secret: clientSecret,
@@ -152,6 +188,7 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: true },
     introspection: { enabled: true },
+    pushedAuthorizationRequests: { enabled: true },
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
     backchannelLogout: { enabled: true },
