@@ -1009,10 +1009,11 @@ impl Mapper {
                 self.assign("provider", "auth_params", Value::Table(params), d, scope);
             }
             "oidcprovidertokenendpointauth" => match a0.as_str() {
-                "client_secret_basic" | "client_secret_post" => {
+                "client_secret_basic" | "client_secret_post" | "client_secret_jwt" => {
                     self.assign("provider", "token_endpoint_auth", s(&a0), d, scope)
                 }
-                _ => self.report(d, format!("{a0:?}: the gateway authenticates with client_secret_basic or client_secret_post")),
+                "private_key_jwt" => self.report(d, "set provider.token_endpoint_auth = \"private_key_jwt\" with private_key_file = the PEM key of OIDCPrivateKeyFiles (and private_key_kid = its kid): the key file is read when the configuration is checked, so it is not written here"),
+                _ => self.report(d, format!("{a0:?}: the gateway authenticates with client_secret_basic, client_secret_post, client_secret_jwt or private_key_jwt")),
             },
             "oidcidtokenaudvalues" => {
                 let auds: Vec<String> = args.iter().filter(|a| *a != "@").cloned().collect();
@@ -1052,10 +1053,9 @@ impl Mapper {
                 }
             }
             "oidcresponsemode" => {
-                if a0 == "query" {
-                    self.note("provider", d, "the gateway's default");
-                } else {
-                    self.report(d, format!("{a0:?}: the gateway receives the authorization response in the query only"));
+                match a0.as_str() {
+                    "query" | "form_post" => self.assign("provider", "response_mode", s(&a0), d, scope),
+                    _ => self.report(d, format!("{a0:?}: the gateway receives the authorization response in the query or as form_post")),
                 }
             }
             "oidcmetadatadir" => self.metadata_dir(d),

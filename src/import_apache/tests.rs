@@ -214,3 +214,31 @@ fn a_latin1_file_is_read() {
     std::fs::write(dir.join("site.conf"), bytes).unwrap();
     assert!(import(&[dir.join("site.conf")]).is_ok());
 }
+
+#[test]
+fn client_assertions_and_form_post_are_mapped_and_a_key_file_is_reported() {
+    let site = |extra: &str| {
+        import_text(&format!(
+            "OIDCProviderMetadataURL https://idp.example.com/.well-known/openid-configuration\nOIDCClientID app\nOIDCClientSecret a-secret-of-more-than-32-characters-xx\nOIDCCryptoPassphrase p\nOIDCRedirectURI /cb\n{extra}<Location />\nAuthType openid-connect\nRequire valid-user\nProxyPass http://app:8080/\n</Location>\n"
+        ))
+    };
+    let out = site("OIDCProviderTokenEndpointAuth client_secret_jwt\nOIDCResponseMode form_post\n");
+    assert!(
+        out.toml
+            .contains("token_endpoint_auth = \"client_secret_jwt\""),
+        "{}",
+        out.toml
+    );
+    assert!(
+        out.toml.contains("response_mode = \"form_post\""),
+        "{}",
+        out.toml
+    );
+    let out = site("OIDCProviderTokenEndpointAuth private_key_jwt\n");
+    assert!(!out.toml.contains("private_key_jwt"), "{}", out.toml);
+    assert!(
+        out.report().contains("private_key_file"),
+        "{}",
+        out.report()
+    );
+}
