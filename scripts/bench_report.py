@@ -3,7 +3,8 @@
 
 Input: a TSV with one line per wrk run (round, conns, config, rps, p50_us, p99_us,
 non2xx, errors, rss_kib, and optionally cpu_us: the proxy process's CPU time per request). Every ratio is taken inside one round (same conns), against the
-`none` route and against the upstream measured directly, and only then is the median over
+`none` route, against a plain nginx reverse proxy (the bare-proxy anchor) and against the
+upstream measured directly, and only then is the median over
 rounds taken: machines are shared and noisy, so ratios measured side by side are the
 result, absolute numbers only context.
 """
@@ -14,13 +15,14 @@ from collections import defaultdict
 
 LABELS = {
     "direct": "upstream direct (nginx)",
+    "nginx_proxy": "nginx reverse proxy (2 workers, keep-alive upstream)",
     "none": 'gateway `auth = "none"`',
     "oidc": "gateway `openid-connect` (session cookie)",
     "api": "gateway `oauth20` (cached token)",
     "apache": "Apache + mod_auth_openidc (client-cookie)",
     "oidc_redis": "gateway `openid-connect`, with `[redis]` (cookie store)",
 }
-ORDER = ["direct", "none", "oidc", "api", "oidc_redis", "apache"]
+ORDER = ["direct", "nginx_proxy", "none", "oidc", "api", "oidc_redis", "apache"]
 
 
 def median(values):
@@ -84,6 +86,9 @@ def summarise(runs):
                 "rps": median([r["rps"] for r in per]),
                 "x_none": ratio("rps", "none"),
                 "x_direct": ratio("rps", "direct"),
+                "x_nginx": ratio("rps", "nginx_proxy"),
+                "p99_x_nginx": ratio("p99", "nginx_proxy"),
+                "cpu_x_nginx": ratio("cpu", "nginx_proxy"),
                 "p50": median([r["p50"] for r in per]),
                 "p99": median([r["p99"] for r in per]),
                 "p99_x_none": ratio("p99", "none"),
@@ -101,17 +106,18 @@ def summarise(runs):
 
 def table(rows):
     out = [
-        "| conns | configuration | req/s | × none | × direct | p50 ms | p99 ms | p99 × none "
-        "| non-2xx (median / total) | socket errors | RSS max MiB | CPU µs/req | CPU × none |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| conns | configuration | req/s | × none | × nginx proxy | × direct | p50 ms | p99 ms | p99 × none "
+        "| non-2xx (median / total) | socket errors | RSS max MiB | CPU µs/req | CPU × none | CPU × nginx proxy |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for (conns, config), s in sorted(rows.items(), key=lambda kv: (kv[0][0], ORDER.index(kv[0][1]))):
         out.append(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |".format(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} |".format(
                 conns,
                 LABELS.get(config, config),
                 fmt(s["rps"], "{:,.0f}"),
                 fmt(s["x_none"], "{:.2f}"),
+                fmt(s["x_nginx"], "{:.2f}"),
                 fmt(s["x_direct"], "{:.2f}"),
                 fmt(s["p50"], "{:.2f}"),
                 fmt(s["p99"], "{:.2f}"),
@@ -122,6 +128,7 @@ def table(rows):
                 fmt(s["rss_max"], "{:.1f}"),
                 fmt(s["cpu"], "{:.1f}"),
                 fmt(s["cpu_x_none"], "{:.2f}"),
+                fmt(s["cpu_x_nginx"], "{:.2f}"),
             )
         )
     return "\n".join(out)
@@ -140,25 +147,28 @@ def targets(rows):
 
     for conns in sorted({c for (c, _) in rows}):
         oidc, api = rows.get((conns, "oidc")), rows.get((conns, "api"))
+        # Issue 17: the proxy core against a plain nginx reverse proxy, authentication
+        # almost free. A throughput goal is also judged as a cost (CPU per request), which
+        # a shared machine moves less: 0.90 × the throughput is 1/0.90 × the CPU.
+        none = rows.get((conns, "none"))
+        if none and none.get("x_nginx") is not None:
+            check('`auth = "none"` ≥ 0.90 × nginx proxy req/s', conns, none["x_nginx"], lambda v: v >= 0.90)
+            if none.get("cpu_x_nginx") is not None:
+                check('`auth = "none"` CPU/req ≤ 1.10 × nginx proxy', conns, none["cpu_x_nginx"], lambda v: v <= 1.10)
         if oidc:
-            check("openid-connect ≥ 0.85 × none req/s", conns, oidc["x_none"], lambda v: v >= 0.85)
+            check("openid-connect ≥ 0.90 × none req/s", conns, oidc["x_none"], lambda v: v >= 0.90)
+            if oidc.get("cpu_x_none") is not None:
+                check("openid-connect CPU/req ≤ 1.11 × none (same goal, as cost)", conns, oidc["cpu_x_none"], lambda v: v <= 1 / 0.90)
+            check("openid-connect ≥ 5 × Apache + mod_auth_openidc req/s", conns, oidc["x_apache"], lambda v: v >= 5)
+            check("openid-connect p99 ≤ 1.5 × nginx proxy p99", conns, oidc["p99_x_nginx"], lambda v: v <= 1.5)
             check("openid-connect p99 ≤ 1.5 × none p99", conns, oidc["p99_x_none"], lambda v: v <= 1.5)
-            check(
-                "openid-connect ≥ 4 × Apache + mod_auth_openidc req/s",
-                conns,
-                oidc["x_apache"],
-                lambda v: v >= 4,
-            )
-        if oidc and oidc.get("cpu_x_none") is not None:
-            # The same goal as a cost: 0.85 × the throughput is 1/0.85 × the CPU per request.
-            check("openid-connect CPU/req ≤ 1.18 × none (same goal, as cost)", conns, oidc["cpu_x_none"], lambda v: v <= 1 / 0.85)
+        if api:
+            check("oauth20 (cached) ≥ 0.95 × none req/s", conns, api["x_none"], lambda v: v >= 0.95)
+            if api.get("cpu_x_none") is not None:
+                check("oauth20 CPU/req ≤ 1.05 × none (same goal, as cost)", conns, api["cpu_x_none"], lambda v: v <= 1 / 0.95)
         redis = rows.get((conns, "oidc_redis"))
         if redis:
             check("openid-connect with [redis] ≥ 0.95 × without req/s", conns, redis["x_oidc"], lambda v: v >= 0.95)
-        if api:
-            check("oauth20 (cached) ≥ 0.90 × none req/s", conns, api["x_none"], lambda v: v >= 0.90)
-            if api.get("cpu_x_none") is not None:
-                check("oauth20 CPU/req ≤ 1.11 × none (same goal, as cost)", conns, api["cpu_x_none"], lambda v: v <= 1 / 0.90)
         gw_rss = [rows[(conns, c)]["rss_max"] for c in ("none", "oidc", "api") if (conns, c) in rows]
         gw_rss = [r for r in gw_rss if r is not None]
         if gw_rss and conns == 256:
