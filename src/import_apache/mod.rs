@@ -350,33 +350,25 @@ fn defaults(m: &mut Mapper, at: &Source) {
         .any(|r| r.get("auth").and_then(Value::as_str) == Some("openid-connect"));
     let multi = m.routes.iter().any(|r| r.get("providers").is_some());
     if !multi {
-        if m.provider.get("issuer").is_none() {
-            m.provider.set(
-                "issuer",
-                s("${OIDC_ISSUER}"),
-                "no OIDCProviderMetadataURL or OIDCProviderIssuer".to_string(),
-            );
-            m.unmapped.push(Note {
-                source: at.clone(),
-                seq: 0,
-                directive: "OIDCProviderMetadataURL".to_string(),
-                message: "not found: the OP's issuer is read from OIDC_ISSUER; set it".to_string(),
-            });
-            push_env(m, "OIDC_ISSUER", "the OP's issuer URL (its metadata is at {issuer}/.well-known/openid-configuration)");
-        }
-        if m.provider.get("client_id").is_none() {
-            m.provider.set(
-                "client_id",
-                s("${OIDC_CLIENT_ID}"),
-                "no OIDCClientID".to_string(),
-            );
-            m.unmapped.push(Note {
-                source: at.clone(),
-                seq: 0,
-                directive: "OIDCClientID".to_string(),
-                message: "not found: the client ID is read from OIDC_CLIENT_ID; set it".to_string(),
-            });
-            push_env(m, "OIDC_CLIENT_ID", "the client ID registered at the OP");
+        let issuer = Required {
+            key: "issuer",
+            env: "OIDC_ISSUER",
+            directive: "OIDCProviderMetadataURL",
+            missing: "no OIDCProviderMetadataURL or OIDCProviderIssuer",
+            what: "the OP's issuer",
+            env_what:
+                "the OP's issuer URL (its metadata is at {issuer}/.well-known/openid-configuration)",
+        };
+        let client_id = Required {
+            key: "client_id",
+            env: "OIDC_CLIENT_ID",
+            directive: "OIDCClientID",
+            missing: "no OIDCClientID",
+            what: "the client ID",
+            env_what: "the client ID registered at the OP",
+        };
+        for required in [issuer, client_id] {
+            required.fill_from_env(m, at);
         }
         if m.provider.get("scopes").is_none() {
             m.provider.set(
@@ -454,6 +446,37 @@ fn defaults(m: &mut Mapper, at: &Source) {
             "UPSTREAM_URL",
             "the application's URL (http://host:port)",
         );
+    }
+}
+
+/// A provider key Apache's configuration must give; without it, the output reads it from
+/// an environment variable, and the report says which one to set.
+struct Required {
+    key: &'static str,
+    env: &'static str,
+    directive: &'static str,
+    missing: &'static str,
+    what: &'static str,
+    env_what: &'static str,
+}
+
+impl Required {
+    fn fill_from_env(&self, m: &mut Mapper, at: &Source) {
+        if m.provider.get(self.key).is_some() {
+            return;
+        }
+        m.provider.set(
+            self.key,
+            s(&format!("${{{}}}", self.env)),
+            self.missing.to_string(),
+        );
+        m.unmapped.push(Note {
+            source: at.clone(),
+            seq: 0,
+            directive: self.directive.to_string(),
+            message: format!("not found: {} is read from {}; set it", self.what, self.env),
+        });
+        push_env(m, self.env, self.env_what);
     }
 }
 
