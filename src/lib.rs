@@ -12,8 +12,8 @@
 //! `identity`, `authz`, `proxy`) -> `services` (the shared run-time state, and with `[redis]` what
 //! replicas share) -> `provider`, `session`, `config` and the leaves (`redis_link`,
 //! `error`, `outbound`, `response`, `secret`, `clock`, `observe` (logs), `metrics`,
-//! `telemetry` (trace propagation and spans)). `tests/gateway/module_graph.rs` fails on a
-//! cycle.
+//! `telemetry` (trace propagation and spans), `worker` (which of `server`'s worker threads
+//! runs the caller)). `tests/gateway/module_graph.rs` fails on a cycle.
 //!
 //! `import_apache` (the `import-apache` command) stands apart from the request path: it
 //! reads Apache configuration and writes gateway.toml, depending only on `config`, which
@@ -56,6 +56,7 @@ pub mod services;
 pub mod session;
 pub mod systemd;
 pub mod telemetry;
+pub(crate) mod worker;
 
 /// Installs the process-wide rustls crypto provider (aws-lc-rs). Idempotent; call it
 /// before any TLS is used (main does; tests do in their set-up).

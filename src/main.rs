@@ -240,8 +240,11 @@ fn default_logging() {
     let _ = oidc_gateway::observe::init_logging(&Default::default(), None);
 }
 
+/// The main thread's runtime: accept loops, the admin listener, reloads and background
+/// refreshes. Proxied connections are served on the worker threads (`server.workers`),
+/// each with a runtime of its own.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("cannot start the async runtime")

@@ -23,6 +23,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.redirect_http_listen",
     "server.tls_cert_file / server.tls_key_file",
     "server.max_connections",
+    "server.workers",
     "admin.listen",
     "session.store",
     "session.memory_capacity",
@@ -215,6 +216,10 @@ fn keep_restart_only(mut new: Config, old: &Config) -> Config {
     if new.server.max_connections != old.server.max_connections {
         new.server.max_connections = old.server.max_connections;
         kept.push("server.max_connections");
+    }
+    if new.server.workers != old.server.workers {
+        new.server.workers = old.server.workers;
+        kept.push("server.workers");
     }
     let admin = |c: &Config| c.admin.as_ref().map(|a| a.listen.clone());
     if admin(&new) != admin(old) {

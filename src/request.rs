@@ -225,6 +225,7 @@ pub(crate) mod tests {
             shutdown_grace: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(120),
             max_connections: None,
+            workers: 1,
             tls: None,
             redirect_http_listen: vec![],
             hsts: None,

@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Open connections on the proxied listeners (`None`: no bound).
     pub max_connections: Option<usize>,
+    /// `server.workers`: threads serving the proxied connections, each with its own
+    /// single-threaded runtime and upstream pool (default: one per core).
+    pub workers: usize,
     /// `Some`: every `listen` address serves TLS with these files (reloaded when they change).
     pub tls: Option<ListenerTls>,
     /// Plain-HTTP listeners that answer every request with a 308 to https.

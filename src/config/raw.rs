@@ -93,6 +93,7 @@ pub(crate) struct RawServer {
     /// The former name of `keepalive_timeout`, still accepted; both set is an error.
     pub idle_timeout: Option<String>,
     pub max_connections: Option<u64>,
+    pub workers: Option<u64>,
     pub tls_cert_file: Option<String>,
     pub tls_key_file: Option<String>,
     pub redirect_http_listen: Option<OneOrMany>,

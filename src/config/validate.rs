@@ -409,6 +409,9 @@ fn build_log(c: &mut Checker, raw: RawLog) -> LogConfig {
     }
 }
 
+/// The most `server.workers` (threads serving connections) a config may ask for.
+const MAX_WORKERS: u64 = 1024;
+
 fn build_server(c: &mut Checker, raw: RawServer) -> ServerConfig {
     let listen = c.addresses("server.listen", raw.listen, "127.0.0.1:8080");
     let (tls, redirect_http_listen, hsts) = build_listener_tls(
@@ -495,6 +498,17 @@ fn build_server(c: &mut Checker, raw: RawServer) -> ServerConfig {
                     .min(Semaphore::MAX_PERMITS),
             ),
             None => None,
+        },
+        workers: match raw.workers {
+            Some(n) if !(1..=MAX_WORKERS).contains(&n) => {
+                c.problem(
+                    "server.workers",
+                    format!("must be between 1 and {MAX_WORKERS} (default: one per core)"),
+                );
+                1
+            }
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         },
         tls,
         redirect_http_listen,

@@ -11,6 +11,7 @@ use crate::outbound::{error_chain, https_connector, HttpsConnector};
 use crate::request::RequestCtx;
 use crate::response::Body;
 use crate::telemetry;
+use crate::worker;
 use forwarded::set_forwarded_headers;
 use http::header::{HeaderValue, CONNECTION, HOST, UPGRADE};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -18,22 +19,36 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::time::Duration;
 
-/// The upstream client, shared by all routes; pools keep-alive connections per host.
+/// The upstream clients, shared by all routes: one per worker thread
+/// ([`worker::current`]), each pooling keep-alive connections per host. A worker's
+/// requests use its own pool, whose connections its own runtime drives: no lock shared
+/// between threads at checkout, no wake-up of another thread to send.
 pub(crate) struct Upstream {
-    client: Client<HttpsConnector, Body>,
+    /// Index 0 serves requests from threads that are not workers.
+    clients: Box<[Client<HttpsConnector, Body>]>,
     timeout: Duration,
 }
 
 impl Upstream {
     pub(crate) fn new(cfg: &ServerConfig) -> Upstream {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(https_connector(cfg.upstream_connect_timeout));
+        let connector = https_connector(cfg.upstream_connect_timeout);
+        let clients = (0..=cfg.workers)
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(1024)
+                    .build(connector.clone())
+            })
+            .collect();
         Upstream {
-            client,
+            clients,
             timeout: cfg.upstream_timeout,
         }
+    }
+
+    /// The calling worker's client.
+    fn client(&self) -> &Client<HttpsConnector, Body> {
+        &self.clients[worker::current() % self.clients.len()]
     }
 
     /// Sends `request` (whose identity headers are already in place) to the route's
@@ -68,7 +83,7 @@ impl Upstream {
         }
 
         let span = telemetry::upstream_span(target.authority.host(), &mut request);
-        let call = tokio::time::timeout(self.timeout, self.client.request(request));
+        let call = tokio::time::timeout(self.timeout, self.client().request(request));
         let mut response = match call.await {
             Err(_) => {
                 telemetry::upstream_outcome(&span, Err("timeout"));

@@ -3,6 +3,9 @@
 
 mod admin;
 mod tls;
+mod workers;
+
+use workers::Workers;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -18,8 +21,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 /// Open connections on the admin listener.
@@ -45,6 +48,9 @@ pub struct Running {
     current: Arc<Current>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Report the end of each worker thread (once the accept loops, which hold the
+    /// workers, have ended).
+    workers_ended: Vec<oneshot::Receiver<()>>,
 }
 
 impl Running {
@@ -70,6 +76,9 @@ impl Running {
         let _ = self.stop.send(true);
         for task in self.tasks {
             let _ = task.await;
+        }
+        for ended in self.workers_ended {
+            let _ = ended.await;
         }
     }
 }
@@ -137,6 +146,8 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         tokio::spawn(certificate.watch());
     }
     let (stop, stopped) = watch::channel(false);
+    let (workers, workers_ended) = Workers::start(config.server.workers)?;
+    let workers = Arc::new(workers);
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
     for listener in listeners {
@@ -148,6 +159,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
             stopped.clone(),
             limits.clone(),
             acceptor.clone(),
+            Some(Arc::clone(&workers)),
             move |req, peer| {
                 // The request keeps this generation to its end, whatever reloads meanwhile.
                 let gw = current.get();
@@ -175,6 +187,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
             stopped.clone(),
             limits.clone(),
             None,
+            None,
             move |req, peer| {
                 let resp = to_https(
                     &current.peek().services.config.server,
@@ -198,6 +211,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
             stopped.clone(),
             admin_limits.clone(),
             None,
+            None,
             move |req, _| {
                 let gw = current.get();
                 let bound = bound.clone();
@@ -218,6 +232,7 @@ pub async fn start(config: Config, clock: Clock) -> io::Result<Running> {
         current,
         stop,
         tasks,
+        workers_ended,
     })
 }
 
@@ -318,11 +333,15 @@ impl Drop for LiveGuard {
     }
 }
 
+/// Accepts `listener`'s connections until the gateway stops, then waits for them to end
+/// (up to `server.shutdown_grace`). Each connection is served on one of `workers`, or on
+/// this runtime when `None` (the admin and redirect listeners).
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     stopped: watch::Receiver<bool>,
     limits: Limits,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    workers: Option<Arc<Workers>>,
     handler: F,
 ) where
     F: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
@@ -364,43 +383,96 @@ async fn accept_loop<F, Fut>(
             _ = stopping.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let handler = handler.clone();
-        let builder = builder.clone();
-        let guard = live.enter();
-        let open = limits.connections.as_ref().map(InProgress::new);
-        let stopped = stopped.clone();
-        let idle_timeout = limits.current.peek().services.config.server.idle_timeout;
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _guard = guard;
-            let _open = open;
-            let stream = match tls {
-                None => tls::Stream::Plain(stream),
-                Some(acceptor) => {
-                    match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(stream)) => tls::Stream::Tls(Box::new(stream)),
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake not finished in time");
-                            return;
-                        }
+        let conn = Connection {
+            peer,
+            handler: handler.clone(),
+            builder: builder.clone(),
+            stopped: stopped.clone(),
+            idle_timeout: limits.current.peek().services.config.server.idle_timeout,
+            tls: tls.clone(),
+            _permit: permit,
+            _live: live.enter(),
+            _open: limits.connections.as_ref().map(InProgress::new),
+        };
+        match &workers {
+            None => {
+                tokio::spawn(conn.run(stream));
+            }
+            Some(workers) => {
+                // Moved to the worker's runtime: out of this one's reactor, into its own.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::debug!(error = %e, %peer, "cannot hand the connection over");
+                        continue;
                     }
-                }
-            };
-            serve(builder, stream, peer, handler, stopped, idle_timeout).await;
-        });
+                };
+                workers.assign(move |assigned| match TcpStream::from_std(stream) {
+                    Ok(stream) => {
+                        tokio::spawn(async move {
+                            let _assigned = assigned;
+                            conn.run(stream).await
+                        });
+                    }
+                    Err(e) => tracing::warn!(error = %e, %peer, "cannot serve the connection"),
+                });
+            }
+        }
     }
     drop(listener);
     let grace = limits.current.peek().services.config.server.shutdown_grace;
     tokio::select! {
         _ = live.drained() => tracing::debug!("connections drained"),
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
+    }
+}
+
+/// One accepted connection, with what it holds while open.
+struct Connection<F> {
+    peer: SocketAddr,
+    handler: F,
+    builder: auto::Builder<TokioExecutor>,
+    stopped: watch::Receiver<bool>,
+    idle_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    _permit: OwnedSemaphorePermit,
+    _live: LiveGuard,
+    _open: Option<InProgress>,
+}
+
+impl<F, Fut> Connection<F>
+where
+    F: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<crate::response::Body>> + Send + 'static,
+{
+    /// The TLS handshake (on TLS listeners), then HTTP until the connection ends.
+    async fn run(self, stream: TcpStream) {
+        let peer = self.peer;
+        let stream = match self.tls {
+            None => tls::Stream::Plain(stream),
+            Some(acceptor) => {
+                match tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => tls::Stream::Tls(Box::new(stream)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake not finished in time");
+                        return;
+                    }
+                }
+            }
+        };
+        serve(
+            self.builder,
+            stream,
+            peer,
+            self.handler,
+            self.stopped,
+            self.idle_timeout,
+        )
+        .await;
     }
 }
 

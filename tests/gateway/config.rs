@@ -183,6 +183,19 @@ fn keepalive_timeout_keeps_its_former_name_as_an_alias() {
 }
 
 #[test]
+fn workers_out_of_range_are_named() {
+    for bad in ["0", "1025"] {
+        let text = VALID.replace("[server]\n", &format!("[server]\nworkers = {bad}\n"));
+        assert_problems(
+            &check(&text, &[]),
+            &["server.workers: must be between 1 and 1024 (default: one per core)"],
+        );
+    }
+    let text = VALID.replace("[server]\n", "[server]\nworkers = 3\n");
+    assert_eq!(check(&text, &[]).code, 0);
+}
+
+#[test]
 fn a_missing_passphrase_is_named() {
     let text = VALID.replace("passphrase = \"0123456789abcdef0123456789abcdef\"", "");
     assert_problems(&check(&text, &[]), &["session.passphrase: is required"]);
