@@ -4,7 +4,7 @@
 use crate::config::ServerConfig;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::header::{HeaderMap, HeaderName, HeaderValue, COOKIE, HOST};
 use rand::RngCore;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +22,7 @@ pub(crate) struct RequestCtx {
     /// "http" or "https", as the browser sees the gateway.
     pub scheme: &'static str,
     /// Host (and port) as the browser sees the gateway.
-    pub host: String,
+    pub host: Host,
     pub peer: IpAddr,
     /// Whether the peer is a trusted proxy.
     pub trusted: bool,
@@ -44,6 +44,59 @@ pub(crate) enum Asker {
     PassesAnswers,
 }
 
+/// The host (and port) the browser asked for, checked by [`plausible_host`] (letters,
+/// digits and `-.:[]_` only). Kept as a header value: most often it shares the request's
+/// own `Host` bytes, and it goes upstream (`X-Forwarded-Host`, a preserved `Host`) without
+/// a copy.
+#[derive(Debug, Clone)]
+pub(crate) struct Host(HeaderValue);
+
+impl Host {
+    /// `host`, when it is plausible.
+    pub(crate) fn new(host: &str) -> Option<Host> {
+        plausible_host(host)
+            .then(|| HeaderValue::from_str(host).ok().map(Host))
+            .flatten()
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Plausible hosts are ASCII.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// As a header value (shares the bytes).
+    pub(crate) fn header(&self) -> HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl std::ops::Deref for Host {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Host {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<&str> for Host {
+    /// For tests and fixed values: `host` must be plausible.
+    fn from(host: &str) -> Host {
+        Host::new(host).expect("a plausible host")
+    }
+}
+
 impl RequestCtx {
     pub(crate) fn secure(&self) -> bool {
         self.scheme == "https"
@@ -58,6 +111,29 @@ impl RequestCtx {
 /// How long the gateway waits for a request body it reads itself (a back-channel logout,
 /// a form-posted bearer token): a client that trickles bytes cannot hold a task forever.
 pub(crate) const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// At most this much of a refused request's body is read, and dropped, before the refusal
+/// is sent, within [`DISCARD_TIMEOUT`].
+const DISCARD_MAX: usize = 1024 * 1024;
+const DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops what is left of `body`, up to [`DISCARD_MAX`] bytes and for at most
+/// [`DISCARD_TIMEOUT`], before a refusal that did not need it (too large, another origin):
+/// a client still uploading then reads the answer, where closing the connection under it
+/// would reset it first (nginx's lingering close). Past the bounds the connection closes.
+pub(crate) async fn discard_body<B: hyper::body::Body + Unpin>(mut body: B) {
+    use http_body_util::BodyExt;
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.remaining());
+            if seen > DISCARD_MAX {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIMEOUT, drain).await;
+}
 
 /// Whether `host` (as the client sent it, maybe with a port) is one of `allowed`: an entry
 /// with a port must match host and port, one without matches the host on any port.
@@ -161,8 +237,8 @@ pub(crate) fn request_ctx_trusted(
     }
     if let Some(public) = &cfg.public_url {
         let host = match public.port() {
-            Some(port) => format!("{}:{port}", public.host_str()?),
-            None => public.host_str()?.to_string(),
+            Some(port) => Host::new(&format!("{}:{port}", public.host_str()?))?,
+            None => Host::new(public.host_str()?)?,
         };
         let scheme = if public.scheme() == "https" {
             "https"
@@ -185,7 +261,12 @@ pub(crate) fn request_ctx_trusted(
             _ => {}
         }
     }
-    let host = asked.filter(|h| plausible_host(h))?.to_string();
+    let asked = asked.filter(|h| plausible_host(h))?;
+    let host = match headers.get(HOST) {
+        // The usual case: the request's own Host header, shared.
+        Some(own) if own.as_bytes() == asked.as_bytes() => Host(own.clone()),
+        _ => Host(HeaderValue::from_str(asked).ok()?),
+    };
     Some(RequestCtx {
         scheme,
         host,

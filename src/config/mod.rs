@@ -627,6 +627,8 @@ pub struct UpstreamTarget {
     pub url: Url,
     pub scheme: http::uri::Scheme,
     pub authority: http::uri::Authority,
+    /// `Host` for the upstream (`authority`, without a default port), made once.
+    pub host: http::HeaderValue,
     /// The upstream URL's path without its trailing `/` ("" for the root).
     pub base_path: String,
 }
@@ -646,6 +648,7 @@ impl UpstreamTarget {
         };
         Some(UpstreamTarget {
             scheme,
+            host: http::HeaderValue::from_str(&authority).ok()?,
             authority: authority.parse().ok()?,
             base_path: url.path().trim_end_matches('/').to_string(),
             url,

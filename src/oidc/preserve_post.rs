@@ -12,17 +12,17 @@ use super::login;
 use super::state::STATE_LIFETIME;
 use crate::error::{GatewayError, NotKept, NotResent};
 use crate::provider::Provider;
-use crate::request::{RequestCtx, BODY_READ_TIMEOUT};
+use crate::request::{self, RequestCtx, BODY_READ_TIMEOUT};
 use crate::response::{self, escape_html, Body};
 use crate::secret::random_id;
 use crate::services::kept_posts::KEPT_FOR;
 use crate::services::Services;
 use crate::session::Purpose;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http::{Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
@@ -61,7 +61,10 @@ pub(crate) async fn keep_and_login(
         why,
         return_to: return_to.clone(),
     };
-    check_head(&parts.headers, ctx).map_err(refuse)?;
+    if let Err(why) = check_head(&parts.headers, ctx) {
+        request::discard_body(body).await;
+        return Err(refuse(why));
+    }
     let form = read(body).await.map_err(refuse)?;
     let body = decodable(form).map_err(refuse)?;
     let id = random_id();
@@ -150,19 +153,31 @@ fn same_origin(headers: &HeaderMap, ctx: &RequestCtx) -> bool {
     header("origin").is_none_or(|o| o.trim().eq_ignore_ascii_case(&ctx.origin()))
 }
 
-/// Reads the body, stopping as soon as it passes [`MAX_BODY`].
-async fn read(body: Incoming) -> Result<Bytes, NotKept> {
-    let read = Limited::new(body, MAX_BODY).collect();
+/// Reads the body, stopping as soon as it passes [`MAX_BODY`] (the rest is then discarded,
+/// bounded, so that the client reads the refusal).
+async fn read(mut body: Incoming) -> Result<Bytes, NotKept> {
+    let mut form = BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            // The client went away mid-body: nothing to keep.
+            let frame = frame.map_err(|_| NotKept::Timeout)?;
+            if let Some(data) = frame.data_ref() {
+                if form.len() + data.len() > MAX_BODY {
+                    return Err(NotKept::TooLarge);
+                }
+                form.extend_from_slice(data);
+            }
+        }
+        Ok(())
+    };
     match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+        Ok(Ok(())) => Ok(form.freeze()),
+        Ok(Err(NotKept::TooLarge)) => {
+            request::discard_body(body).await;
             Err(NotKept::TooLarge)
         }
-        // The client went away mid-body: nothing to keep.
-        Ok(Err(_)) | Err(_) => Err(NotKept::Timeout),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err(NotKept::Timeout),
     }
 }
 

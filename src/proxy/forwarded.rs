@@ -2,7 +2,10 @@
 //! replacing whatever anyone else sent.
 
 use crate::request::{RequestCtx, XFH, XFP};
+use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
+use std::cell::RefCell;
+use std::net::IpAddr;
 
 const XFF: &str = "x-forwarded-for";
 
@@ -44,9 +47,9 @@ pub(crate) fn set_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
             headers.remove(name);
         }
     }
-    let mut xff = String::new();
-    if ctx.trusted {
+    if ctx.trusted && headers.contains_key(XFF) {
         // Every X-Forwarded-For line the proxy sent, in order (a list may span lines).
+        let mut xff = String::new();
         for prev in headers.get_all(XFF).iter().filter_map(|v| v.to_str().ok()) {
             let prev = prev.trim();
             if !prev.is_empty() {
@@ -54,15 +57,33 @@ pub(crate) fn set_forwarded_headers(headers: &mut HeaderMap, ctx: &RequestCtx) {
                 xff.push_str(", ");
             }
         }
-    }
-    let _ = std::fmt::Write::write_fmt(&mut xff, format_args!("{}", ctx.peer));
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(XFF, v);
+        let _ = std::fmt::Write::write_fmt(&mut xff, format_args!("{}", ctx.peer));
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(XFF, v);
+        }
+    } else {
+        headers.insert(XFF, peer_header(ctx.peer));
     }
     headers.insert(XFP, HeaderValue::from_static(ctx.scheme));
-    if let Ok(v) = HeaderValue::from_str(&ctx.host) {
-        headers.insert(XFH, v);
+    headers.insert(XFH, ctx.host.header());
+}
+
+/// `ip` as a header value. The last one made is kept per thread: a worker's consecutive
+/// requests mostly come from one client address (a keep-alive connection, the load
+/// balancer in front), whose value is then shared instead of formatted and copied again.
+fn peer_header(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, HeaderValue)>> = const { RefCell::new(None) };
     }
+    LAST.with_borrow_mut(|last| match last {
+        Some((seen, value)) if *seen == ip => value.clone(),
+        _ => {
+            let value = HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+                .expect("an IP address is a valid header value");
+            *last = Some((ip, value.clone()));
+            value
+        }
+    })
 }
 
 #[cfg(test)]

@@ -70,13 +70,14 @@ impl Upstream {
         let headers = request.headers_mut();
         hop::remove_hop_by_hop(headers);
         set_forwarded_headers(headers, ctx);
-        if route.preserve_host {
-            if let Ok(v) = HeaderValue::from_str(&ctx.host) {
-                headers.insert(HOST, v);
-            }
-        } else {
-            headers.remove(HOST);
-        }
+        headers.insert(
+            HOST,
+            if route.preserve_host {
+                ctx.host.header()
+            } else {
+                target.host.clone()
+            },
+        );
         if let Some(proto) = &upgrade {
             headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(UPGRADE, proto.clone());
