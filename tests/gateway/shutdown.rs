@@ -158,3 +158,34 @@ fn the_binary_tells_systemd_when_it_is_ready_and_when_it_stops() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// With several worker threads (`server.workers`), connections spread over them are all
+/// served, each keeping its keep-alive connection, and shutdown returns once every worker
+/// thread has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_on_every_worker_are_served_and_shutdown_ends_the_workers() {
+    let h = Harness::with(Options {
+        server: "workers = 3".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..9 {
+        // One connection per client (a pool of its own), three requests on it.
+        let client = raw_client();
+        let url = h.url(&format!("/public/c{i}"));
+        clients.push(tokio::spawn(async move {
+            for _ in 0..3 {
+                let r = client.get(&url).send().await.expect("served");
+                assert_eq!(r.status(), 200);
+                assert_eq!(Echo::of(r).await.0["path"], format!("/public/c{i}"));
+            }
+        }));
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(10), h.gw.shutdown())
+        .await
+        .expect("shutdown ends every worker thread");
+}
