@@ -54,9 +54,10 @@ pub(crate) struct Host(HeaderValue);
 impl Host {
     /// `host`, when it is plausible.
     pub(crate) fn new(host: &str) -> Option<Host> {
-        plausible_host(host)
-            .then(|| HeaderValue::from_str(host).ok().map(Host))
-            .flatten()
+        if !plausible_host(host) {
+            return None;
+        }
+        HeaderValue::from_str(host).ok().map(Host)
     }
 
     pub(crate) fn as_str(&self) -> &str {
@@ -261,11 +262,13 @@ pub(crate) fn request_ctx_trusted(
             _ => {}
         }
     }
-    let asked = asked.filter(|h| plausible_host(h))?;
+    let asked = asked?;
     let host = match headers.get(HOST) {
         // The usual case: the request's own Host header, shared.
-        Some(own) if own.as_bytes() == asked.as_bytes() => Host(own.clone()),
-        _ => Host(HeaderValue::from_str(asked).ok()?),
+        Some(own) if own.as_bytes() == asked.as_bytes() && plausible_host(asked) => {
+            Host(own.clone())
+        }
+        _ => Host::new(asked)?,
     };
     Some(RequestCtx {
         scheme,

@@ -147,27 +147,9 @@ fn get(path: &str, host: &str, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocations_per_proxied_request_stay_within_bounds() {
     let upstream = fixed_upstream();
+    // The harness's routes: `/public` (none), `/` (session) and `/api` (bearer).
     let h = Harness::with(Options {
         upstream: Some(format!("http://{upstream}")),
-        routes: Some(
-            r#"
-[[route]]
-path = "/"
-upstream = "{upstream}"
-auth = "openid-connect"
-
-[[route]]
-path = "/none"
-upstream = "{upstream}"
-auth = "none"
-
-[[route]]
-path = "/api"
-upstream = "{upstream}"
-auth = "oauth20"
-"#
-            .into(),
-        ),
         ..Options::default()
     })
     .await;
@@ -180,7 +162,7 @@ auth = "oauth20"
     let gateway = h.gw.addr();
 
     let (none, session, bearer) = tokio::task::spawn_blocking(move || {
-        let none = allocations_per_request(gateway, get("/none/x", &host, ""));
+        let none = allocations_per_request(gateway, get("/public/x", &host, ""));
         let session =
             allocations_per_request(gateway, get("/x", &host, &format!("Cookie: {cookie}\r\n")));
         let bearer = allocations_per_request(
